@@ -1,0 +1,5 @@
+"""`python -m vodsync` runs the command line."""
+
+from vodsync.cli import main
+
+raise SystemExit(main())

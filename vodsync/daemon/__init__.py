@@ -1,0 +1,1 @@
+"""`vodsync watch`: watching, the reconcile loop, signals, sd_notify and metrics."""

@@ -1,0 +1,1 @@
+"""The state file: what vodsync has done, recorded in SQLite."""
