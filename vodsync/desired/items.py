@@ -1,0 +1,76 @@
+"""The desired set's vocabulary: what kind of media an item is and what it should look like.
+
+`DesiredItem` is what manifests and drop folders produce and what the engine
+diffs against the state file. It is a frozen value: the pipeline from here to
+the plan is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from vodsync.errors import Location
+
+
+class Kind(StrEnum):
+    VIDEO = "video"  # local file -> CreateUploadVideo + OSS upload
+    IMAGE = "image"  # local file -> CreateUploadImage + OSS upload
+    ATTACHED = "attached"  # local file -> CreateUploadAttachedMedia + OSS upload
+    URL = "url"  # UploadMediaByURL, followed with GetURLUploadInfos
+    REGISTER = "register"  # RegisterMedia of an object already in OSS
+
+    @property
+    def uploads_local_file(self) -> bool:
+        return self in (Kind.VIDEO, Kind.IMAGE, Kind.ATTACHED)
+
+    @property
+    def remote_is_video(self) -> bool:
+        """URL ingests and registrations end as VOD videos, updated like uploaded ones."""
+        return self in (Kind.VIDEO, Kind.URL, Kind.REGISTER)
+
+
+# Metadata a later Update* call can change, per kind. Everything else is fixed at creation.
+UPDATABLE_FIELDS: Mapping[Kind, tuple[str, ...]] = {
+    Kind.VIDEO: ("title", "description", "tags", "cate_id", "cover_url"),
+    Kind.URL: ("title", "description", "tags", "cate_id", "cover_url"),
+    Kind.REGISTER: ("title", "description", "tags", "cate_id", "cover_url"),
+    Kind.IMAGE: ("title", "description", "tags", "cate_id"),
+    Kind.ATTACHED: ("title", "description", "tags", "cate_id"),
+}
+
+
+@dataclass(frozen=True)
+class LocalFile:
+    """A local file as seen at load time: enough to tell whether it changed without reading it."""
+
+    path: str  # absolute, already confined to an allowed root
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class DesiredItem:
+    """One media item that should exist in VOD.
+
+    `source` is the absolute local path (video, image, attached), the source
+    URL (url) or the OSS FileURL (register). `metadata` holds only the
+    updatable fields of `UPDATABLE_FIELDS[kind]` that the manifest sets
+    (tags as a tuple); `options` holds creation-only settings
+    (template_group_id, workflow_id, image_type, business_type,
+    storage_location, app_id). Absent keys mean "not managed".
+    """
+
+    name: str
+    kind: Kind
+    source: str
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
+    local: LocalFile | None = None
+    protect: bool = False
+    origin: Location | None = None
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.kind, self.source))
