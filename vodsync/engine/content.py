@@ -1,0 +1,57 @@
+"""Content identity of local files: SHA-256, computed only when size or mtime moved.
+
+This is the one place the engine reads file bytes for planning. Digests are
+cached in the state file keyed by (path, size, mtime_ns), so an unchanged
+library is never re-read, and a file touched by `git checkout` is read once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from vodsync.desired.items import DesiredItem
+from vodsync.engine.diff import needs_hash
+from vodsync.state.store import Record
+
+CHUNK = 4 * 1024 * 1024
+
+
+def sha256_file(path: str) -> str:
+    """Hex SHA-256 of a file, streamed (hashlib releases the GIL on large chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def hashes_needed(
+    desired: Sequence[DesiredItem],
+    records: Mapping[str, Record],
+    *,
+    cached: Callable[[str, int, int], str | None],
+    remember: Callable[[str, int, int, str], None] | None = None,
+    hash_file: Callable[[str], str] = sha256_file,
+    threads: int = 4,
+) -> dict[str, str]:
+    """Digests of the items whose stat moved since they were recorded, by item name."""
+    todo = [i for i in desired if needs_hash(i, records.get(i.name))]
+    out: dict[str, str] = {}
+    missing: list[DesiredItem] = []
+    for item in todo:
+        assert item.local is not None
+        digest = cached(item.local.path, item.local.size, item.local.mtime_ns)
+        if digest:
+            out[item.name] = digest
+        else:
+            missing.append(item)
+    if missing:
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            for item, digest in zip(missing, pool.map(lambda i: hash_file(i.local.path), missing), strict=True):
+                out[item.name] = digest
+                if remember is not None:
+                    assert item.local is not None
+                    remember(item.local.path, item.local.size, item.local.mtime_ns, digest)
+    return out

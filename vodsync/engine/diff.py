@@ -1,0 +1,204 @@
+"""Desired items x recorded state -> changes. Pure: no I/O, no clock.
+
+The one question answered here is *what differs and why*. Whether a change is
+carried out (prune, delete limits) is the plan's policy, and how it is carried
+out is the executor's business.
+
+Content identity: a local file is unchanged while its size and mtime equal the
+recorded ones; only when they differ does the caller hash it (`needs_hash`)
+and pass the digest in `hashes`, so a no-op plan over a large library reads no
+file bytes at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind
+from vodsync.state.store import Record, RecordStatus
+
+
+class Action(StrEnum):
+    CREATE = "create"  # new item, or its remote media is gone
+    UPDATE = "update"  # metadata only, just the fields that changed
+    REPLACE = "replace"  # new content (or source, or kind) for an existing item
+    DELETE = "delete"  # item gone from the manifests (carried out only with --prune)
+    RESUME = "resume"  # finish what an interrupted or failed run started
+    FOLLOW = "follow"  # an asynchronous URL ingest is still running
+    TOUCH = "touch"  # bookkeeping only (new mtime, same bytes; protect flag): no API call
+
+
+# Actions that change nothing remotely; they never count as "changes" in a plan.
+BOOKKEEPING = frozenset({Action.TOUCH})
+
+
+@dataclass(frozen=True)
+class Change:
+    action: Action
+    name: str
+    kind: Kind
+    reason: str
+    fields: tuple[str, ...] = ()  # metadata fields to write (update, replace, create after drift)
+    item: DesiredItem | None = None
+    record: Record | None = None
+    upload_bytes: int = 0
+    content_hash: str | None = None  # digest of the desired local content, when known
+
+    def __str__(self) -> str:
+        if self.action is Action.UPDATE:
+            return f"update({self.name}: {', '.join(self.fields)})"
+        return f"{self.action}({self.name}: {self.kind})"
+
+
+def normalize(field: str, value: Any) -> Any:
+    """Compare-ready form of a metadata value: empty means unset; tag order is not meaningful."""
+    if value is None or value == "" or value == () or value == []:
+        return None
+    if field == "tags":
+        if isinstance(value, str):
+            value = [t for t in (s.strip() for s in value.split(",")) if t]
+        return tuple(sorted(value)) or None
+    if field == "cate_id":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return value
+    return value
+
+
+def changed_fields(item: DesiredItem, current: Mapping[str, Any]) -> tuple[str, ...]:
+    """Updatable fields the manifest sets whose value differs from `current`."""
+    return tuple(
+        f
+        for f in UPDATABLE_FIELDS[item.kind]
+        if f in item.metadata and normalize(f, item.metadata[f]) != normalize(f, current.get(f))
+    )
+
+
+def needs_hash(item: DesiredItem, record: Record | None) -> bool:
+    """True when a local file's size, mtime or path moved since it was recorded."""
+    if item.local is None or record is None or record.content_hash is None:
+        return False
+    return (item.local.path, item.local.size, item.local.mtime_ns) != (
+        record.source,
+        record.size,
+        record.mtime_ns,
+    )
+
+
+_UNFINISHED = {
+    RecordStatus.CREATING: "interrupted before the media was created",
+    RecordStatus.UPLOADING: "interrupted upload",
+    RecordStatus.DELETING: "interrupted delete",
+}
+
+
+def _diff_one(
+    item: DesiredItem,
+    record: Record | None,
+    hashes: Mapping[str, str],
+    remote: Mapping[str, Mapping[str, Any] | None] | None,
+) -> Change | None:
+    size = item.local.size if item.local else 0
+    if record is None:
+        return Change(Action.CREATE, item.name, item.kind, "new item", item=item, upload_bytes=size)
+    if record.kind != item.kind:
+        return Change(
+            Action.REPLACE,
+            item.name,
+            item.kind,
+            f"type changed from {record.kind} to {item.kind}",
+            fields=changed_fields(item, record.metadata),
+            item=item,
+            record=record,
+            upload_bytes=size,
+        )
+    if record.status in _UNFINISHED:
+        return Change(
+            Action.RESUME, item.name, item.kind, _UNFINISHED[record.status], item=item, record=record,
+            upload_bytes=size,
+        )
+    if record.status is RecordStatus.FAILED and (record.remote_id is None or record.content_hash is None
+                                                 and item.kind.uploads_local_file):
+        why = f"last attempt failed: {record.last_error}" if record.last_error else "last attempt failed"
+        return Change(Action.RESUME, item.name, item.kind, why, item=item, record=record, upload_bytes=size)
+    if record.status is RecordStatus.INGESTING:
+        return Change(Action.FOLLOW, item.name, item.kind, "URL ingest in progress", item=item, record=record)
+
+    if remote is not None and item.name in remote and remote[item.name] is None:
+        return Change(
+            Action.CREATE, item.name, item.kind, "deleted remotely", item=item, record=record, upload_bytes=size
+        )
+
+    # Content: URL and FileURL are compared as strings; local files by hash when their stat moved.
+    content_hash = record.content_hash
+    replace_reason = None
+    if item.kind.uploads_local_file:
+        if needs_hash(item, record):
+            content_hash = hashes.get(item.name)
+            if content_hash is None or content_hash != record.content_hash:
+                replace_reason = "content changed"
+    elif item.source != record.source:
+        replace_reason = "url changed" if item.kind is Kind.URL else "file_url changed"
+
+    current = record.metadata
+    drift = ""
+    if remote is not None and remote.get(item.name) is not None:
+        current = remote[item.name] or {}
+        drift = " (changed remotely)"
+    fields = changed_fields(item, current)
+
+    if replace_reason:
+        return Change(
+            Action.REPLACE, item.name, item.kind, replace_reason, fields=fields, item=item, record=record,
+            upload_bytes=size, content_hash=content_hash,
+        )
+    if fields:
+        return Change(
+            Action.UPDATE, item.name, item.kind, f"{', '.join(fields)} changed{drift}", fields=fields,
+            item=item, record=record,
+        )
+    stat_moved = item.local is not None and (item.local.path, item.local.size, item.local.mtime_ns) != (
+        record.source, record.size, record.mtime_ns,
+    )
+    if stat_moved or record.protect != item.protect:
+        return Change(
+            Action.TOUCH, item.name, item.kind, "bookkeeping", item=item, record=record, content_hash=content_hash
+        )
+    return None
+
+
+def diff(
+    desired: Sequence[DesiredItem],
+    records: Mapping[str, Record],
+    *,
+    hashes: Mapping[str, str] | None = None,
+    remote: Mapping[str, Mapping[str, Any] | None] | None = None,
+) -> list[Change]:
+    """Every change that would bring the recorded state to the desired one.
+
+    `hashes` maps item names to the digest of their local file, for the items
+    `needs_hash` selected. `remote` (from `--refresh`) maps names to the remote
+    metadata in our field names, or to None when the media no longer exists.
+    Records of drop-folder items and protected records are never deleted.
+    """
+    hashes = hashes or {}
+    changes: list[Change] = []
+    wanted = set()
+    for item in desired:
+        wanted.add(item.name)
+        change = _diff_one(item, records.get(item.name), hashes, remote)
+        if change is not None:
+            changes.append(change)
+    for name, record in records.items():
+        if name in wanted or record.origin != "manifest":
+            continue
+        reason = "removed from manifests"
+        if record.protect:
+            reason += "; protected"
+        changes.append(Change(Action.DELETE, name, Kind(record.kind), reason, record=record))
+    return changes
+
