@@ -1,0 +1,511 @@
+"""Manifest files -> validated, path-confined `DesiredItem`s, or one `ManifestError` listing every problem.
+
+Owns finding manifest files (`*.yaml`/`*.yml`, recursively, skipping hidden
+directories), parsing them, merging `defaults`, validating against
+`manifest.py`'s models, confining and stat-ing local files, checking that names
+are unique across all files, and `manifest_schema()`.
+
+Speed: a plan over 100,000 items must cost at most about twice a bare
+`yaml.load(CSafeLoader)` plus one `os.stat` per file. So the happy path is the
+C parser, one pydantic call for a whole file's media list, a directory-cached
+`realpath`, and one `lstat` per local file. The YAML node tree the parser
+builds anyway is kept for the file being loaded, so line numbers for problems
+(and each item's origin line) come from it without parsing again. Errors are
+located and worded only on the slow path.
+
+Nothing here reads a media file's bytes, and no exception other than
+`ManifestError` escapes for any manifest content.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from vodsync.config import (
+    describe_value,
+    explain_error,
+    node_at,
+    node_line,
+    parse_yaml_document,
+    yaml_error_words,
+)
+from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile
+from vodsync.desired.manifest import (
+    DEFAULTABLE,
+    ITEM_ADAPTER,
+    ITEM_MODELS,
+    ITEM_TYPES,
+    ITEMS_ADAPTER,
+    ManifestDefaults,
+    ManifestFile,
+)
+from vodsync.desired.paths import PathConfiner, default_roots
+from vodsync.errors import Location, ManifestError, ManifestProblem, PathNotAllowed
+
+MANIFEST_SUFFIXES = (".yaml", ".yml")
+_TOP_LEVEL = ("defaults", "media")
+_OPTION_FIELDS = (
+    "template_group_id",
+    "workflow_id",
+    "storage_location",
+    "app_id",
+    "image_type",
+    "business_type",
+    "file_extension",
+)
+_EXPECTED = {
+    "tags": "a list of strings",
+    "cate_id": "a positive integer",
+    "protect": "true or false",
+    "defaults": "a mapping",
+}
+_PATTERNS = {
+    "name": "must use only lower-case letters, digits and . _ / - and start with a letter or digit",
+    "tags": "a tag must not contain a comma (the API joins tags with commas)",
+    "file": "must not contain NUL bytes",
+    "file_extension": "must be letters and digits only, such as mp4",
+    "template_group_id": "must not contain spaces",
+    "workflow_id": "must not contain spaces",
+    "storage_location": "must not contain spaces",
+    "app_id": "must not contain spaces",
+}
+_TYPE_LIST = ", ".join(ITEM_TYPES)
+
+
+def load_manifests(
+    root: Path,
+    *,
+    roots: Sequence[Path] | None = None,
+    check_files: bool = True,
+) -> list[DesiredItem]:
+    """Load every manifest under `root` (a directory, or one file) into items sorted by name.
+
+    Local files are resolved relative to their manifest, must lie inside `roots`
+    (default: the manifests' repository root, see `paths.py`), and are stat-ed
+    (never read) unless `check_files` is false, in which case `local` is None and
+    missing files are not reported. Raises `ManifestError` listing every problem
+    of every file.
+    """
+    root = Path(root)
+    problems: list[ManifestProblem] = []
+    files = _manifest_files(root, problems)
+    base = root if root.is_dir() else root.parent
+    confiner = PathConfiner(roots if roots else default_roots(root))
+    items: list[DesiredItem] = []
+    names: list[tuple[str, Location]] = []
+    for path in files:
+        rel = Path(os.path.relpath(path, base)).as_posix()
+        _ManifestFileLoader(path, rel, confiner, check_files, problems).load(items, names)
+    _check_unique(names, problems)
+    if problems:
+        problems.sort(key=lambda p: (p.location.file, p.location.line or 0))
+        raise ManifestError(problems)
+    items.sort(key=lambda item: item.name)
+    return items
+
+
+def manifest_schema() -> dict[str, Any]:
+    """The JSON Schema of one manifest file, for `vodsync schema` and editors."""
+    schema = ManifestFile.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "vodsync manifest"
+    schema["description"] = (
+        "A vodsync manifest: optional `defaults` applied to every item of the file, "
+        "and a `media` list of items selected by `type`."
+    )
+    return schema
+
+
+def _manifest_files(root: Path, problems: list[ManifestProblem]) -> list[Path]:
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        problems.append(ManifestProblem(Location(str(root)), None, "no such manifests directory or file"))
+        return []
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Hidden directories hold tooling (.git, .vodsync), not manifests.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        found.extend(
+            Path(dirpath, f)
+            for f in sorted(filenames)
+            if f.endswith(MANIFEST_SUFFIXES) and not f.startswith(".")
+        )
+    return found
+
+
+def _check_unique(names: list[tuple[str, Location]], problems: list[ManifestProblem]) -> None:
+    """Each duplicated name is reported at every place it is defined, naming the others."""
+    where: dict[str, list[Location]] = {}
+    for name, location in names:
+        where.setdefault(name, []).append(location)
+    for name, locations in where.items():
+        if len(locations) < 2:
+            continue
+        for location in locations:
+            others = ", ".join(str(o) for o in locations if o is not location)
+            problems.append(
+                ManifestProblem(location, name, f"duplicate name {name!r}, also defined at {others}")
+            )
+
+
+def _locate_constructor_error(text: str) -> int | None:
+    """Line of the first scalar the safe constructor refuses (e.g. the timestamp 2024-13-01)."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except Exception:  # noqa: BLE001 - only looking for a line number
+        return None
+    constructor = yaml.SafeLoader("")
+    failing: list[int] = []
+    stack, seen = [root], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.ScalarNode):
+            try:
+                constructor.construct_object(node, deep=True)
+            except Exception:  # noqa: BLE001
+                failing.append(node.start_mark.line + 1)
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                stack.extend((key, value))
+    return min(failing) if failing else None
+
+
+def _label(item: Any, index: int) -> str:
+    name = item.get("name") if isinstance(item, dict) else None
+    return (
+        name
+        if isinstance(name, str) and name and len(name) <= 128 and "\n" not in name
+        else f"media[{index}]"
+    )
+
+
+def _path_words(loc: Sequence[Any]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+class _ManifestFileLoader:
+    """Loads one manifest file; problems go to the shared list, with this file's name and lines."""
+
+    def __init__(
+        self,
+        path: Path,
+        rel: str,
+        confiner: PathConfiner,
+        check_files: bool,
+        problems: list[ManifestProblem],
+    ) -> None:
+        self.path = path
+        self.rel = rel
+        self.base_dir = os.path.dirname(os.path.abspath(path))
+        self.confiner = confiner
+        self.check_files = check_files
+        self.problems = problems
+        self.node: yaml.Node | None = None
+        self.data: Any = None
+        self.defaults: dict[str, Any] = {}
+
+    def problem(self, line: int | None, field: str | None, message: str) -> None:
+        # Every problem carries a line, so a reader (or an editor) can jump to it.
+        self.problems.append(ManifestProblem(Location(self.rel, line or 1), field, message))
+
+    # -- parsing -------------------------------------------------------------------------------
+
+    def _parse(self) -> bool:
+        real = os.path.realpath(self.path)
+        if not self.confiner.allows(real):
+            self.problem(
+                1,
+                None,
+                f"manifest resolves to {real}, outside the allowed roots ({self.confiner.describe_roots()})",
+            )
+            return False
+        try:
+            raw = self.path.read_bytes()
+        except OSError as exc:
+            self.problem(1, None, f"cannot read the file: {exc.strerror or exc}")
+            return False
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            line = raw[: exc.start].count(b"\n") + 1
+            self.problem(line, None, f"is not UTF-8 text (byte 0x{raw[exc.start]:02x}); save it as UTF-8")
+            return False
+        try:
+            self.data, self.node = parse_yaml_document(text)
+        except Exception as exc:  # noqa: BLE001 - any parser/constructor failure is a located problem
+            line, words = yaml_error_words(exc)
+            if line is None and not isinstance(exc, (yaml.YAMLError, RecursionError)):
+                line = _locate_constructor_error(text)
+            self.problem(line, None, words)
+            return False
+        return True
+
+    def load(self, items: list[DesiredItem], names: list[tuple[str, Location]]) -> None:
+        if not self._parse():
+            return
+        data, node = self.data, self.node
+        if data is None:  # empty file, or only comments: no items
+            return
+        if not isinstance(data, dict):
+            self.problem(
+                node_line(node),
+                None,
+                f"a manifest must be a mapping with a `media:` list (and optional `defaults:`), "
+                f"got {describe_value(data)}",
+            )
+            return
+        for key in data:
+            if key not in _TOP_LEVEL:
+                hint = difflib.get_close_matches(str(key), _TOP_LEVEL, n=1)
+                extra = f"; did you mean {hint[0]}?" if hint else "; a manifest has only defaults and media"
+                self.problem(
+                    node_line(node, [key], key=True), str(key)[:80], f"unknown top-level field{extra}"
+                )
+        self._load_defaults(data.get("defaults"))
+        media = data.get("media")
+        if media is None:
+            return
+        if not isinstance(media, list):
+            self.problem(
+                node_line(node, ["media"]),
+                "media",
+                f"expected a list of media items, got {describe_value(media)}",
+            )
+            return
+        self._load_media(media, items, names)
+
+    def _load_defaults(self, defaults: Any) -> None:
+        if defaults is None:
+            return
+        try:
+            ManifestDefaults.model_validate(defaults)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                loc = ("defaults", *err["loc"])
+                key = err["type"] == "extra_forbidden"
+                words = explain_error({**err, "loc": loc}, expected=_EXPECTED, patterns=_PATTERNS)
+                if key:
+                    words = self._unknown_field_words(str(loc[-1]), ManifestDefaults.model_fields, "defaults")
+                self.problem(node_line(self.node, loc, key=key), "defaults" + _path_words(err["loc"]), words)
+            return
+        self.defaults = defaults
+
+    # -- items ---------------------------------------------------------------------------------
+
+    def _merge(self, item: Any) -> Any:
+        """The item with this file's defaults applied: item values win; tags are merged, de-duplicated."""
+        if not isinstance(item, dict):
+            return item
+        defaults = self.defaults
+        tags = item.get("tags")
+        if not defaults:
+            if type(tags) is list and len(tags) > 1:
+                try:
+                    deduped = list(dict.fromkeys(tags))
+                except TypeError:  # unhashable entries: validation reports them
+                    return item
+                if len(deduped) != len(tags):
+                    return {**item, "tags": deduped}
+            return item
+        allowed = DEFAULTABLE.get(item.get("type"))  # type: ignore[arg-type]
+        if allowed is None:
+            return item
+        merged = {k: v for k, v in defaults.items() if k in allowed}
+        merged.update(item)
+        default_tags = defaults.get("tags")
+        if default_tags and type(tags) is list:
+            try:
+                merged["tags"] = list(dict.fromkeys([*default_tags, *tags]))
+            except TypeError:
+                pass
+        return merged
+
+    def _load_media(
+        self, media: list[Any], items: list[DesiredItem], names: list[tuple[str, Location]]
+    ) -> None:
+        merged = [self._merge(item) for item in media]
+        media_node = node_at(self.node, ["media"])
+        if isinstance(media_node, yaml.SequenceNode) and len(media_node.value) == len(media):
+            lines = [n.start_mark.line + 1 for n in media_node.value]
+        else:  # an alias or merge made the node tree differ from the data; fall back to the list's line
+            lines = [node_line(media_node) or 1] * len(media)
+        try:
+            models: list[Any] = ITEMS_ADAPTER.validate_python(merged)
+        except ValidationError as exc:
+            models = self._report_invalid(media, merged, exc)
+        # Names count for uniqueness even when their item has other problems: report everything at once.
+        for index, item in enumerate(media):
+            name = item.get("name") if isinstance(item, dict) else None
+            if isinstance(name, str):
+                names.append((name, Location(self.rel, lines[index])))
+        for index, model in enumerate(models):
+            if model is None:
+                continue
+            item = self._to_item(model, index, Location(self.rel, lines[index]))
+            if item is not None:
+                items.append(item)
+
+    def _report_invalid(self, media: list[Any], merged: list[Any], exc: ValidationError) -> list[Any]:
+        """Report every error of the file's media list; return the models of the valid items (None for others)."""
+        bad: set[int] = set()
+        for err in exc.errors(include_url=False):
+            index = err["loc"][0]
+            bad.add(index)
+            self._report_item_error(index, media[index], merged[index], err)
+        return [None if i in bad else ITEM_ADAPTER.validate_python(m) for i, m in enumerate(merged)]
+
+    def _report_item_error(self, index: int, item: Any, merged: Any, err: dict[str, Any]) -> None:
+        label = _label(item, index)
+        kind = err["type"]
+        loc = list(err["loc"][1:])
+        item_type = merged.get("type") if isinstance(merged, dict) else None
+        if (
+            loc
+            and isinstance(item_type, str)
+            and loc[0] == item_type
+            and kind
+            not in (
+                "union_tag_invalid",
+                "union_tag_not_found",
+            )
+        ):
+            loc = loc[1:]  # drop the discriminator tag pydantic puts in the path
+        error_field = getattr((err.get("ctx") or {}).get("error"), "field", None)
+        if not loc and isinstance(error_field, str):
+            loc = [error_field]
+        item_loc: list[Any] = ["media", index]
+
+        if not isinstance(item, dict):
+            words = f"each media item must be a mapping with name and type, got {describe_value(item)}"
+            self.problem(node_line(self.node, item_loc), label, words)
+            return
+        if kind == "union_tag_invalid":
+            tag = err.get("ctx", {}).get("tag")
+            hint = difflib.get_close_matches(str(tag), ITEM_TYPES, n=1)
+            words = f"unknown type {tag!r}; expected one of {_TYPE_LIST}" + (
+                f" (did you mean {hint[0]}?)" if hint else ""
+            )
+            self.problem(node_line(self.node, [*item_loc, "type"]), f"{label}.type", words)
+            return
+        if kind == "union_tag_not_found":
+            type_value = item.get("type")
+            if type_value is None:
+                words = f"type is required: one of {_TYPE_LIST}"
+            else:
+                words = f"expected one of {_TYPE_LIST}, got {describe_value(type_value)}"
+            self.problem(node_line(self.node, item_loc), f"{label}.type", words)
+            return
+        if not loc:
+            self.problem(node_line(self.node, item_loc), label, explain_error(err))
+            return
+
+        field = loc[0]
+        where: list[Any] = [*item_loc, *loc]
+        from_defaults = False
+        if field not in item and field in self.defaults:
+            where, from_defaults = ["defaults", *loc], True
+        elif field == "tags" and len(loc) > 1 and isinstance(item.get("tags"), list):
+            # Indexes point into the merged tag list; find the offending tag where it was written.
+            value = err.get("input")
+            own = item["tags"]
+            if value in own:
+                where = [*item_loc, "tags", own.index(value)]
+            elif value in (self.defaults.get("tags") or []):
+                where, from_defaults = ["defaults", "tags", self.defaults["tags"].index(value)], True
+            loc = ["tags"]
+        if kind == "extra_forbidden":
+            model = ITEM_MODELS.get(item_type)  # type: ignore[arg-type]
+            fields = model.model_fields if model else {}
+            words = self._unknown_field_words(str(field), fields, f"{item_type} items")
+            self.problem(node_line(self.node, where, key=True), f"{label}.{str(field)[:80]}", words)
+            return
+        words = explain_error(err, expected=_EXPECTED, patterns=_PATTERNS)
+        if kind == "missing":
+            line = node_line(self.node, item_loc)
+        else:
+            line = node_line(self.node, where)
+        if from_defaults:
+            words += " (value from defaults)"
+        self.problem(line, f"{label}{_path_words(loc)}", words)
+
+    @staticmethod
+    def _unknown_field_words(field: str, known: Any, owner: str) -> str:
+        hint = difflib.get_close_matches(field, list(known), n=1)
+        if hint:
+            return f"unknown field for {owner}; did you mean {hint[0]}?"
+        return f"unknown field for {owner}; known fields: {', '.join(sorted(known))}"
+
+    def _to_item(self, model: Any, index: int, origin: Location) -> DesiredItem | None:
+        kind = Kind(model.type)
+        local = None
+        if kind.uploads_local_file:
+            try:
+                source, info = self.confiner.resolve(self.base_dir, model.file)
+            except PathNotAllowed as exc:
+                self.problem(node_line(self.node, ["media", index, "file"]), f"{model.name}.file", str(exc))
+                return None
+            if self.check_files:
+                local = self._stat(model, index, source, info)
+                if local is None:
+                    return None
+        elif kind is Kind.URL:
+            source = model.url
+        else:
+            source = model.file_url
+        metadata: dict[str, Any] = {}
+        for name in UPDATABLE_FIELDS[kind]:
+            value = getattr(model, name)
+            if value is not None:
+                metadata[name] = tuple(value) if name == "tags" else value
+        if model.title is None:
+            metadata["title"] = model.name.rstrip("/").rsplit("/", 1)[-1] or model.name
+        options = {}
+        for name in _OPTION_FIELDS:
+            value = getattr(model, name, None)
+            if value is not None:
+                options[name] = value
+        return DesiredItem(
+            name=model.name,
+            kind=kind,
+            source=source,
+            metadata=metadata,
+            options=options,
+            local=local,
+            protect=model.protect,
+            origin=origin,
+        )
+
+    def _stat(self, model: Any, index: int, real: str, info: os.stat_result | None) -> LocalFile | None:
+        def fail(words: str) -> None:
+            self.problem(node_line(self.node, ["media", index, "file"]), f"{model.name}.file", words)
+
+        if info is None:
+            try:
+                info = os.stat(real)
+            except FileNotFoundError:
+                fail(f"file not found: {model.file} (looked for {real})")
+                return None
+            except (OSError, ValueError) as exc:
+                fail(f"cannot read {model.file}: {getattr(exc, 'strerror', None) or exc}")
+                return None
+        if not stat.S_ISREG(info.st_mode):
+            fail(f"{model.file} is not a regular file")
+            return None
+        return LocalFile(real, info.st_size, info.st_mtime_ns)
