@@ -1,0 +1,60 @@
+"""`vodsync emulator`: its arguments, and running it in the foreground until a signal.
+
+Prints exactly one line to stdout once it serves (scripts wait for it), then runs
+until SIGTERM or Ctrl-C and exits 0 after a clean stop (which saves the snapshot
+when --data-dir is given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s)")
+    parser.add_argument("--port", type=int, default=9090, help="port to bind; 0 picks a free one (default: %(default)s)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="keep state and uploaded bytes here across restarts (default: a temp dir, deleted on exit)")
+    parser.add_argument("--access-key-id", default="emulator", help="the account AccessKeyId (default: %(default)s)")
+    parser.add_argument("--access-key-secret", default="emulator-secret",
+                        help="the account AccessKeySecret (default: %(default)s)")
+    parser.add_argument("--sts-ttl", type=int, default=3000, metavar="SECONDS",
+                        help="lifetime of upload credentials (default: %(default)s)")
+    parser.add_argument("--transcode-seconds", type=float, default=2.0, metavar="S",
+                        help="emulated time from upload to Normal (default: %(default)s)")
+    parser.add_argument("--url-job-seconds", type=float, default=2.0, metavar="S",
+                        help="emulated minimum duration of an UploadMediaByURL job (default: %(default)s)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from vodsync.emulator.server import Emulator
+
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    emulator = Emulator(
+        host=args.host,
+        port=args.port,
+        data_dir=args.data_dir,
+        access_key_id=args.access_key_id,
+        access_key_secret=args.access_key_secret,
+        sts_ttl=args.sts_ttl,
+        transcode_seconds=args.transcode_seconds,
+        url_job_seconds=args.url_job_seconds,
+    )
+    try:
+        emulator.start()
+        print(f"vodsync emulator listening on {emulator.url}", flush=True)
+        while not stop.wait(3600):
+            pass
+    finally:
+        emulator.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
