@@ -1,5 +1,10 @@
 """The command line: argument parsing, exit codes and wiring. No logic lives here.
 
+Exit codes (a contract for scripts):
+  0  success; for `plan --detailed-exitcode`, no changes
+  1  an error, or `apply` finished with failed items
+  2  `plan --detailed-exitcode`: there are changes (argparse also uses 2 for bad usage)
+
 Each command imports what it needs lazily, so `vodsync plan` on a large library
 does not pay for the emulator, watchdog or the SDKs at start-up.
 """
@@ -7,8 +12,221 @@ does not pay for the emulator, watchdog or the SDKs at start-up.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import logging
+import os
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vodsync.cloud.settings import CloudSettings
+    from vodsync.config import Config
+    from vodsync.desired.items import DesiredItem
+
+log = logging.getLogger("vodsync")
+
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+DEFAULT_CONFIG = "vodsync.yaml"
+
+
+# ------------------------------------------------------------------ context
+
+
+class Context:
+    """Settings resolved once per command from flags, environment and the config file."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        from vodsync.config import load_config
+
+        self.args = args
+        cfg_path = getattr(args, "config", None)
+        if cfg_path is None and Path(DEFAULT_CONFIG).is_file():
+            cfg_path = DEFAULT_CONFIG
+        self.config: Config = load_config(Path(cfg_path) if cfg_path else None)
+        manifests = getattr(args, "manifests", None)
+        self.manifests = Path(manifests) if manifests else Path(self.config.manifests)
+        state = getattr(args, "state", None)
+        self.state = Path(state) if state else Path(self.config.state)
+        self.roots = [Path(r) for r in self.config.roots] or None
+
+    def load_desired(self) -> list[DesiredItem]:
+        from vodsync.desired.loader import load_manifests
+
+        return load_manifests(self.manifests, roots=self.roots)
+
+    def cloud_settings(self, endpoint_override: str | None = None) -> CloudSettings:
+        from vodsync.cloud.settings import CloudSettings
+        from vodsync.config import resolve_credentials
+
+        if endpoint_override:
+            return CloudSettings("emulator", "emulator-secret", region=self._region(), endpoint=endpoint_override)
+        creds = resolve_credentials(self.config)
+        endpoint = (
+            getattr(self.args, "endpoint", None) or os.environ.get("VODSYNC_ENDPOINT") or self.config.endpoint
+        )
+        return CloudSettings(
+            creds.access_key_id, creds.access_key_secret, creds.security_token,
+            region=self._region(), endpoint=endpoint,
+        )
+
+    def _region(self) -> str:
+        return getattr(self.args, "region", None) or self.config.region
+
+    @contextlib.contextmanager
+    def cloud(self) -> Iterator[CloudSettings]:
+        """Settings for VOD; with `--emulator`, an in-process emulator is started for the command."""
+        if not getattr(self.args, "emulator", False):
+            yield self.cloud_settings()
+            return
+        from vodsync.emulator import Emulator
+
+        data_dir = self.state.parent / "emulator"
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        emu = Emulator(port=self.args.emulator_port, data_dir=str(data_dir), transcode_seconds=1,
+                       url_job_seconds=1)
+        emu.start()
+        try:
+            examples = self.manifests / "media"
+            if examples.is_dir():
+                emu.publish_directory("vodsync-examples", examples)
+            print(f"vodsync: using the embedded emulator at {emu.url} (data in {data_dir})", file=sys.stderr)
+            yield self.cloud_settings(endpoint_override=emu.url)
+        finally:
+            emu.stop()
+
+
+def _client(settings: CloudSettings) -> Any:
+    from vodsync.cloud.vod import VodClient
+
+    return VodClient(settings)
+
+
+# ----------------------------------------------------------------- commands
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from vodsync.engine.plan import PlanOptions, plan_json
+    from vodsync.engine.reconcile import build_plan
+    from vodsync.state.store import StateStore
+    from vodsync.ui import console_for, print_plan
+
+    ctx = Context(args)
+    desired = ctx.load_desired()
+    options = PlanOptions(prune=args.prune or ctx.config.prune, max_delete=_max_delete(args, ctx))
+    with StateStore.open(ctx.state, readonly=True) as store:
+        if args.refresh:
+            with ctx.cloud() as settings:
+                plan = build_plan(desired, store, options, refresh_with=_client(settings))
+        else:
+            plan = build_plan(desired, store, options)
+    if args.json:
+        print(json.dumps(plan_json(plan), indent=2))
+    else:
+        print_plan(plan, console_for(sys.stdout))
+    if plan.refusal:
+        return EXIT_ERROR
+    return EXIT_CHANGES if args.detailed_exitcode and plan.has_changes else EXIT_OK
+
+
+def cmd_apply(args: argparse.Namespace) -> int:
+    from vodsync.engine.executor import ExecOptions
+    from vodsync.engine.plan import PlanOptions
+    from vodsync.engine.reconcile import apply, build_plan
+    from vodsync.state.store import StateStore
+    from vodsync.ui import console_for, print_plan, print_summary, reporter_for
+
+    ctx = Context(args)
+    desired = ctx.load_desired()
+    out = console_for(sys.stdout)
+    options = PlanOptions(prune=args.prune or ctx.config.prune, max_delete=_max_delete(args, ctx))
+    with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
+        client = _client(settings)
+        plan = build_plan(desired, store, options, refresh_with=client if args.refresh else None,
+                          remember_hashes=True)
+        print_plan(plan, out)
+        if plan.refusal:
+            return EXIT_ERROR
+        if not plan.actions and not _has_async_work(store):
+            return EXIT_OK
+        if plan.has_changes and not args.yes and sys.stdin.isatty() and not _confirm():
+            print("Nothing applied.", file=sys.stderr)
+            return EXIT_ERROR
+        concurrency = args.concurrency or ctx.config.concurrency
+        exec_options = ExecOptions(concurrency=concurrency, wait=args.wait)
+        started = time.monotonic()
+        with reporter_for(out) as reporter:
+            result = apply(plan, store, client, options=exec_options, reporter=reporter)
+        print_summary(result, time.monotonic() - started, out)
+    return EXIT_OK if result.ok else EXIT_ERROR
+
+
+def _has_async_work(store: Any) -> bool:
+    from vodsync.state.store import RecordStatus
+
+    return any(r.status in (RecordStatus.INGESTING, RecordStatus.PROCESSING) for r in store.records().values())
+
+
+def _confirm() -> bool:
+    try:
+        return input("Apply these changes? [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def _max_delete(args: argparse.Namespace, ctx: Context) -> int:
+    return args.max_delete if args.max_delete is not None else ctx.config.max_delete
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from vodsync.state.store import StateStore
+    from vodsync.ui import console_for
+
+    ctx = Context(args)
+    with StateStore.open(ctx.state, readonly=True) as store:
+        records = sorted(store.records().values(), key=lambda r: r.name)
+    rows = [
+        {
+            "name": r.name, "kind": str(r.kind), "status": str(r.status), "remote_id": r.remote_id,
+            "remote_status": r.remote_status, "job_id": r.job_id, "last_result": r.last_result,
+            "protect": r.protect, "origin": r.origin,
+        }
+        for r in records
+    ]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    out = console_for(sys.stdout)
+    if not rows:
+        out.print(f"No items recorded in {ctx.state}.", markup=False)
+        return EXIT_OK
+    width = max(len(r["name"]) for r in rows)
+    out.print(f"{'NAME':<{width}}  {'KIND':<8}  {'STATUS':<10}  {'REMOTE ID':<32}  {'VOD STATUS':<12}  LAST RESULT",
+              style="bold", markup=False)
+    for r in rows:
+        out.print(
+            f"{r['name']:<{width}}  {r['kind']:<8}  {r['status']:<10}  {r['remote_id'] or r['job_id'] or '-':<32}  "
+            f"{r['remote_status'] or '-':<12}  {r['last_result'] or ''}", markup=False,
+        )
+    return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    ctx = Context(args)
+    items = ctx.load_desired()
+    files = len({i.origin.file for i in items if i.origin})
+    print(f"{len(items)} item(s) in {files} manifest file(s) under {ctx.manifests} are valid.")
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from vodsync.desired.loader import manifest_schema
+
+    print(json.dumps(manifest_schema(), indent=2))
+    return EXIT_OK
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
@@ -17,15 +235,68 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
     return run(args)
 
 
+# ------------------------------------------------------------------- parser
+
+
+def _add_common(p: argparse.ArgumentParser, *, manifests: bool = True, cloud: bool = True) -> None:
+    p.add_argument("--config", metavar="FILE", help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
+    if manifests:
+        p.add_argument("-f", "--manifests", metavar="DIR", help="manifest directory (default: manifests)")
+    p.add_argument("--state", metavar="FILE", help="state file (default: .vodsync/state.db)")
+    if cloud:
+        p.add_argument("--region", help="VOD region (default: cn-shanghai)")
+        p.add_argument("--endpoint", metavar="URL", help="VOD endpoint, e.g. the emulator (env VODSYNC_ENDPOINT)")
+        p.add_argument("--emulator", action="store_true", help="run against an embedded, in-process emulator")
+        p.add_argument("--emulator-port", type=int, default=9090, metavar="PORT",
+                       help="port of the embedded emulator (default 9090; 0 picks a free one)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="auto", choices=["auto", "text", "json"],
+                   help="log lines on stderr: text on a terminal, JSON otherwise (auto)")
+
+
+def _add_policy(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--prune", action="store_true", help="delete media whose items left the manifests")
+    p.add_argument("--max-delete", type=int, metavar="N", help="refuse a run that would delete more (default 10)")
+    p.add_argument("--refresh", action="store_true", help="read the remote media and plan fixes for drift")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from vodsync import __version__
+
     parser = argparse.ArgumentParser(
         prog="vodsync",
         description="Keep an ApsaraVideo VOD account in the state your manifests and drop folders describe.",
     )
-    from vodsync import __version__
-
     parser.add_argument("--version", action="version", version=f"vodsync {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("plan", help="show what apply would change (no write calls)")
+    _add_common(p)
+    _add_policy(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--detailed-exitcode", action="store_true", help="exit 0: no changes, 2: changes, 1: error")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("apply", help="make VOD match the manifests")
+    _add_common(p)
+    _add_policy(p)
+    p.add_argument("--concurrency", type=int, metavar="N", help="items worked on at once (default 4)")
+    p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    p.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+                   help="follow URL ingests and transcoding this long before returning (default 300)")
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("status", help="every recorded item with its remote ID, status and last result")
+    _add_common(p, manifests=False, cloud=False)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("validate", help="check manifests and the files they name (no network)")
+    _add_common(p, cloud=False)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of a manifest file")
+    p.set_defaults(func=cmd_schema)
 
     from vodsync.emulator.cli import add_arguments as add_emulator_arguments
 
@@ -35,10 +306,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = getattr(logging, str(getattr(args, "log_level", "info")).upper(), logging.INFO)
+    try:
+        from vodsync.logs import setup_logging
+    except ImportError:  # pragma: no cover - during bootstrap
+        logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(message)s")
+        return
+    setup_logging(level, getattr(args, "log_format", "auto"), sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    from vodsync.errors import VodsyncError
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
-        return 1
-    return int(args.func(args) or 0)
+        return EXIT_ERROR
+    if args.command not in ("emulator", "schema"):
+        _setup_logging(args)
+    try:
+        return int(args.func(args) or 0)
+    except VodsyncError as err:
+        print(f"vodsync: error: {err.message}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("vodsync: interrupted; state is saved, run again to continue.", file=sys.stderr)
+        return 130

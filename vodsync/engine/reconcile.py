@@ -1,0 +1,56 @@
+"""One reconcile pass, the same for `plan`, `apply` and the daemon: desired -> diff -> plan -> execute.
+
+`build_plan` reads the state (and, with a client, the remote media for
+`--refresh`) but writes nothing remote; `apply` hands the plan to the executor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from vodsync.cloud.vod import VodClient
+from vodsync.desired.items import DesiredItem
+from vodsync.engine.content import hashes_needed
+from vodsync.engine.diff import diff
+from vodsync.engine.executor import ExecOptions, Executor, Reporter, Result
+from vodsync.engine.plan import Plan, PlanOptions, check_plan, make_plan
+from vodsync.engine.remote import read_remote
+from vodsync.state.store import StateStore
+
+
+def checkpoint_dir(state_path: Path) -> Path:
+    """Upload checkpoints live beside the state file, so a resume finds them after a crash."""
+    return state_path.parent / f"{state_path.name}.checkpoints"
+
+
+def build_plan(
+    desired: Sequence[DesiredItem],
+    store: StateStore,
+    options: PlanOptions,
+    *,
+    refresh_with: VodClient | None = None,
+    remember_hashes: bool = False,
+) -> Plan:
+    records = store.records()
+    hashes = hashes_needed(
+        desired, records, cached=store.cached_hash, remember=store.remember_hash if remember_hashes else None
+    )
+    remote = read_remote(refresh_with, records) if refresh_with is not None else None
+    return make_plan(diff(desired, records, hashes=hashes, remote=remote), options, desired_count=len(desired))
+
+
+def apply(
+    plan: Plan,
+    store: StateStore,
+    client: VodClient,
+    *,
+    options: ExecOptions,
+    reporter: Reporter | None = None,
+    executor: Executor | None = None,
+) -> Result:
+    check_plan(plan)
+    executor = executor or Executor(
+        store, client, checkpoint_dir=checkpoint_dir(store.path), options=options, reporter=reporter
+    )
+    return executor.run(plan)

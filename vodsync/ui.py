@@ -1,0 +1,144 @@
+"""What a person sees: the plan, upload progress and the run's summary.
+
+On a terminal, rich draws colours and live progress bars (bytes and rate);
+otherwise every event is one plain log line, so CI logs and journald stay
+readable. Nothing here decides anything; it only renders engine values.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from typing import IO, Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from vodsync.engine.executor import Outcome, Reporter, Result
+from vodsync.engine.plan import Plan, human_bytes, render_lines
+
+log = logging.getLogger("vodsync.apply")
+
+
+def console_for(stream: IO[str]) -> Console:
+    return Console(file=stream, highlight=False, soft_wrap=True)
+
+
+def print_plan(plan: Plan, console: Console) -> None:
+    for text, style in render_lines(plan):
+        console.print(text, style=style or None, markup=False)
+
+
+class RichReporter(Reporter):
+    """Live progress bars for uploads, and one line per outcome above them."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            DownloadColumn(binary_units=True),
+            TransferSpeedColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+        )
+        self._tasks: dict[str, TaskID] = {}
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def upload_started(self, name: str, total: int) -> None:
+        self._tasks[name] = self.progress.add_task(f"upload {name}", total=total)
+
+    def upload_progress(self, name: str, done: int, total: int) -> None:
+        if name in self._tasks:
+            self.progress.update(self._tasks[name], completed=done, total=total)
+
+    def upload_finished(self, name: str) -> None:
+        task = self._tasks.pop(name, None)
+        if task is not None:
+            self.progress.remove_task(task)
+
+    def outcome(self, outcome: Outcome) -> None:
+        mark, style = ("✓", "green") if outcome.ok else ("✗", "red")
+        if outcome.ok and outcome.pending:
+            mark, style = ("…", "blue")
+        self.progress.console.print(f"{mark} {outcome.action} {outcome.name}: {outcome.message}", style=style,
+                                    markup=False, highlight=False)
+
+
+class LogReporter(Reporter):
+    """Plain lines for logs: a start and end line per upload and a progress line every few seconds."""
+
+    def __init__(self, every: float = 5.0, clock: Any = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self._started: dict[str, float] = {}
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> LogReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def upload_started(self, name: str, total: int) -> None:
+        now = self.clock()
+        with self._lock:
+            self._started[name] = self._last[name] = now
+        log.info("upload %s: started, %s", name, human_bytes(total), extra={"item": name, "bytes": total})
+
+    def upload_progress(self, name: str, done: int, total: int) -> None:
+        now = self.clock()
+        with self._lock:
+            if now - self._last.get(name, now) < self.every:
+                return
+            self._last[name] = now
+            elapsed = max(now - self._started.get(name, now), 1e-6)
+        log.info("upload %s: %s of %s (%.0f%%, %s/s)", name, human_bytes(done), human_bytes(total),
+                 100.0 * done / max(total, 1), human_bytes(done / elapsed), extra={"item": name, "bytes": done})
+
+    def upload_finished(self, name: str) -> None:
+        with self._lock:
+            self._started.pop(name, None)
+            self._last.pop(name, None)
+
+    def outcome(self, outcome: Outcome) -> None:
+        return None  # the executor already logs every outcome
+
+
+def reporter_for(console: Console) -> RichReporter | LogReporter:
+    return RichReporter(console) if console.is_terminal else LogReporter()
+
+
+def print_summary(result: Result, elapsed: float, console: Console) -> None:
+    ok = sum(1 for o in result.outcomes if o.ok)
+    parts = [f"{ok} succeeded", f"{len(result.failed)} failed"]
+    if result.pending:
+        parts.append(f"{len(result.pending)} still in progress at VOD")
+    rate = f" ({human_bytes(result.uploaded_bytes / max(elapsed, 1e-6))}/s)" if result.uploaded_bytes else ""
+    line = (f"Apply {'complete' if result.ok else 'finished with failures'}: {', '.join(parts)}; "
+            f"{human_bytes(result.uploaded_bytes)} uploaded in {elapsed:.1f} s{rate}.")
+    console.print(line, style="bold" if result.ok else "bold red", markup=False)
+    for o in result.failed:
+        console.print(f"  ✗ {o.name}: {o.message}", style="red", markup=False)
+
+
+def stderr_console() -> Console:
+    return console_for(sys.stderr)
