@@ -1,0 +1,112 @@
+"""The frozen values the cloud layer hands to the engine (and takes from it).
+
+Nothing here talks to the network. Values that hold credentials hide them in
+their repr so that a stray log line or traceback cannot leak them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+URL_JOB_TERMINAL = frozenset({"SUCCESS", "DOWNLOAD_FAIL", "UPLOAD_FAIL"})
+
+MediaKind = Literal["video", "image", "attached"]
+
+
+@dataclass(frozen=True)
+class UploadAddress:
+    endpoint: str  # with scheme, e.g. https://oss-cn-shanghai.aliyuncs.com
+    bucket: str
+    key: str  # the OSS object key, exactly UploadAddress.FileName
+
+
+@dataclass(frozen=True)
+class UploadCredential:
+    access_key_id: str
+    access_key_secret: str
+    security_token: str
+    deadline: float  # epoch seconds after which OSS refuses the token
+
+    def __repr__(self) -> str:
+        return f"UploadCredential(access_key_id='***', access_key_secret='***', security_token='***', deadline={self.deadline!r})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class UploadTicket:
+    media_id: str
+    address: UploadAddress
+    credential: UploadCredential
+
+
+@dataclass(frozen=True)
+class UploadResult:
+    etag: str
+    crc64: int | None  # as OSS reported it (x-oss-hash-crc64ecma); verified against ours when both are known
+    size: int
+
+
+@dataclass(frozen=True)
+class UrlUploadEntry:
+    url: str
+    title: str
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+    cate_id: int | None = None
+    cover_url: str | None = None
+    template_group_id: str | None = None
+    workflow_id: str | None = None
+    file_extension: str | None = None
+
+
+@dataclass(frozen=True)
+class UrlJob:
+    job_id: str
+    url: str
+    status: str
+    media_id: str | None = None
+    file_size: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in URL_JOB_TERMINAL
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == "SUCCESS"
+
+
+@dataclass(frozen=True)
+class RegisterEntry:
+    file_url: str
+    title: str
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+    cate_id: int | None = None
+    cover_url: str | None = None
+
+
+@dataclass(frozen=True)
+class Registered:
+    file_url: str
+    media_id: str
+    new_register: bool
+
+
+@dataclass(frozen=True)
+class RemoteMedia:
+    media_id: str
+    kind: MediaKind
+    status: str
+    title: str
+    description: str | None = None
+    tags: tuple[str, ...] = ()
+    cate_id: int | None = None
+    cover_url: str | None = None
+    size: int | None = None
+    reference_id: str | None = None
+    creation_time: str | None = None  # as the API wrote it (ISO 8601, UTC)

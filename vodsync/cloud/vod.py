@@ -1,0 +1,772 @@
+"""VodClient: typed VOD calls over aliyunsdkvod, with retries and error translation.
+
+This module owns how vodsync reaches the VOD API (endpoint, credentials,
+proxies, timeouts), the retry loop around every call, the special handling of
+the non-idempotent Create* calls (vod-api.md §0.2), decoding of UploadAddress /
+UploadAuth, and the translation of SDK exceptions into `CloudError`. No SDK
+type or exception leaves it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import collections
+import importlib
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime
+from functools import cache
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerException
+from aliyunsdkcore.auth.credentials import AccessKeyCredential, StsTokenCredential
+from aliyunsdkcore.client import AcsClient
+
+from vodsync.cloud.retry import RetryPolicy, install_sdk_log_scrubber, is_retryable_code, scrub
+from vodsync.cloud.settings import CloudSettings, is_loopback_url
+from vodsync.cloud.types import (
+    Registered,
+    RegisterEntry,
+    RemoteMedia,
+    UploadAddress,
+    UploadCredential,
+    UploadTicket,
+    UrlJob,
+    UrlUploadEntry,
+)
+from vodsync.errors import CloudError
+
+DEFAULT_UPLOAD_AUTH_LIFETIME = 3000  # seconds, vod-api.md §2, when UploadAuth says nothing
+NETWORK_ERROR = "SDK.HttpError"
+
+# A network error whose text says the connection never opened means the request
+# was not sent, so even a Create* may be repeated. Anything else (read timeout,
+# reset, aborted) may have reached the server: ambiguous for a Create*.
+_NOT_SENT_MARKERS = (
+    "NewConnectionError",
+    "Failed to establish a new connection",
+    "ConnectTimeoutError",
+    "connect timeout=",
+    "NameResolutionError",
+    "Name or service not known",
+    "nodename nor servname",
+    "Temporary failure in name resolution",
+)
+
+_VIDEO_FIELDS = {"title": "Title", "description": "Description", "tags": "Tags", "cate_id": "CateId", "cover_url": "CoverURL"}
+_IMAGE_FIELDS = {"title": "Title", "description": "Description", "tags": "Tags", "cate_id": "CateId"}
+_ATTACHED_FIELDS = {"title": "Title", "description": "Description", "tags": "Tags", "cate_id": "CateIds"}
+
+Observer = Callable[[str, "str | None"], None]
+
+
+@cache
+def _request_class(action: str) -> type:
+    module = importlib.import_module(f"aliyunsdkvod.request.v20170321.{action}Request")
+    return getattr(module, f"{action}Request")
+
+
+class VodClient:
+    """Typed, retrying access to the VOD API. Thread-safe; share one per process."""
+
+    def __init__(
+        self,
+        settings: CloudSettings,
+        *,
+        policy: RetryPolicy | None = None,
+        sleep: Callable[[float], object] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        observer: Observer | None = None,
+    ) -> None:
+        self._settings = settings
+        self._policy = policy or RetryPolicy()
+        self._sleep = sleep
+        self._clock = clock
+        self._observer = observer
+        self._secrets = settings.secrets()
+        self._lock = threading.Lock()
+        self.calls: collections.Counter[str] = collections.Counter()
+        install_sdk_log_scrubber()
+        self._acs, self._prepare = _connect(settings)
+
+    def __repr__(self) -> str:
+        return f"VodClient({self._settings!r})"
+
+    # ---- uploads -------------------------------------------------------------
+
+    def create_upload_video(
+        self,
+        *,
+        title: str,
+        file_name: str,
+        file_size: int | None = None,
+        description: str | None = None,
+        tags: Sequence[str] = (),
+        cate_id: int | None = None,
+        cover_url: str | None = None,
+        template_group_id: str | None = None,
+        workflow_id: str | None = None,
+        storage_location: str | None = None,
+        app_id: str | None = None,
+        reference_id: str | None = None,
+        user_data: str | Mapping[str, Any] | None = None,
+    ) -> UploadTicket:
+        params = {
+            "Title": title,
+            "FileName": file_name,
+            "FileSize": file_size,
+            "Description": description,
+            "Tags": _join_tags(tags),
+            "CateId": cate_id,
+            "CoverURL": cover_url,
+            "TemplateGroupId": template_group_id,
+            "WorkflowId": workflow_id,
+            "StorageLocation": storage_location,
+            "AppId": app_id,
+            "ReferenceId": reference_id,
+            "UserData": _user_data(user_data),
+        }
+        received = self._clock()
+        resp = self._create("CreateUploadVideo", params, reference_id=reference_id)
+        if "_refreshed" in resp:  # recovered through RefreshUploadVideo; already a ticket
+            return resp["_refreshed"]
+        return self._ticket("CreateUploadVideo", resp["VideoId"], resp, received)
+
+    def refresh_upload_video(self, *, video_id: str | None = None, reference_id: str | None = None) -> UploadTicket:
+        if not (video_id or reference_id):
+            raise ValueError("refresh_upload_video needs video_id or reference_id")
+        received = self._clock()
+        resp = self._call("RefreshUploadVideo", {"VideoId": video_id, "ReferenceId": reference_id})
+        return self._ticket("RefreshUploadVideo", resp.get("VideoId") or video_id or "", resp, received)
+
+    def create_upload_image(
+        self,
+        *,
+        image_type: str,
+        image_ext: str,
+        title: str | None = None,
+        description: str | None = None,
+        tags: Sequence[str] = (),
+        cate_id: int | None = None,
+        storage_location: str | None = None,
+        app_id: str | None = None,
+        user_data: str | Mapping[str, Any] | None = None,
+        original_file_name: str | None = None,
+    ) -> UploadTicket:
+        params = {
+            "ImageType": image_type,
+            "ImageExt": image_ext,
+            "Title": title,
+            "Description": description,
+            "Tags": _join_tags(tags),
+            "CateId": cate_id,
+            "StorageLocation": storage_location,
+            "AppId": app_id,
+            "UserData": _user_data(user_data),
+            "OriginalFileName": original_file_name,
+        }
+        received = self._clock()
+        resp = self._create("CreateUploadImage", params)
+        return self._ticket("CreateUploadImage", resp["ImageId"], resp, received)
+
+    def create_upload_attached_media(
+        self,
+        *,
+        business_type: str,
+        media_ext: str,
+        title: str,
+        file_name: str | None = None,
+        file_size: int | None = None,
+        description: str | None = None,
+        tags: Sequence[str] = (),
+        cate_id: int | None = None,
+        storage_location: str | None = None,
+        app_id: str | None = None,
+        user_data: str | Mapping[str, Any] | None = None,
+    ) -> UploadTicket:
+        params = {
+            "BusinessType": business_type,
+            "MediaExt": media_ext,
+            "Title": title,
+            "FileName": file_name,
+            "FileSize": file_size,
+            "Description": description,
+            "Tags": _join_tags(tags),
+            "CateIds": cate_id,
+            "StorageLocation": storage_location,
+            "AppId": app_id,
+            "UserData": _user_data(user_data),
+        }
+        received = self._clock()
+        resp = self._create("CreateUploadAttachedMedia", params)
+        return self._ticket("CreateUploadAttachedMedia", resp["MediaId"], resp, received)
+
+    def upload_media_by_url(
+        self,
+        entries: Sequence[UrlUploadEntry],
+        *,
+        template_group_id: str | None = None,
+        workflow_id: str | None = None,
+        user_data: str | Mapping[str, Any] | None = None,
+    ) -> dict[str, str]:
+        """Submit URL pull jobs; returns url -> job id. Not idempotent: a network
+        error after sending raises an ambiguous CloudError instead of resubmitting."""
+        _check_batch("upload_media_by_url", entries, 20)
+        if not entries:
+            return {}
+        urls = [e.url for e in entries]
+        if len(set(urls)) != len(urls):
+            raise ValueError("upload_media_by_url: the same URL twice in one call would make two videos")
+        metadatas = [
+            _compact(
+                {
+                    "SourceURL": e.url,
+                    "Title": e.title,
+                    "Description": e.description,
+                    "Tags": _join_tags(e.tags),
+                    "CateId": e.cate_id,
+                    "CoverURL": e.cover_url,
+                    "TemplateGroupId": e.template_group_id,
+                    "WorkflowId": e.workflow_id,
+                    "FileExtension": e.file_extension,
+                }
+            )
+            for e in entries
+        ]
+        params = {
+            # vod-api.md §2: each URL percent-encoded, then joined with ','
+            "UploadURLs": ",".join(quote(u, safe="") for u in urls),
+            "UploadMetadatas": json.dumps(metadatas, ensure_ascii=False),
+            "TemplateGroupId": template_group_id,
+            "WorkflowId": workflow_id,
+            "UserData": _user_data(user_data),
+        }
+        resp = self._create("UploadMediaByURL", params)
+        wanted = set(urls)
+        out: dict[str, str] = {}
+        jobs = resp.get("UploadJobs") or []
+        for i, job in enumerate(jobs):
+            source = job.get("SourceURL") or ""
+            if source not in wanted and unquote(source) in wanted:
+                source = unquote(source)
+            if source not in wanted and len(jobs) == len(urls):
+                source = urls[i]  # the API answers in request order
+            out[source] = job["JobId"]
+        return out
+
+    def get_url_upload_infos(self, job_ids: Sequence[str]) -> tuple[list[UrlJob], list[str]]:
+        _check_batch("get_url_upload_infos", job_ids, 10)
+        if not job_ids:
+            return [], []
+        resp = self._call("GetURLUploadInfos", {"JobIds": ",".join(job_ids)})
+        jobs = [
+            UrlJob(
+                job_id=item.get("JobId", ""),
+                url=item.get("UploadURL", ""),
+                status=item.get("Status", ""),
+                media_id=item.get("MediaId") or None,
+                file_size=_int(item.get("FileSize")),
+                error_code=item.get("ErrorCode") or None,
+                error_message=item.get("ErrorMessage") or None,
+            )
+            for item in resp.get("URLUploadInfoList") or []
+        ]
+        return jobs, list(resp.get("NonExists") or [])
+
+    def cancel_url_upload_jobs(self, job_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """Returns (canceled job ids, job ids that do not exist)."""
+        _check_batch("cancel_url_upload_jobs", job_ids, 10)
+        if not job_ids:
+            return [], []
+        resp = self._call("CancelUrlUploadJobs", {"JobIds": ",".join(job_ids)})
+        return list(resp.get("CanceledJobs") or []), list(resp.get("NonExists") or [])
+
+    def register_media(
+        self,
+        entries: Sequence[RegisterEntry],
+        *,
+        template_group_id: str | None = None,
+        workflow_id: str | None = None,
+    ) -> tuple[list[Registered], list[str]]:
+        """Register existing OSS objects. Idempotent per FileURL, so it is retried like a read."""
+        _check_batch("register_media", entries, 10)
+        if not entries:
+            return [], []
+        metadatas = [
+            _compact(
+                {
+                    "FileURL": e.file_url,
+                    "Title": e.title,
+                    "Description": e.description,
+                    "Tags": _join_tags(e.tags),
+                    "CoverURL": e.cover_url,
+                    "CateId": e.cate_id,
+                }
+            )
+            for e in entries
+        ]
+        resp = self._call(
+            "RegisterMedia",
+            {
+                "RegisterMetadatas": json.dumps(metadatas, ensure_ascii=False),
+                "TemplateGroupId": template_group_id,
+                "WorkflowId": workflow_id,
+            },
+        )
+        registered = [
+            Registered(file_url=item["FileURL"], media_id=item["MediaId"], new_register=_bool(item.get("NewRegister")))
+            for item in resp.get("RegisteredMediaList") or []
+        ]
+        return registered, list(resp.get("FailedFileURLs") or [])
+
+    # ---- reading -------------------------------------------------------------
+
+    def get_video_infos(self, video_ids: Sequence[str]) -> tuple[dict[str, RemoteMedia], list[str]]:
+        _check_batch("get_video_infos", video_ids, 20)
+        if not video_ids:
+            return {}, []
+        resp = self._call("GetVideoInfos", {"VideoIds": ",".join(video_ids)})
+        found = {m.media_id: m for m in map(_video, resp.get("VideoList") or [])}
+        return found, list(resp.get("NonExistVideoIds") or [])
+
+    def get_videos_by_reference_ids(self, reference_ids: Sequence[str]) -> tuple[dict[str, RemoteMedia], list[str]]:
+        _check_batch("get_videos_by_reference_ids", reference_ids, 20)
+        if not reference_ids:
+            return {}, []
+        resp = self._call("GetVideoInfos", {"ReferenceIds": ",".join(reference_ids)})
+        found = {m.reference_id or "": m for m in map(_video, resp.get("VideoList") or [])}
+        return found, list(resp.get("NonExistReferenceIds") or [])
+
+    def get_image_info(self, image_id: str) -> RemoteMedia | None:
+        try:
+            resp = self._call("GetImageInfo", {"ImageId": image_id})
+        except CloudError as exc:
+            if exc.code == "NoSuchResource":
+                return None
+            raise
+        return _image(resp.get("ImageInfo") or {})
+
+    def get_attached_media_infos(self, media_ids: Sequence[str]) -> tuple[dict[str, RemoteMedia], list[str]]:
+        _check_batch("get_attached_media_infos", media_ids, 20)
+        if not media_ids:
+            return {}, []
+        resp = self._call("GetAttachedMediaInfo", {"MediaIds": ",".join(media_ids)})
+        found = {m.media_id: m for m in map(_attached, resp.get("AttachedMediaList") or [])}
+        return found, list(resp.get("NonExistMediaIds") or [])
+
+    def search_media(self, search_type: str, match: str, *, page_size: int = 100) -> Iterator[dict]:
+        """Yield every item of MediaList, page by page, oldest first (stable while media are added)."""
+        if not 1 <= page_size <= 100:
+            raise ValueError("page_size must be 1..100")
+        page, seen = 1, 0
+        while True:
+            resp = self._call(
+                "SearchMedia",
+                {
+                    "SearchType": search_type,
+                    "Match": match,
+                    "SortBy": "CreationTime:Asc",
+                    "PageNo": page,
+                    "PageSize": page_size,
+                },
+            )
+            items = resp.get("MediaList") or []
+            yield from items
+            seen += len(items)
+            total = _int(resp.get("Total"))
+            if len(items) < page_size or (total is not None and seen >= total):
+                return
+            page += 1
+
+    # ---- updating and deleting ----------------------------------------------
+
+    def update_video_info(self, video_id: str, fields: Mapping[str, Any]) -> None:
+        params: dict[str, Any] = {"VideoId": video_id}
+        params.update(_api_fields(fields, _VIDEO_FIELDS, "update_video_info"))
+        self._call("UpdateVideoInfo", params)
+
+    def update_image_infos(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+        """Returns the ids that do not exist."""
+        _check_batch("update_image_infos", updates, 20)
+        if not updates:
+            return []
+        content = [{"ImageId": i, **_api_fields(f, _IMAGE_FIELDS, "update_image_infos")} for i, f in updates]
+        resp = self._call("UpdateImageInfos", {"UpdateContent": json.dumps(content, ensure_ascii=False)})
+        return list(resp.get("NonExistImageIds") or [])
+
+    def update_attached_media_infos(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
+        """Returns the ids that do not exist."""
+        _check_batch("update_attached_media_infos", updates, 20)
+        if not updates:
+            return []
+        content = [{"MediaId": i, **_api_fields(f, _ATTACHED_FIELDS, "update_attached_media_infos")} for i, f in updates]
+        resp = self._call("UpdateAttachedMediaInfos", {"UpdateContent": json.dumps(content, ensure_ascii=False)})
+        return list(resp.get("NonExistMediaIds") or [])
+
+    def delete_videos(self, video_ids: Sequence[str]) -> list[str]:
+        """Physically delete videos; returns the ids that did not exist.
+        Raises CloudError('Forbidden') naming the ids VOD refused (the others are gone)."""
+        _check_batch("delete_videos", video_ids, 20)
+        if not video_ids:
+            return []
+        resp = self._call("DeleteVideo", {"VideoIds": ",".join(video_ids)})
+        forbidden = list(resp.get("ForbiddenVideoIds") or [])
+        if forbidden:
+            raise self._error("Forbidden", f"VOD refused to delete videos: {', '.join(forbidden)}", retryable=False)
+        return list(resp.get("NonExistVideoIds") or [])
+
+    def delete_images(self, image_ids: Sequence[str]) -> None:
+        _check_batch("delete_images", image_ids, 20)
+        if image_ids:
+            self._call("DeleteImage", {"DeleteImageType": "ImageId", "ImageIds": ",".join(image_ids)})
+
+    def delete_attached_media(self, media_ids: Sequence[str]) -> list[str]:
+        """Returns the ids that did not exist."""
+        _check_batch("delete_attached_media", media_ids, 20)
+        if not media_ids:
+            return []
+        resp = self._call("DeleteAttachedMedia", {"MediaIds": ",".join(media_ids)})
+        return list(resp.get("NonExistMediaIds") or [])
+
+    # ---- the retry loop ------------------------------------------------------
+
+    def _call(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """An idempotent call: every retryable failure is retried within the policy's budget."""
+        delays = self._policy.delays()
+        while True:
+            try:
+                return self._attempt(action, params)
+            except CloudError as exc:
+                self._backoff_or_raise(exc, delays)
+
+    def _create(self, action: str, params: Mapping[str, Any], *, reference_id: str | None = None) -> dict[str, Any]:
+        """A Create*: error responses mean "not done" and are retried; a request that may
+        have landed (ambiguous network error) is never blindly repeated."""
+        delays = self._policy.delays()
+        maybe_done = False  # an earlier attempt may have created the media
+        while True:
+            try:
+                return self._attempt(action, params)
+            except CloudError as exc:
+                if getattr(exc, "ambiguous", False):
+                    if reference_id is None:
+                        raise self._error(
+                            exc.code,
+                            f"{action} may or may not have taken effect ({exc.api_message}); not repeated",
+                            status=exc.status,
+                            retryable=False,
+                            ambiguous=True,
+                        ) from exc
+                    maybe_done = True
+                    recovered = self._recover_video(reference_id)
+                    if recovered is not None:
+                        return {"_refreshed": recovered}
+                elif maybe_done and reference_id and _is_duplicate_reference(exc):
+                    recovered = self._recover_video(reference_id)
+                    if recovered is not None:
+                        return {"_refreshed": recovered}
+                self._backoff_or_raise(exc, delays)
+
+    def _recover_video(self, reference_id: str) -> UploadTicket | None:
+        """After an ambiguous CreateUploadVideo: if the video exists, get a fresh ticket for it."""
+        found, _ = self.get_videos_by_reference_ids([reference_id])
+        video = found.get(reference_id)
+        if video is None:
+            return None
+        return self.refresh_upload_video(video_id=video.media_id)
+
+    def _backoff_or_raise(self, exc: CloudError, delays: Iterator[float]) -> None:
+        if not exc.retryable:
+            raise exc
+        delay = next(delays, None)
+        if delay is None:
+            raise exc
+        self._sleep(delay)
+
+    def _attempt(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        request = _request_class(action)()
+        for key, value in params.items():
+            if value is not None:
+                request.add_query_param(key, value if isinstance(value, str) else str(value))
+        self._prepare(request)
+        error: CloudError | None = None
+        try:
+            body = self._acs.do_action_with_exception(request)
+            try:
+                resp = json.loads(body)
+                if not isinstance(resp, dict):
+                    raise ValueError("not an object")
+                return resp
+            except (ValueError, UnicodeDecodeError):
+                # A 2xx we cannot read: the call probably took effect, so it is ambiguous for a Create*.
+                error = self._error("SDK.InvalidResponse", f"{action} answered with a body that is not JSON",
+                                    retryable=True, ambiguous=True)
+                raise error from None
+        except ServerException as exc:
+            error = self._from_server_exception(exc)
+            raise error from None
+        except ClientException as exc:
+            error = self._from_client_exception(exc)
+            raise error from None
+        except IndexError:
+            # vod-api.md §0.6: the SDK itself crashes parsing a SignatureDoesNotMatch without ':'
+            error = self._error("SignatureDoesNotMatch", "the server rejected the request signature", retryable=False)
+            raise error from None
+        finally:
+            with self._lock:
+                self.calls[action] += 1
+            if self._observer is not None:
+                self._observer(action, error.code if error is not None else None)
+
+    # ---- translation ---------------------------------------------------------
+
+    def _error(
+        self,
+        code: str,
+        message: str,
+        *,
+        status: int | None = None,
+        request_id: str | None = None,
+        retryable: bool | None = None,
+        ambiguous: bool = False,
+    ) -> CloudError:
+        if retryable is None:
+            retryable = is_retryable_code(code, status)
+        err = CloudError(
+            code, scrub(message, self._secrets), status=status, request_id=request_id, retryable=retryable
+        )
+        err.ambiguous = ambiguous  # type: ignore[attr-defined]
+        return err
+
+    def _from_server_exception(self, exc: ServerException) -> CloudError:
+        return self._error(
+            exc.get_error_code() or "SDK.UnknownServerError",
+            exc.get_error_msg() or "",
+            status=exc.get_http_status(),
+            request_id=exc.get_request_id(),
+        )
+
+    def _from_client_exception(self, exc: ClientException) -> CloudError:
+        code, text = exc.get_error_code(), str(exc.get_error_msg() or "")
+        if code != NETWORK_ERROR:
+            return self._error(code or "SDK.ClientError", text, retryable=False)
+        sent = not any(marker in text for marker in _NOT_SENT_MARKERS)
+        return self._error(NETWORK_ERROR, _describe_network_error(text, self._acs_host), retryable=True, ambiguous=sent)
+
+    def _ticket(self, action: str, media_id: str, resp: Mapping[str, Any], received: float) -> UploadTicket:
+        try:
+            addr = json.loads(base64.b64decode(resp["UploadAddress"]))
+            auth = json.loads(base64.b64decode(resp["UploadAuth"]))
+            address = UploadAddress(endpoint=addr["Endpoint"], bucket=addr["Bucket"], key=addr["FileName"])
+            credential = UploadCredential(
+                access_key_id=auth["AccessKeyId"],
+                access_key_secret=auth["AccessKeySecret"],
+                security_token=auth["SecurityToken"],
+                deadline=_deadline(auth, received),
+            )
+        except (KeyError, TypeError, ValueError, binascii.Error):
+            # Never echo the blobs: UploadAuth carries a live credential.
+            raise self._error(
+                "SDK.InvalidUploadAuth",
+                f"{action} for {media_id} returned an UploadAddress/UploadAuth that could not be decoded",
+                retryable=False,
+            ) from None
+        return UploadTicket(media_id=media_id, address=address, credential=credential)
+
+    @property
+    def _acs_host(self) -> str:
+        return urlsplit(self._settings.endpoint).netloc if self._settings.endpoint else f"vod.{self._settings.region}.aliyuncs.com"
+
+
+# ---- how to reach the service (the one place) ---------------------------------
+
+
+def _connect(settings: CloudSettings) -> tuple[AcsClient, Callable[[Any], None]]:
+    """Build the AcsClient and the per-request setup for `settings`.
+
+    With aliyunsdkcore 2.16.1 an explicit endpoint works as: port on the client,
+    host and protocol on each request. A loopback endpoint gets an explicit
+    "no proxy" map: the SDK reads HTTP(S)_PROXY itself and ignores NO_PROXY, but
+    only when its `proxy` is falsy. The SDK's own retries are off (they only
+    cover ECS anyway); ours are in VodClient.
+    """
+    credential: Any
+    if settings.security_token:
+        credential = StsTokenCredential(settings.access_key_id, settings.access_key_secret, settings.security_token)
+    else:
+        credential = AccessKeyCredential(settings.access_key_id, settings.access_key_secret)
+    if settings.endpoint is None:
+        scheme, host, port, proxy = "https", None, 443, None
+    else:
+        parts = urlsplit(settings.endpoint)
+        scheme, host = parts.scheme, parts.hostname
+        port = parts.port or (443 if scheme == "https" else 80)
+        proxy = {"http": None, "https": None} if is_loopback_url(settings.endpoint) else None
+    acs = AcsClient(
+        region_id=settings.region,
+        credential=credential,
+        auto_retry=False,
+        max_retry_time=0,
+        port=port,
+        connect_timeout=settings.connect_timeout,
+        timeout=settings.read_timeout,
+        pool_size=16,
+        proxy=proxy,
+    )
+
+    def prepare(request: Any) -> None:
+        request.set_protocol_type(scheme)
+        if host is not None:
+            request.set_endpoint(host)
+
+    return acs, prepare
+
+
+# ---- small codecs ----------------------------------------------------------------
+
+
+def _describe_network_error(text: str, host: str) -> str:
+    lowered = text.lower()
+    for needle, what in (
+        ("connection refused", "connection refused"),
+        ("connect timeout", "connect timeout"),
+        ("read timed out", "read timeout"),
+        ("connection reset", "connection reset"),
+        ("connection aborted", "connection aborted"),
+        ("remotedisconnected", "server closed the connection"),
+        ("name resolution", "name resolution failed"),
+        ("name or service not known", "name resolution failed"),
+    ):
+        if needle in lowered:
+            return f"network error talking to {host}: {what}"
+    return f"network error talking to {host}"
+
+
+def _is_duplicate_reference(exc: CloudError) -> bool:
+    text = f"{exc.code} {exc.api_message}".lower()
+    return "referenceid" in text and any(w in text for w in ("duplicat", "already", "exists", "conflict", "in use"))
+
+
+def _deadline(auth: Mapping[str, Any], received: float) -> float:
+    expire_utc = auth.get("ExpireUTCTime")
+    if expire_utc:
+        return datetime.fromisoformat(str(expire_utc).replace("Z", "+00:00")).timestamp()
+    lifetime = auth.get("Expiration")
+    return received + (int(lifetime) if lifetime not in (None, "") else DEFAULT_UPLOAD_AUTH_LIFETIME)
+
+
+def _check_batch(name: str, items: Sequence[Any], limit: int) -> None:
+    if isinstance(items, str):
+        raise TypeError(f"{name} takes a sequence of items, not a string")
+    if len(items) > limit:
+        raise ValueError(f"{name} takes at most {limit} items per call, got {len(items)}")
+
+
+def _join_tags(tags: Sequence[str] | None) -> str | None:
+    if tags is None:
+        return None
+    if isinstance(tags, str):
+        raise TypeError("tags must be a sequence of strings, not a string")
+    return ",".join(tags) if tags else None
+
+
+def _user_data(value: str | Mapping[str, Any] | None) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _compact(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if v is not None}
+
+
+def _api_fields(fields: Mapping[str, Any], names: Mapping[str, str], where: str) -> dict[str, Any]:
+    unknown = set(fields) - set(names)
+    if unknown:
+        raise ValueError(f"{where}: fields not updatable here: {', '.join(sorted(unknown))}")
+    out: dict[str, Any] = {}
+    for ours, value in fields.items():
+        if ours == "tags":
+            value = ",".join(_tags_tuple(value))  # an empty sequence clears the tags
+        elif value is None:
+            value = ""  # clear the field
+        out[names[ours]] = value if isinstance(value, (str, int)) else str(value)
+    return out
+
+
+def _tags_tuple(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return tuple(t.strip() for t in value.split(",") if t.strip())
+    return tuple(str(t) for t in value)
+
+
+def _int(value: Any) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _bool(value: Any) -> bool:
+    return value is True or str(value).lower() == "true"
+
+
+def _opt(value: Any) -> str | None:
+    return None if value in (None, "") else str(value)
+
+
+def _video(v: Mapping[str, Any]) -> RemoteMedia:
+    return RemoteMedia(
+        media_id=v.get("VideoId", ""),
+        kind="video",
+        status=v.get("Status", ""),
+        title=v.get("Title", ""),
+        description=_opt(v.get("Description")),
+        tags=_tags_tuple(v.get("Tags")),
+        cate_id=_int(v.get("CateId")),
+        cover_url=_opt(v.get("CoverURL")),
+        size=_int(v.get("Size")),
+        reference_id=_opt(v.get("ReferenceId")),
+        creation_time=_opt(v.get("CreationTime")),
+    )
+
+
+def _image(v: Mapping[str, Any]) -> RemoteMedia:
+    mezzanine = v.get("Mezzanine") or {}
+    return RemoteMedia(
+        media_id=v.get("ImageId", ""),
+        kind="image",
+        status=v.get("Status", ""),
+        title=v.get("Title", ""),
+        description=_opt(v.get("Description")),
+        tags=_tags_tuple(v.get("Tags")),
+        cate_id=_int(v.get("CateId")),
+        size=_int(mezzanine.get("FileSize")),
+        creation_time=_opt(v.get("CreationTime")),
+    )
+
+
+def _attached(v: Mapping[str, Any]) -> RemoteMedia:
+    categories = v.get("Categories") or []
+    if isinstance(categories, Mapping):  # some responses nest the list one level deeper
+        categories = categories.get("Category") or []
+    cate_id = _int(categories[0].get("CateId")) if categories else None
+    return RemoteMedia(
+        media_id=v.get("MediaId", ""),
+        kind="attached",
+        status=v.get("Status", ""),
+        title=v.get("Title", ""),
+        description=_opt(v.get("Description")),
+        tags=_tags_tuple(v.get("Tags")),
+        cate_id=cate_id,
+        size=_int(v.get("FileSize") or (v.get("Mezzanine") or {}).get("FileSize")),
+        creation_time=_opt(v.get("CreationTime")),
+    )
