@@ -1,0 +1,616 @@
+"""The state file: a SQLite database of what vodsync has done, and the lock that guards it.
+
+`StateStore` owns the file's format (schema, migrations), its durability (WAL,
+`synchronous=FULL`: a `kill -9` at any instant loses nothing committed and
+never leaves the file unreadable), its permissions (0600 for the database, its
+-wal/-shm siblings and the lock file; 0700 for a parent it creates) and the
+writer lock (`flock` on `<state>.lock`, which names the holder's pid).
+
+It holds three tables: `records` (one `Record` per item name), `hashes` (the
+content-hash cache keyed by `(path, size, mtime_ns)`) and `meta` (key/value,
+including `schema_version`). No credentials are ever stored: there is no column
+for them and the store never sees them.
+
+Every `sqlite3.Error` and `OSError` is translated into `StateError`; a failed
+transaction is rolled back, so the file stays at its last committed state.
+
+Read-only opens (`readonly=True`) take no lock and never create anything: when
+the file does not exist they return an empty, in-memory view (so `vodsync plan`
+works on a fresh checkout) whose writes raise `StateError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import gc
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from vodsync.errors import StateError, StateLocked
+from vodsync.state.records import Record, RecordStatus, freeze
+
+__all__ = ["Record", "RecordStatus", "StateStore", "SCHEMA_VERSION"]
+
+_FILE_MODE = 0o600
+_DIR_MODE = 0o700
+
+# Migrations, in order: (version reached, statements). Each runs in the same
+# transaction as the schema_version bump, so a crash mid-migration leaves the
+# previous version intact. Statements are executed one by one because
+# `executescript` would commit the surrounding transaction.
+_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (
+        1,
+        (
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID",
+            """CREATE TABLE records (
+                name TEXT PRIMARY KEY,
+                kind TEXT NOT NULL,
+                status TEXT NOT NULL,
+                source TEXT NOT NULL,
+                remote_id TEXT,
+                reference_id TEXT,
+                job_id TEXT,
+                content_hash TEXT,
+                size INTEGER,
+                mtime_ns INTEGER,
+                metadata TEXT NOT NULL DEFAULT '{}',
+                options TEXT NOT NULL DEFAULT '{}',
+                remote_status TEXT,
+                intent TEXT,
+                origin TEXT NOT NULL DEFAULT 'manifest',
+                protect INTEGER NOT NULL DEFAULT 0,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at REAL,
+                last_result TEXT,
+                last_error TEXT,
+                updated_at REAL NOT NULL DEFAULT 0
+            )""",
+            """CREATE TABLE hashes (
+                path TEXT NOT NULL,
+                size INTEGER NOT NULL,
+                mtime_ns INTEGER NOT NULL,
+                digest TEXT NOT NULL,
+                PRIMARY KEY (path, size, mtime_ns)
+            ) WITHOUT ROWID""",
+        ),
+    ),
+)
+SCHEMA_VERSION = _MIGRATIONS[-1][0]
+
+# Column order == Record field order, so a row maps onto Record(*row) after decoding.
+_COLUMNS = (
+    "name", "kind", "status", "source", "remote_id", "reference_id", "job_id", "content_hash",
+    "size", "mtime_ns", "metadata", "options", "remote_status", "intent", "origin", "protect",
+    "attempts", "next_attempt_at", "last_result", "last_error", "updated_at",
+)  # fmt: skip
+_UPSERT = f"INSERT OR REPLACE INTO records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM records"
+
+# Short, user-facing causes for the sqlite error codes a user can actually meet.
+_CAUSES = {
+    "SQLITE_FULL": "the disk is full (or the state file reached its size limit)",
+    "SQLITE_IOERR": "an I/O error occurred",
+    "SQLITE_CORRUPT": "the file is corrupt",
+    "SQLITE_NOTADB": "the file is not a SQLite database",
+    "SQLITE_READONLY": "the file or its directory is read-only",
+    "SQLITE_CANTOPEN": "the file cannot be opened",
+    "SQLITE_PERM": "permission denied",
+    "SQLITE_BUSY": "the database is busy (another writer?)",
+    "SQLITE_LOCKED": "the database is locked",
+}
+_RETRYABLE = {"SQLITE_BUSY", "SQLITE_LOCKED"}
+
+
+def _cause(exc: sqlite3.Error) -> tuple[str, bool]:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    base = "_".join(name.split("_")[:2])  # SQLITE_IOERR_WRITE -> SQLITE_IOERR
+    cause = _CAUSES.get(name) or _CAUSES.get(base)
+    text = f"{cause} ({exc})" if cause else str(exc)
+    return text, name in _RETRYABLE or base in _RETRYABLE
+
+
+def _dumps(value: Any) -> str:
+    # sort_keys: a stable text makes the file diffable and the tests deterministic.
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _row(record: Record, updated_at: float) -> tuple[Any, ...]:
+    if not isinstance(record, Record):
+        raise TypeError(f"expected a Record, got {type(record).__name__}")
+    try:
+        metadata = _dumps(record.metadata)
+        options = _dumps(record.options)
+        intent = None if record.intent is None else _dumps(record.intent)
+    except (TypeError, ValueError) as exc:
+        raise StateError(f"record {record.name!r} holds a value that is not JSON: {exc}") from exc
+    return (
+        record.name, record.kind, str(record.status), record.source, record.remote_id,
+        record.reference_id, record.job_id, record.content_hash, record.size, record.mtime_ns,
+        metadata, options, record.remote_status, intent, record.origin, int(record.protect),
+        record.attempts, record.next_attempt_at, record.last_result, record.last_error, updated_at,
+    )  # fmt: skip
+
+
+_STATUSES = {s.value: s for s in RecordStatus}
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Record))
+assert _FIELD_NAMES == _COLUMNS, "records columns must follow Record's field order"
+_decode_json = json.JSONDecoder().decode
+
+
+def _thaw_all(texts: list[str]) -> list[Any]:
+    """Decode many JSON column values at once, lists turned into tuples (see records.freeze).
+
+    One `loads` over "[a,b,...]" costs a fraction of 100,000 separate calls,
+    which dominate `records()` otherwise.
+    """
+    values = _decode_json("[" + ",".join(texts) + "]")
+    for value in values:
+        if value:  # {} and None need nothing
+            for k, v in value.items():
+                if type(v) is list or type(v) is dict:
+                    value[k] = freeze(v)
+    return values
+
+
+def _records(rows: list[tuple[Any, ...]]) -> list[Record]:
+    """Records from rows, built without re-running __post_init__ (the values are already normal).
+
+    This is the hot path of `records()` (100,000 rows); going through __init__
+    and freeze() again roughly doubles its cost.
+    """
+    try:
+        metadatas = _thaw_all([row[10] for row in rows])
+        optionses = _thaw_all([row[11] for row in rows])
+        intents = _thaw_all(["null" if row[13] is None else row[13] for row in rows])
+    except ValueError as exc:
+        raise StateError(f"the state file has an unreadable JSON column: {exc}") from None
+    statuses = _STATUSES
+    new = object.__new__
+    set_dict = object.__setattr__  # frozen dataclass: bypass its __setattr__ guard
+    out = []
+    for row, metadata, options, intent in zip(rows, metadatas, optionses, intents, strict=True):
+        (name, kind, status, source, remote_id, reference_id, job_id, content_hash, size, mtime_ns,
+         _, _, remote_status, _, origin, protect, attempts, next_attempt_at, last_result,
+         last_error, updated_at) = row  # fmt: skip
+        try:
+            status = statuses[status]
+        except KeyError:
+            raise StateError(
+                f"record {name!r} has unknown status {status!r} (written by a newer vodsync?)"
+            ) from None
+        record = new(Record)
+        set_dict(record, "__dict__", {
+            "name": name, "kind": kind, "status": status, "source": source, "remote_id": remote_id,
+            "reference_id": reference_id, "job_id": job_id, "content_hash": content_hash,
+            "size": size, "mtime_ns": mtime_ns, "metadata": metadata, "options": options,
+            "remote_status": remote_status, "intent": intent, "origin": origin,
+            "protect": bool(protect), "attempts": attempts, "next_attempt_at": next_attempt_at,
+            "last_result": last_result, "last_error": last_error, "updated_at": updated_at,
+        })  # fmt: skip
+        out.append(record)
+    return out
+
+
+def _make_parents(directory: Path) -> None:
+    """Create missing parent directories with mode 0700 (the umask may only remove bits)."""
+    missing = []
+    d = directory
+    while not d.exists():
+        missing.append(d)
+        d = d.parent
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, _DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(d, _DIR_MODE)
+
+
+def _tighten(path: Path) -> None:
+    """Make an existing file we own 0600 (a looser mode from elsewhere is fixed, not trusted)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return
+    if st.st_mode & 0o777 != _FILE_MODE and st.st_uid == os.geteuid():
+        os.chmod(path, _FILE_MODE)
+
+
+class _WriterLock:
+    """An exclusive `flock` on `<state>.lock` that records the holder's pid.
+
+    flock is released by the kernel when the descriptor closes, including on
+    process death, so a crashed daemon never leaves a stale lock. The file is
+    never unlinked: unlinking would let two processes lock two different inodes.
+    """
+
+    def __init__(self, state_path: Path) -> None:
+        self.path = state_path.with_name(state_path.name + ".lock")
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE)
+        try:
+            os.fchmod(fd, _FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise StateLocked(str(state_path), self._read_pid(fd)) from None
+            data = f"{os.getpid()}\n".encode()
+            # Write first, then truncate: a reader never sees an empty file mid-update.
+            os.pwrite(fd, data, 0)
+            os.ftruncate(fd, len(data))
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd: int | None = fd
+
+    @staticmethod
+    def _read_pid(fd: int) -> int | None:
+        try:
+            return int(os.pread(fd, 32, 0).split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            os.close(fd)  # closing the descriptor releases the flock
+
+
+class StateStore:
+    """The state file, opened for reading and (unless `readonly`) writing.
+
+    One SQLite connection serves all threads; an `RLock` serialises its use, and
+    a thread inside `transaction()` holds it until the transaction ends, so
+    other threads' writes wait rather than interleave.
+    """
+
+    path: Path
+
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        *,
+        readonly: bool,
+        lock: _WriterLock | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.path = path
+        self.readonly = readonly
+        self._conn: sqlite3.Connection | None = conn
+        self._writer_lock = lock
+        self._clock = clock
+        self._mutex = threading.RLock()
+        self._depth = 0  # nesting of transaction(); only the outermost commits
+        self._doomed = False  # an inner transaction failed: the outermost must roll back
+
+    # -- opening and closing ---------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        *,
+        lock: bool = True,
+        readonly: bool = False,
+        clock: Callable[[], float] = time.time,
+    ) -> StateStore:
+        """Open (creating if needed, unless `readonly`) the state file at `path`.
+
+        Raises `StateLocked` at once if another process holds the writer lock,
+        `StateError` if the file is unreadable or was written by a newer schema.
+        """
+        path = Path(path).absolute()
+        if readonly:
+            return cls._open_readonly(path, clock)
+        writer_lock: _WriterLock | None = None
+        conn: sqlite3.Connection | None = None
+        try:
+            _make_parents(path.parent)
+            if lock:
+                writer_lock = _WriterLock(path)
+            # Create the file ourselves with 0600: SQLite gives -wal/-shm the database's mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _FILE_MODE))
+            _tighten(path)
+            conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StateError(
+                    f"state file {path}: cannot use WAL mode here (got {mode!r}); "
+                    "is it on a network filesystem?"
+                )
+            # FULL: a commit is on disk before put() returns; the cost is one fsync per transaction.
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            for suffix in ("-wal", "-shm"):
+                _tighten(path.with_name(path.name + suffix))
+            cls._migrate(conn, path)
+        except StateError:
+            cls._abandon(conn, writer_lock)
+            raise
+        except sqlite3.Error as exc:
+            cls._abandon(conn, writer_lock)
+            text, retryable = _cause(exc)
+            raise StateError(f"state file {path}: cannot open: {text}", retryable=retryable) from exc
+        except OSError as exc:
+            cls._abandon(conn, writer_lock)
+            raise StateError(f"state file {path}: cannot open: {exc.strerror or exc}") from exc
+        except BaseException:
+            cls._abandon(conn, writer_lock)
+            raise
+        return cls(path, conn, readonly=False, lock=writer_lock, clock=clock)
+
+    @classmethod
+    def _open_readonly(cls, path: Path, clock: Callable[[], float]) -> StateStore:
+        conn: sqlite3.Connection | None = None
+        try:
+            if path.exists():
+                uri = "file:" + quote(str(path)) + "?mode=ro"
+                conn = sqlite3.connect(
+                    uri, uri=True, timeout=10.0, isolation_level=None, check_same_thread=False
+                )
+                conn.execute("PRAGMA query_only=ON")
+                version = cls._version(conn, path)
+                if version > SCHEMA_VERSION:
+                    raise StateError(cls._too_new(path, version))
+                if 0 < version < SCHEMA_VERSION:
+                    raise StateError(
+                        f"state file {path} has schema version {version}, this vodsync needs "
+                        f"{SCHEMA_VERSION}; open it once without --readonly to migrate it"
+                    )
+                if version == SCHEMA_VERSION:
+                    return cls(path, conn, readonly=True, lock=None, clock=clock)
+                conn.close()  # an empty file (a writer died before creating the schema): empty view
+            # Absent: an empty in-memory view, so `plan` on a fresh checkout works; nothing is created.
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            cls._migrate(conn, path)
+            conn.execute("PRAGMA query_only=ON")
+            return cls(path, conn, readonly=True, lock=None, clock=clock)
+        except StateError:
+            cls._abandon(conn, None)
+            raise
+        except sqlite3.Error as exc:
+            cls._abandon(conn, None)
+            text, retryable = _cause(exc)
+            raise StateError(f"state file {path}: cannot read: {text}", retryable=retryable) from exc
+        except OSError as exc:
+            cls._abandon(conn, None)
+            raise StateError(f"state file {path}: cannot read: {exc.strerror or exc}") from exc
+
+    @staticmethod
+    def _abandon(conn: sqlite3.Connection | None, lock: _WriterLock | None) -> None:
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        if lock is not None:
+            lock.release()
+
+    @staticmethod
+    def _too_new(path: Path, version: int) -> str:
+        return (
+            f"state file {path} has schema version {version}, newer than this vodsync "
+            f"understands ({SCHEMA_VERSION}); upgrade vodsync"
+        )
+
+    @staticmethod
+    def _version(conn: sqlite3.Connection, path: Path) -> int:
+        """The file's schema version: 0 for an empty file; StateError if it is someone else's database."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if "meta" not in tables:
+            if tables:
+                raise StateError(f"{path} is a SQLite database but not a vodsync state file")
+            return 0
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        try:
+            return int(row[0]) if row else 0
+        except ValueError:
+            raise StateError(f"state file {path} has an unreadable schema_version {row[0]!r}") from None
+
+    @classmethod
+    def _migrate(cls, conn: sqlite3.Connection, path: Path) -> None:
+        # IMMEDIATE: two lock-less writers opening a fresh file at once migrate one after the other.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = cls._version(conn, path)
+            if version > SCHEMA_VERSION:
+                raise StateError(cls._too_new(path, version))
+            for target, statements in _MIGRATIONS:
+                if target <= version:
+                    continue
+                for statement in statements:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(target),)
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        """Close the database (checkpointing the WAL) and release the writer lock. Idempotent."""
+        with self._mutex:
+            conn, self._conn = self._conn, None
+            try:
+                if conn is not None:
+                    conn.close()
+            except sqlite3.Error as exc:
+                text, _ = _cause(exc)
+                raise StateError(f"state file {self.path}: error while closing: {text}") from exc
+            finally:
+                if self._writer_lock is not None:
+                    self._writer_lock.release()
+                    self._writer_lock = None
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "readonly" if self.readonly else ("locked" if self._writer_lock else "unlocked")
+        return f"StateStore({str(self.path)!r}, {mode})"
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _using(self, what: str) -> Iterator[sqlite3.Connection]:
+        """The connection, under the mutex, with sqlite errors translated into StateError."""
+        with self._mutex:
+            conn = self._conn
+            if conn is None:
+                raise StateError(f"state file {self.path} is closed")
+            try:
+                yield conn
+            except sqlite3.Error as exc:
+                text, retryable = _cause(exc)
+                raise StateError(
+                    f"state file {self.path}: cannot {what}: {text}", retryable=retryable
+                ) from exc
+
+    def _writable(self, what: str) -> None:
+        if self.readonly:
+            raise StateError(f"state file {self.path} is open read-only; cannot {what}")
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group writes atomically: all of them are committed, or none.
+
+        Nested uses join the outermost transaction. If an inner block fails, the
+        whole transaction is rolled back even if the caller catches the error,
+        because SQLite may already have rolled it back (SQLITE_FULL, I/O errors).
+        """
+        self._writable("write")
+        with self._mutex:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield
+                except BaseException:
+                    self._doomed = True
+                    raise
+                finally:
+                    self._depth -= 1
+                return
+            with self._using("begin a transaction") as conn:
+                conn.execute("BEGIN IMMEDIATE")
+            self._depth, self._doomed = 1, False
+            try:
+                yield
+                if self._doomed:
+                    raise StateError(
+                        f"state file {self.path}: a write inside this transaction failed; rolled back"
+                    )
+                with self._using("commit") as conn:
+                    conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            finally:
+                self._depth, self._doomed = 0, False
+
+    def _rollback(self) -> None:
+        conn = self._conn
+        if conn is not None and conn.in_transaction:
+            # A failed rollback leaves the connection's transaction to be discarded on close;
+            # the file itself still holds only committed data (WAL frames without a commit are ignored).
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    # -- records ------------------------------------------------------------------------------
+
+    def records(self) -> dict[str, Record]:
+        """Every record, by name, read in one query."""
+        # The collector would scan the growing heap again and again while 100,000 rows and
+        # records (none of them cyclic) are built; pausing it roughly halves the time.
+        was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            with self._using("read records") as conn:
+                rows = conn.execute(_SELECT).fetchall()
+            return {record.name: record for record in _records(rows)}
+        finally:
+            if was_enabled:
+                gc.enable()
+
+    def get(self, name: str) -> Record | None:
+        with self._using(f"read record {name!r}") as conn:
+            row = conn.execute(_SELECT + " WHERE name = ?", (name,)).fetchone()
+        return None if row is None else _records([row])[0]
+
+    def put(self, record: Record) -> None:
+        """Insert or replace `record` (by name), stamping `updated_at` with the clock."""
+        self.put_many((record,))
+
+    def put_many(self, records: Iterable[Record]) -> None:
+        """Insert or replace every record in one transaction (all or none), stamping `updated_at`."""
+        self._writable("write records")
+        now = self._clock()
+        rows = [_row(r, now) for r in records]  # serialise first: a bad value writes nothing
+        if not rows:
+            return
+        with self.transaction(), self._using("write records") as conn:
+            conn.executemany(_UPSERT, rows)
+
+    def delete(self, name: str) -> None:
+        """Forget the record `name` (no error if there is none)."""
+        self._writable("delete records")
+        with self.transaction(), self._using(f"delete record {name!r}") as conn:
+            conn.execute("DELETE FROM records WHERE name = ?", (name,))
+
+    # -- content-hash cache -------------------------------------------------------------------
+
+    def cached_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
+        """The sha256 remembered for `path` if its size and mtime are unchanged, else None."""
+        with self._using("read the hash cache") as conn:
+            row = conn.execute(
+                "SELECT digest FROM hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
+                (path, size, mtime_ns),
+            ).fetchone()
+        return None if row is None else row[0]
+
+    def remember_hash(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
+        """Remember `digest` for this version of `path`; older versions of the path are forgotten."""
+        self._writable("write the hash cache")
+        with self.transaction(), self._using("write the hash cache") as conn:
+            # One row per path keeps the table as small as the set of files ever seen.
+            conn.execute("DELETE FROM hashes WHERE path = ?", (path,))
+            conn.execute(
+                "INSERT INTO hashes (path, size, mtime_ns, digest) VALUES (?, ?, ?, ?)",
+                (path, size, mtime_ns, digest),
+            )
+
+    def cached_hashes(self) -> dict[tuple[str, int, int], str]:
+        """The whole hash cache, for the planner: `(path, size, mtime_ns) -> sha256 hex`."""
+        with self._using("read the hash cache") as conn:
+            rows = conn.execute("SELECT path, size, mtime_ns, digest FROM hashes").fetchall()
+        return {(p, s, m): d for p, s, m, d in rows}
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        with self._using(f"read meta {key!r}") as conn:
+            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a key/value (for example the drop-folder ledger). `schema_version` is the store's own."""
+        self._writable("write meta")
+        if key == "schema_version":
+            raise StateError("schema_version is managed by the state store")
+        if not isinstance(value, str):
+            raise TypeError(f"meta values are strings, got {type(value).__name__}")
+        with self.transaction(), self._using(f"write meta {key!r}") as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
