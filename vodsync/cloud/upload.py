@@ -1,0 +1,300 @@
+"""Putting one local file at the OSS address a VOD upload ticket names.
+
+This module owns the oss2 side of an upload: a single PUT below the multipart
+threshold, `oss2.resumable_upload` (parallel parts, checkpoint on disk) above
+it, CRC-64 verification, credential refresh (proactively at signing time and
+reactively on a 403 from OSS, resuming from the parts already sent), retries of
+network errors and 5xx with the shared backoff policy, and translation of oss2
+exceptions into `CloudError` / `CredentialExpired`.
+
+The file is read once, by oss2 while sending; nothing here hashes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import oss2
+from oss2 import exceptions as oss_errors
+from oss2.credentials import Credentials
+
+from vodsync.cloud.retry import RetryPolicy, install_sdk_log_scrubber, is_retryable_code, scrub
+from vodsync.cloud.settings import is_loopback_url
+from vodsync.cloud.types import UploadCredential, UploadResult, UploadTicket
+from vodsync.errors import CloudError, CredentialExpired
+
+__all__ = ["UploadResult", "upload_file"]
+
+AUTH_ERRORS = frozenset({"SecurityTokenExpired", "InvalidAccessKeyId"})
+MAX_REACTIVE_REFRESHES = 3
+PROACTIVE_RETRY_AFTER = 30.0  # seconds to keep a still-valid token when a proactive refresh failed
+NETWORK_ERROR = "SDK.HttpError"
+
+
+def upload_file(
+    ticket: UploadTicket,
+    path: str | Path,
+    *,
+    refresh: Callable[[], UploadTicket] | None,
+    checkpoint_dir: Path,
+    part_size: int = 8 * 1024**2,
+    multipart_threshold: int = 16 * 1024**2,
+    threads: int = 4,
+    progress: Callable[[int, int], None] | None = None,
+    clock: Callable[[], float] = time.time,
+    refresh_margin: float = 300,
+    policy: RetryPolicy | None = None,
+    sleep: Callable[[float], object] = time.sleep,
+) -> UploadResult:
+    """Upload `path` to `ticket.address`; returns what OSS reported (ETag, CRC-64, size).
+
+    `refresh` must return a ticket for the same address with a new credential
+    (RefreshUploadVideo). Without it an expired token raises `CredentialExpired`.
+    Raises `CloudError` for everything else OSS or the network does.
+    """
+    install_sdk_log_scrubber()
+    path = Path(path)
+    size = path.stat().st_size
+    holder = _CredentialHolder(ticket, refresh, clock, refresh_margin)
+    address = ticket.address
+    reporter = _Progress(progress, size)
+    bucket = _Bucket(
+        oss2.ProviderAuth(holder),
+        address.endpoint,
+        address.bucket,
+        session=_session(address.endpoint, threads),
+        enable_crc=True,
+        on_part=reporter.part_done,
+    )
+    multipart = size >= multipart_threshold
+    store = _PrivateStore(Path(checkpoint_dir)) if multipart else None
+
+    def once() -> Any:
+        reporter.begin_attempt()
+        if not multipart:
+            with open(path, "rb") as f:
+                return bucket.put_object(address.key, f, progress_callback=reporter)
+        return oss2.resumable_upload(
+            bucket,
+            address.key,
+            str(path),
+            store=store,
+            multipart_threshold=multipart_threshold,
+            part_size=part_size,
+            num_threads=threads,
+            progress_callback=reporter,
+        )
+
+    delays = (policy or RetryPolicy()).delays()
+    reactive_left = MAX_REACTIVE_REFRESHES
+    while True:
+        try:
+            result = once()
+            break
+        except oss_errors.OssError as exc:
+            err = _translate(exc)
+            if isinstance(exc, oss_errors.InconsistentError) and store is not None:
+                # A part that failed its CRC may already be listed by the server: start over.
+                store.forget(address.bucket, address.key, path)
+        if isinstance(err, CredentialExpired):
+            if refresh is None or reactive_left == 0:
+                raise err
+            reactive_left -= 1
+            holder.refresh_now()  # then resume: ListParts, send only the missing parts
+            continue
+        if not err.retryable:
+            raise err
+        delay = next(delays, None)
+        if delay is None:
+            raise err
+        sleep(delay)
+
+    reporter(size, size)
+    return UploadResult(etag=result.etag, crc64=result.crc, size=size)
+
+
+class _CredentialHolder(oss2.CredentialsProvider):
+    """The upload's current STS credential, shared by all part threads.
+
+    oss2 asks for credentials each time it signs a request; that is where we
+    check the clock and swap in a fresh ticket's credential before the deadline,
+    so a long upload never sends an expired token.
+    """
+
+    def __init__(
+        self,
+        ticket: UploadTicket,
+        refresh: Callable[[], UploadTicket] | None,
+        clock: Callable[[], float],
+        margin: float,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._refresh = refresh
+        self._clock = clock
+        self._margin = margin
+        self._address = ticket.address
+        self._install(ticket.credential)
+
+    def _install(self, credential: UploadCredential) -> None:
+        now = self._clock()
+        self._credential = credential
+        self._creds = Credentials(credential.access_key_id, credential.access_key_secret, credential.security_token)
+        # Refresh `margin` before the deadline, but never sooner than halfway through a
+        # short-lived token's life: otherwise every signature would ask for a new one.
+        self._refresh_at = max(credential.deadline - self._margin, now + (credential.deadline - now) / 2)
+
+    def get_credentials(self) -> Credentials:
+        with self._lock:
+            if self._refresh is not None and self._clock() >= self._refresh_at:
+                try:
+                    self._swap()
+                except CloudError:
+                    now = self._clock()
+                    if now >= self._credential.deadline:
+                        raise
+                    # The token still works: keep it and try again a little later.
+                    self._refresh_at = now + min(PROACTIVE_RETRY_AFTER, (self._credential.deadline - now) / 2)
+            return self._creds
+
+    def refresh_now(self) -> None:
+        with self._lock:
+            self._swap()
+
+    def _swap(self) -> None:
+        assert self._refresh is not None
+        ticket = self._refresh()
+        if ticket.address != self._address:
+            raise CloudError(
+                "UploadAddressChanged",
+                "the refreshed upload ticket names a different bucket/key; an upload cannot move mid-way",
+                retryable=False,
+            )
+        self._install(ticket.credential)
+
+
+class _Bucket(oss2.Bucket):
+    """An oss2.Bucket that remembers the CRC-64 of every part it sent.
+
+    After a resume, oss2 only knows the parts it listed (no CRC) and so skips
+    its whole-object CRC check; filling in the CRCs we saw lets it check again.
+    """
+
+    def __init__(self, *args: Any, on_part: Callable[[int], None] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_part = on_part
+        self._part_crcs: dict[tuple[str, int], int] = {}
+        self._crc_lock = threading.Lock()
+
+    def upload_part(self, key, upload_id, part_number, data, progress_callback=None, headers=None):  # type: ignore[no-untyped-def]
+        result = super().upload_part(key, upload_id, part_number, data, progress_callback, headers)
+        if result.crc is not None:
+            with self._crc_lock:
+                self._part_crcs[(upload_id, part_number)] = result.crc
+        if self._on_part is not None:
+            # resumable_upload passes a SizedFileAdapter sized to the part
+            self._on_part(data.size if isinstance(data, oss2.utils.SizedFileAdapter) else len(data))
+        return result
+
+    def complete_multipart_upload(self, key, upload_id, parts, headers=None):  # type: ignore[no-untyped-def]
+        with self._crc_lock:
+            for part in parts or ():
+                if part.part_crc is None:
+                    part.part_crc = self._part_crcs.get((upload_id, part.part_number))
+        return super().complete_multipart_upload(key, upload_id, parts, headers=headers)
+
+
+class _PrivateStore(oss2.ResumableStore):
+    """oss2's checkpoint store, with files created 0600 (they name our bucket, key and upload id)."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        super().__init__(root=str(root))
+        os.chmod(self.dir, 0o700)
+
+    def put(self, key: str, value: Any) -> None:
+        target = os.path.join(self.dir, key)
+        tmp = f"{target}.{os.getpid()}.{threading.get_ident()}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(value, f)
+        os.replace(tmp, target)
+
+    def forget(self, bucket: str, key: str, path: Path) -> None:
+        store_key = self.make_store_key(bucket, key, os.path.abspath(path))
+        try:
+            self.delete(store_key)
+        except FileNotFoundError:
+            pass
+
+
+class _Progress:
+    """Thread-safe, monotonic progress.
+
+    oss2's resumable upload reports only when a part starts (and at the end),
+    which with parallel parts jumps from the first part to 100%. We also count
+    each finished part: done = what oss2 listed as finished when this attempt
+    began + parts finished in this attempt.
+    """
+
+    def __init__(self, callback: Callable[[int, int], None] | None, total: int) -> None:
+        self._callback = callback
+        self._total = total
+        self._done = -1
+        self._baseline: int | None = None
+        self._attempt_bytes = 0
+        self._lock = threading.Lock()
+
+    def begin_attempt(self) -> None:
+        with self._lock:
+            self._baseline, self._attempt_bytes = None, 0
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        with self._lock:
+            if self._baseline is None:
+                self._baseline = done
+            self._emit(done)
+
+    def part_done(self, size: int) -> None:
+        with self._lock:
+            self._attempt_bytes += size
+            self._emit((self._baseline or 0) + self._attempt_bytes)
+
+    def _emit(self, done: int) -> None:
+        done = min(done, self._total)
+        if self._callback is None or done <= self._done:
+            return
+        self._done = done
+        self._callback(done, self._total)
+
+
+def _session(endpoint: str, threads: int) -> oss2.Session:
+    session = oss2.Session(pool_size=max(threads + 2, 10))
+    if is_loopback_url(endpoint):
+        # requests would honour HTTP(S)_PROXY for 127.0.0.1 unless NO_PROXY says otherwise.
+        session.session.trust_env = False
+    return session
+
+
+def _translate(exc: oss_errors.OssError) -> CloudError:
+    """oss2 exception -> CloudError (CredentialExpired for a refused STS token)."""
+    if isinstance(exc, oss_errors.RequestError):
+        return CloudError(NETWORK_ERROR, f"network error talking to OSS: {type(exc.exception).__name__}", retryable=True)
+    if isinstance(exc, oss_errors.InconsistentError):
+        return CloudError(
+            "InconsistentError", "CRC-64 of the uploaded data does not match OSS's", request_id=exc.request_id or None,
+            retryable=True,
+        )
+    if isinstance(exc, oss_errors.ServerError) and exc.status > 0:
+        code = exc.code or f"OSS.{exc.status}"
+        message = scrub(exc.message or f"OSS answered HTTP {exc.status}")
+        if exc.status == 403 and code in AUTH_ERRORS:
+            return CredentialExpired(code, message, status=exc.status, request_id=exc.request_id or None)
+        retryable = is_retryable_code(code, exc.status) or code == "RequestTimeout"
+        return CloudError(code, message, status=exc.status, request_id=exc.request_id or None, retryable=retryable)
+    return CloudError("OSS.ClientError", scrub(getattr(exc, "body", "") or type(exc).__name__), retryable=False)
