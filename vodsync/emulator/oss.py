@@ -10,13 +10,14 @@ are told when an object is complete.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import os
 import secrets
 import shutil
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -40,7 +41,7 @@ def new_crc64() -> crcmod.Crc:
     return _crc64_template.new()
 
 
-def _gf2_times(matrix: list[int], vector: int) -> int:
+def _gf2_times(matrix: Sequence[int], vector: int) -> int:
     total, i = 0, 0
     while vector:
         if vector & 1:
@@ -50,30 +51,27 @@ def _gf2_times(matrix: list[int], vector: int) -> int:
     return total
 
 
-def _gf2_square(matrix: list[int]) -> list[int]:
-    return [_gf2_times(matrix, row) for row in matrix]
+def _gf2_square(matrix: Sequence[int]) -> tuple[int, ...]:
+    return tuple(_gf2_times(matrix, row) for row in matrix)
+
+
+@functools.cache
+def _zeros_operator(k: int) -> tuple[int, ...]:
+    """The GF(2) matrix that feeds 2**k zero bytes through a CRC-64/XZ register."""
+    if k == 0:
+        one_bit = (_CRC64_REFLECTED, *(1 << n for n in range(63)))
+        return _gf2_square(_gf2_square(_gf2_square(one_bit)))
+    return _gf2_square(_zeros_operator(k - 1))
 
 
 def crc64_combine(crc1: int, crc2: int, len2: int) -> int:
-    """CRC-64/XZ of A+B from crc(A), crc(B) and len(B) (zlib's crc32_combine, 64-bit)."""
-    if len2 <= 0:
-        return crc1
-    odd = [_CRC64_REFLECTED] + [1 << n for n in range(63)]  # one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four zero bits
-    while True:
-        even = _gf2_square(odd)
+    """CRC-64/XZ of A+B from crc(A), crc(B) and len(B) (zlib's crc32_combine, with cached operators)."""
+    k = 0
+    while len2 > 0:
         if len2 & 1:
-            crc1 = _gf2_times(even, crc1)
+            crc1 = _gf2_times(_zeros_operator(k), crc1)
         len2 >>= 1
-        if not len2:
-            break
-        odd = _gf2_square(even)
-        if len2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
+        k += 1
     return crc1 ^ crc2
 
 

@@ -14,6 +14,7 @@ faults.py and vod.py.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -336,7 +337,8 @@ class _Handler(BaseHTTPRequestHandler):
         body = _xml("Error", [("Code", err.code), ("Message", err.message), ("RequestId", self._oss_rid),
                               ("HostId", host), ("EC", err.ec)])
         headers = self._oss_headers(("Content-Type", "application/xml"), ("x-oss-ec", err.ec))
-        if self.command == "HEAD":
+        if self.command == "HEAD":  # no body: OSS sends the error document base64'd in a header
+            headers.append(("x-oss-err", base64.b64encode(body).decode("ascii")))
             body = b""
         self._send(err.status, headers, body)
 
