@@ -1,7 +1,6 @@
 """Test helper for the VOD-model tests: a `World` = a running emulator + the real SDKs.
 
-`world` uses the shared function-scoped `emulator` / `vod_sdk_client` fixtures from
-conftest.py when they exist (else a module-level emulator reset per test);
+`world` wraps the shared `emulator` / `vod_sdk_client` fixtures of conftest.py;
 `slow_world` is its own emulator with transcode_seconds=10 so lifecycles can be
 watched by moving the clock.
 """
@@ -78,28 +77,10 @@ class World:
         return f"{self.endpoint}/{bucket}/{quote(key, safe='/')}"
 
 
-@pytest.fixture(autouse=True)
-def _no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-
-
-@pytest.fixture(scope="module")
-def _own_emulator() -> Iterator[Emulator]:
-    with Emulator(port=0, transcode_seconds=0, url_job_seconds=0) as emulator:
-        yield emulator
-
-
 @pytest.fixture
-def world(request: pytest.FixtureRequest) -> World:
-    try:
-        emulator = request.getfixturevalue("emulator")
-        client = request.getfixturevalue("vod_sdk_client")
-    except pytest.FixtureLookupError:
-        emulator = request.getfixturevalue("_own_emulator")
-        emulator.reset()
-        client = sdk_client(emulator)
-    return World(emulator, client)
+def world(emulator: Emulator, vod_sdk_client: AcsClient) -> World:
+    """The shared, freshly reset emulator of conftest.py (transcode_seconds=0, url_job_seconds=0)."""
+    return World(emulator, vod_sdk_client)
 
 
 @pytest.fixture

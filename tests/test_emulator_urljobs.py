@@ -250,3 +250,18 @@ def test_cancel_by_url_and_finished_jobs_stay_finished(world: World, source: str
     assert result["CanceledJobs"] == []
     assert result["NonExists"] == [f"{source}/unknown.mp4"]
     assert infos(world, job["JobId"])["URLUploadInfoList"][0]["Status"] == "SUCCESS"
+
+
+def test_a_restored_unfinished_job_downloads_after_the_restart(paced_world: World, source: str) -> None:
+    world = paced_world
+    url = f"{source}/media/clip.mp4"
+    (job,) = submit(world, url, metadatas=[{"SourceURL": url, "Title": "survivor"}])
+    saved = json.loads(json.dumps(world.model.snapshot()))
+    world.model.restore(saved)  # as after an emulator restart: the old worker is retired, a new one waits
+    world.advance(31)
+    info = wait_for(world, job["JobId"], {"DOWNLOAD_SUCCESS", "DOWNLOAD_FAIL"})
+    assert info["Status"] == "DOWNLOAD_SUCCESS"
+    world.advance(30)
+    info = infos(world, job["JobId"])["URLUploadInfoList"][0]
+    assert info["Status"] == "SUCCESS"
+    assert len(world.emulator.state()["videos"]) == 1  # exactly one worker created the video
