@@ -365,7 +365,7 @@ class StateStore:
                 if 0 < version < SCHEMA_VERSION:
                     raise StateError(
                         f"state file {path} has schema version {version}, this vodsync needs "
-                        f"{SCHEMA_VERSION}; open it once without --readonly to migrate it"
+                        f"{SCHEMA_VERSION}; open it once for writing (apply or the daemon) to migrate it"
                     )
                 if version == SCHEMA_VERSION:
                     return cls(path, conn, readonly=True, lock=None, clock=clock)
