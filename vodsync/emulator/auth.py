@@ -72,9 +72,11 @@ def _missing(name: str) -> VodApiError:
 class RpcVerifier:
     """Checks RPC requests signed with the account key.
 
-    `client_clock_lag` is how far the emulator clock is ahead of the clients' clocks:
-    `/_emulator/advance` with `client_follows=false` adds to it, so a test can make the
-    SDK's (real-time) timestamps look stale without touching anything else.
+    The SDK stamps requests with real time, while tests move the emulator clock. So the
+    window is checked against `clock.now() - followed_seconds`, where `followed_seconds`
+    is how much of the clock's advance the clients are taken to have made too (all of it
+    by default, see `Emulator.advance`). Advancing with `client_follows=False` leaves the
+    clients behind, which is how a test makes their timestamps stale.
     """
 
     def __init__(self, clock: Clock, access_key_id: str, access_key_secret: str) -> None:
@@ -83,12 +85,12 @@ class RpcVerifier:
         self._access_key_secret = access_key_secret
         self._nonces: dict[str, float] = {}
         self._lock = threading.Lock()
-        self.client_clock_lag = 0.0
+        self.followed_seconds = 0.0
 
     def reset(self) -> None:
         with self._lock:
             self._nonces.clear()
-            self.client_clock_lag = 0.0
+            self.followed_seconds = 0.0
 
     def verify(self, method: str, params: Mapping[str, str]) -> None:
         """Raise VodApiError unless `params` (query + form) carry a valid, fresh signature."""
@@ -104,7 +106,7 @@ class RpcVerifier:
             )
 
         sent_at = _parse_rpc_timestamp(params["Timestamp"])
-        expected_client_now = self._clock.now() - self.client_clock_lag
+        expected_client_now = self._clock.now() - self.followed_seconds
         if abs(sent_at - expected_client_now) > TIMESTAMP_WINDOW_SECONDS:
             raise VodApiError("InvalidTimeStamp.Expired", "Specified time stamp or date value is expired.", 400)
 

@@ -739,7 +739,7 @@ class Emulator:
         if saved:
             self.oss.restore(saved.get("oss", {}))
             self.sts.restore(saved.get("sts", {}))
-            self.rpc.client_clock_lag = float(saved.get("client_clock_lag", 0.0))
+            self.rpc.followed_seconds = float(saved.get("client_followed_seconds", 0.0))
 
         self._server = _HttpServer((self.host, self.port), self)
         self.port = self._server.server_address[1]
@@ -816,7 +816,7 @@ class Emulator:
                 data = {
                     "format": SNAPSHOT_FORMAT,
                     "clock_offset": self.clock.offset,
-                    "client_clock_lag": self.rpc.client_clock_lag,
+                    "client_followed_seconds": self.rpc.followed_seconds,
                     "vod": self.model.snapshot(),
                     "oss": self.oss.snapshot(),
                     "sts": self.sts.snapshot(),
@@ -867,8 +867,8 @@ class Emulator:
         `client_follows=False` leaves them behind, so signed RPC calls look stale.
         """
         self.clock.advance(seconds)
-        if not client_follows:
-            self.rpc.client_clock_lag += seconds
+        if client_follows:
+            self.rpc.followed_seconds += seconds
         self.mark_dirty()
         return self.clock.now()
 
