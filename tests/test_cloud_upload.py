@@ -1,0 +1,315 @@
+"""upload_file against the emulator's OSS: PUT and multipart, CRC, refresh, resume, retries.
+
+Parts are counted with the emulator's `oss:PUT` call counter; token expiry is
+made with `advance` (server side) or an injected clock (client side), never by
+waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import oss2
+import pytest
+from conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, REGION
+
+from vodsync.cloud.retry import RetryPolicy
+from vodsync.cloud.settings import CloudSettings
+from vodsync.cloud.types import UploadAddress, UploadCredential, UploadTicket
+from vodsync.cloud.upload import _CredentialHolder, upload_file
+from vodsync.cloud.vod import VodClient
+from vodsync.errors import CloudError, CredentialExpired
+
+MiB = 1024 * 1024
+PART = 8 * MiB
+
+
+@pytest.fixture(scope="module")
+def big_file(tmp_path_factory) -> tuple[Path, int]:
+    """40 MiB of random bytes (5 parts of 8 MiB) and its CRC-64."""
+    path = tmp_path_factory.mktemp("data") / "big.mp4"
+    data = os.urandom(40 * MiB)
+    path.write_bytes(data)
+    return path, _crc64(data)
+
+
+def _crc64(data: bytes) -> int:
+    crc = oss2.utils.Crc64()
+    crc.update(data)
+    return crc.crc
+
+
+@pytest.fixture
+def client(emulator) -> VodClient:
+    return VodClient(
+        CloudSettings(ACCESS_KEY_ID, ACCESS_KEY_SECRET, region=REGION, endpoint=emulator.url),
+        policy=RetryPolicy(seed=3),
+        sleep=lambda s: None,
+    )
+
+
+def puts(emulator) -> int:
+    return emulator.calls().get("oss:PUT", 0)
+
+
+def stored(emulator, ticket: UploadTicket) -> dict:
+    [obj] = [o for o in emulator.state()["objects"] if o["key"] == ticket.address.key]
+    return obj
+
+
+def refresher(client: VodClient, ticket: UploadTicket, log: list | None = None):
+    def refresh() -> UploadTicket:
+        if log is not None:
+            log.append(1)
+        return client.refresh_upload_video(video_id=ticket.media_id)
+
+    return refresh
+
+
+# ---------------------------------------------------------------- the happy paths
+
+
+def test_small_file_is_one_put_with_crc(emulator, client, tmp_path):
+    data = os.urandom(300 * 1024)
+    path = tmp_path / "small.mp4"
+    path.write_bytes(data)
+    ticket = client.create_upload_video(title="s", file_name="small.mp4")
+    seen: list[tuple[int, int]] = []
+    result = upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck", progress=lambda d, t: seen.append((d, t)))
+    assert result.size == len(data)
+    assert result.crc64 == _crc64(data) == stored(emulator, ticket)["crc64"]
+    assert result.etag == stored(emulator, ticket)["etag"]
+    assert puts(emulator) == 1 and emulator.calls().get("oss:POST", 0) == 0
+    assert seen[-1] == (len(data), len(data))
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+
+def test_multipart_parallel_upload_with_crc_and_private_checkpoint(emulator, client, tmp_path, big_file):
+    path, crc = big_file
+    ticket = client.create_upload_video(title="b", file_name="big.mp4")
+    checkpoint = tmp_path / "ck"
+    modes: list[int] = []
+    seen: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append(done)
+        for f in checkpoint.rglob("*"):
+            if f.is_file():
+                modes.append(stat.S_IMODE(f.stat().st_mode))
+
+    result = upload_file(ticket, path, refresh=None, checkpoint_dir=checkpoint, part_size=PART, threads=4, progress=progress)
+    assert result.size == 40 * MiB
+    assert result.crc64 == crc == stored(emulator, ticket)["crc64"]
+    assert result.etag.endswith("-5")
+    assert puts(emulator) == 5
+    assert modes and set(modes) == {0o600}
+    assert seen == sorted(seen) and seen[-1] == 40 * MiB and len(seen) >= 5  # one step per part at least
+    assert not [f for f in checkpoint.rglob("*") if f.is_file()]  # record removed after completion
+
+
+# ---------------------------------------------------------------- credentials
+
+
+def test_sts_expiry_mid_upload_refreshes_and_sends_only_missing_parts(emulator, client, tmp_path, big_file):
+    path, crc = big_file
+    ticket = client.create_upload_video(title="b", file_name="big.mp4")
+    at_refresh: list[tuple[int, int]] = []
+    expired = []
+
+    def progress(done: int, total: int) -> None:
+        if done >= 2 * PART and not expired:
+            expired.append(emulator.advance(emulator.sts_ttl + 10))  # the token dies server-side
+
+    def refresh() -> UploadTicket:
+        [upload] = emulator.state()["multipart_uploads"]
+        at_refresh.append((puts(emulator), upload["parts"]))
+        return client.refresh_upload_video(video_id=ticket.media_id)
+
+    result = upload_file(ticket, path, refresh=refresh, checkpoint_dir=tmp_path / "ck", part_size=PART, threads=1,
+                         progress=progress)
+    assert result.crc64 == crc == stored(emulator, ticket)["crc64"]
+    assert client.calls["RefreshUploadVideo"] == 1
+    [(puts_before, parts_done)] = at_refresh
+    assert parts_done == 2 and puts_before == 3  # two good parts + the one refused with 403
+    assert puts(emulator) - puts_before == 5 - parts_done  # only the missing parts after the refresh
+
+
+def test_sts_expiry_with_parallel_parts_never_restarts(emulator, client, tmp_path, big_file):
+    path, crc = big_file
+    ticket = client.create_upload_video(title="b", file_name="big.mp4")
+    expired: list[float] = []
+
+    def progress(done: int, total: int) -> None:
+        if done >= PART and not expired:
+            expired.append(emulator.advance(emulator.sts_ttl + 10))
+
+    result = upload_file(ticket, path, refresh=refresher(client, ticket), checkpoint_dir=tmp_path / "ck",
+                         part_size=PART, threads=4, progress=progress)
+    assert result.crc64 == crc == stored(emulator, ticket)["crc64"]
+    assert 1 <= client.calls["RefreshUploadVideo"] <= 3
+    assert emulator.calls()["oss:POST"] == 2  # one InitiateMultipartUpload, one Complete: never restarted
+    assert puts(emulator) <= 5 + 4  # at most one refused attempt per thread
+
+
+def test_proactive_refresh_before_the_deadline(emulator, client, tmp_path, big_file):
+    path, crc = big_file
+    ticket = client.create_upload_video(title="b", file_name="big.mp4")
+    now = [ticket.credential.deadline - 3000]
+    puts_at_refresh: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        if done >= 2 * PART:
+            now[0] = max(now[0], ticket.credential.deadline - 100)  # inside the 300 s margin
+
+    def refresh() -> UploadTicket:
+        puts_at_refresh.append(puts(emulator))
+        return client.refresh_upload_video(video_id=ticket.media_id)
+
+    result = upload_file(ticket, path, refresh=refresh, checkpoint_dir=tmp_path / "ck", part_size=PART, threads=1,
+                         progress=progress, clock=lambda: now[0], refresh_margin=300)
+    assert result.crc64 == crc
+    assert puts_at_refresh == [2]  # refreshed while signing part 3, before OSS ever refused anything
+    assert puts(emulator) == 5  # no 403, no part sent twice
+
+
+def test_expired_token_without_refresh_raises_credential_expired(emulator, client, tmp_path):
+    path = tmp_path / "small.mp4"
+    path.write_bytes(b"x" * 1000)
+    ticket = client.create_upload_video(title="s", file_name="small.mp4")
+    emulator.advance(emulator.sts_ttl + 10)
+    with pytest.raises(CredentialExpired) as caught:
+        upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck")
+    err = caught.value
+    assert err.code in {"SecurityTokenExpired", "InvalidAccessKeyId"} and err.status == 403 and err.retryable
+    for secret in (ticket.credential.access_key_id, ticket.credential.access_key_secret,
+                   ticket.credential.security_token):
+        assert secret not in str(err) and secret not in repr(err)
+        assert secret not in repr(ticket)
+
+
+def test_reactive_refreshes_are_bounded(emulator, client, tmp_path):
+    path = tmp_path / "small.mp4"
+    path.write_bytes(b"x" * 1000)
+    ticket = client.create_upload_video(title="s", file_name="small.mp4")
+    emulator.advance(emulator.sts_ttl + 10)
+    calls: list[int] = []
+
+    def stale() -> UploadTicket:
+        calls.append(1)
+        return ticket  # a "fresh" ticket that is just as dead
+
+    with pytest.raises(CredentialExpired):
+        upload_file(ticket, path, refresh=stale, checkpoint_dir=tmp_path / "ck")
+    assert len(calls) == 3 and puts(emulator) == 4
+
+
+def test_refresh_that_moves_the_address_is_refused(emulator, client, tmp_path):
+    path = tmp_path / "small.mp4"
+    path.write_bytes(b"x" * 1000)
+    ticket = client.create_upload_video(title="s", file_name="small.mp4")
+    other = client.create_upload_video(title="o", file_name="other.mp4")
+    emulator.advance(emulator.sts_ttl + 10)
+    with pytest.raises(CloudError) as caught:
+        upload_file(ticket, path, refresh=lambda: other, checkpoint_dir=tmp_path / "ck")
+    assert caught.value.code == "UploadAddressChanged" and not caught.value.retryable
+
+
+def _ticket(deadline: float) -> UploadTicket:
+    return UploadTicket("m", UploadAddress("http://127.0.0.1:1", "b", "k"),
+                        UploadCredential("id", "secret", "token", deadline))
+
+
+def test_short_lived_tokens_do_not_cause_a_refresh_storm():
+    now = [1000.0]
+    refreshed: list[float] = []
+
+    def refresh() -> UploadTicket:
+        refreshed.append(now[0])
+        return _ticket(now[0] + 60)
+
+    holder = _CredentialHolder(_ticket(1060), refresh, lambda: now[0], margin=300)
+    for _ in range(10):
+        holder.get_credentials()
+    assert refreshed == []  # a 60 s token is kept for half its life, not refreshed at once
+    now[0] = 1031
+    for _ in range(10):
+        holder.get_credentials()
+    assert refreshed == [1031]
+
+
+def test_failed_proactive_refresh_keeps_a_still_valid_token():
+    now = [1000.0]
+
+    def refresh() -> UploadTicket:
+        raise CloudError("Throttling", "slow down", retryable=True)
+
+    holder = _CredentialHolder(_ticket(1200), refresh, lambda: now[0], margin=300)
+    assert holder.get_credentials().get_security_token() == "token"
+    now[0] = 1201
+    with pytest.raises(CloudError):
+        holder.get_credentials()
+
+
+# ---------------------------------------------------------------- retries and resume
+
+
+def test_oss_5xx_and_resets_are_retried_and_resume(emulator, client, tmp_path, big_file):
+    path, crc = big_file
+    ticket = client.create_upload_video(title="b", file_name="big.mp4")
+    slept: list[float] = []
+    emulator.set_faults([
+        {"match": "oss:PUT", "error": "InternalError", "count": 1},
+        {"match": "oss:PUT", "error": "reset", "count": 1},
+    ])
+    result = upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck", part_size=PART, threads=4,
+                         policy=RetryPolicy(seed=1), sleep=slept.append)
+    assert result.crc64 == crc == stored(emulator, ticket)["crc64"]
+    assert 1 <= len(slept) <= 2
+    assert emulator.calls()["oss:POST"] == 2  # one init, one complete: resumed, never restarted
+
+
+def test_checkpoint_resumes_a_later_call_with_only_missing_parts(emulator, client, tmp_path, big_file):
+    path, crc = big_file
+    ticket = client.create_upload_video(title="b", file_name="big.mp4")
+    checkpoint = tmp_path / "ck"
+    broken: list[int] = []
+
+    def progress(done: int, total: int) -> None:
+        if done >= 3 * PART and not broken:
+            broken.append(1)
+            emulator.set_faults([{"match": "oss:PUT", "error": "InternalError"}])
+
+    with pytest.raises(CloudError) as caught:
+        upload_file(ticket, path, refresh=None, checkpoint_dir=checkpoint, part_size=PART, threads=1,
+                    progress=progress, policy=RetryPolicy.none())
+    assert caught.value.code == "InternalError" and caught.value.retryable
+    emulator.set_faults([])
+    before = puts(emulator)
+    fresh = client.refresh_upload_video(video_id=ticket.media_id)
+    result = upload_file(fresh, path, refresh=None, checkpoint_dir=checkpoint, part_size=PART, threads=4)
+    assert result.crc64 == crc
+    assert puts(emulator) - before == 2  # parts 4 and 5 only
+
+
+def test_permanent_oss_error_fails_at_once(emulator, client, tmp_path):
+    path = tmp_path / "small.mp4"
+    path.write_bytes(b"x" * 1000)
+    ticket = client.create_upload_video(title="s", file_name="small.mp4")
+    emulator.set_faults([{"match": "oss:PUT", "error": "AccessDenied"}])
+    slept: list[float] = []
+    with pytest.raises(CloudError) as caught:
+        upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck", sleep=slept.append)
+    assert (caught.value.code, caught.value.status, caught.value.retryable) == ("AccessDenied", 403, False)
+    assert not isinstance(caught.value, CredentialExpired)
+    assert puts(emulator) == 1 and slept == []
+
+
+def test_loopback_upload_ignores_proxy_variables(emulator, client, tmp_path, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    path = tmp_path / "small.mp4"
+    path.write_bytes(b"y" * 1000)
+    ticket = client.create_upload_video(title="s", file_name="small.mp4")
+    assert upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck").size == 1000
