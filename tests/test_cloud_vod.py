@@ -329,3 +329,14 @@ def test_duplicate_reference_on_first_attempt_is_a_permanent_error(emulator, cli
     with pytest.raises(CloudError) as caught:
         client.create_upload_video(title="t", file_name="t.mp4", reference_id="ref-dup-1")
     assert caught.value.code == "InvalidParameter.ReferenceId" and not caught.value.retryable
+
+
+def test_giving_up_on_a_create_with_reference_after_resets_is_ambiguous(emulator):
+    client = make_client(emulator, attempts=3)
+    emulator.set_faults([{"match": "CreateUploadVideo", "error": "reset"}])
+    with pytest.raises(CloudError) as caught:
+        client.create_upload_video(title="t", file_name="t.mp4", reference_id="ref-gone-1")
+    assert caught.value.ambiguous is True and caught.value.retryable is False
+    # each lost attempt was checked by ReferenceId before the next one was sent
+    assert client.calls["CreateUploadVideo"] == 3 and client.calls["GetVideoInfos"] == 3
+    assert emulator.state()["videos"] == []

@@ -385,9 +385,11 @@ class VodClient:
     # ---- updating and deleting ----------------------------------------------
 
     def update_video_info(self, video_id: str, fields: Mapping[str, Any]) -> None:
+        """Change only the given fields (title, description, tags, cate_id, cover_url)."""
         params: dict[str, Any] = {"VideoId": video_id}
         params.update(_api_fields(fields, _VIDEO_FIELDS, "update_video_info"))
-        self._call("UpdateVideoInfo", params)
+        if len(params) > 1:
+            self._call("UpdateVideoInfo", params)
 
     def update_image_infos(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
         """Returns the ids that do not exist."""
@@ -454,13 +456,7 @@ class VodClient:
             except CloudError as exc:
                 if getattr(exc, "ambiguous", False):
                     if reference_id is None:
-                        raise self._error(
-                            exc.code,
-                            f"{action} may or may not have taken effect ({exc.api_message}); not repeated",
-                            status=exc.status,
-                            retryable=False,
-                            ambiguous=True,
-                        ) from exc
+                        raise self._ambiguous(action, exc) from exc
                     maybe_done = True
                     recovered = self._recover_video(reference_id)
                     if recovered is not None:
@@ -469,7 +465,21 @@ class VodClient:
                     recovered = self._recover_video(reference_id)
                     if recovered is not None:
                         return {"_refreshed": recovered}
-                self._backoff_or_raise(exc, delays)
+                try:
+                    self._backoff_or_raise(exc, delays)
+                except CloudError as final:
+                    if maybe_done:  # giving up while an attempt may still land somewhere
+                        raise self._ambiguous(action, final) from final
+                    raise
+
+    def _ambiguous(self, action: str, exc: CloudError) -> CloudError:
+        return self._error(
+            exc.code,
+            f"{action} may or may not have taken effect ({exc.api_message}); not repeated",
+            status=exc.status,
+            retryable=False,
+            ambiguous=True,
+        )
 
     def _recover_video(self, reference_id: str) -> UploadTicket | None:
         """After an ambiguous CreateUploadVideo: if the video exists, get a fresh ticket for it."""
@@ -694,6 +704,8 @@ def _api_fields(fields: Mapping[str, Any], names: Mapping[str, str], where: str)
             value = ",".join(_tags_tuple(value))  # an empty sequence clears the tags
         elif value is None:
             value = ""  # clear the field
+        elif names[ours] == "CateIds":
+            value = str(value)  # a comma-separated list in the API, even for one id
         out[names[ours]] = value if isinstance(value, (str, int)) else str(value)
     return out
 
