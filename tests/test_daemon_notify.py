@@ -79,7 +79,10 @@ def test_unreachable_socket_is_not_an_error(tmp_path: Path) -> None:
 
 def test_watchdog_interval_is_half_of_watchdog_usec() -> None:
     assert Notifier.from_env({"WATCHDOG_USEC": "30000000"}).watchdog_interval() == 15.0
-    assert Notifier.from_env({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}).watchdog_interval() == 15.0
+    assert (
+        Notifier.from_env({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": str(os.getpid())}).watchdog_interval()
+        == 15.0
+    )
     # Meant for another process (e.g. inherited by a child): not ours to feed.
     assert Notifier.from_env({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}).watchdog_interval() is None
     assert Notifier.from_env({"WATCHDOG_USEC": "junk"}).watchdog_interval() is None

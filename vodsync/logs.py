@@ -41,7 +41,9 @@ _SECRET_KEYS_LOWER = frozenset(k.lower() for k in SECRET_KEYS)
 
 # `Key=value`, `Key: value`, `'Key': 'value'`, `"Key":"value"`. Authorization values contain a
 # space ("OSS id:signature"), so they run to the end of the quoted string or line.
-_KEYS_PATTERN = "|".join(re.escape(k) for k in sorted(SECRET_KEYS, key=len, reverse=True) if k != "Authorization")
+_KEYS_PATTERN = "|".join(
+    re.escape(k) for k in sorted(SECRET_KEYS, key=len, reverse=True) if k != "Authorization"
+)
 _KEY_VALUE = re.compile(
     rf"(?P<key>{_KEYS_PATTERN})(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\"'&\s,;)}}\]]+)",
     re.IGNORECASE,

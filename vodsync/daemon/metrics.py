@@ -61,10 +61,14 @@ class Metrics:
         )
         self.queue_depth = Gauge("vodsync_queue_depth", "Actions planned but not yet done.", registry=r)
         self.last_success = Gauge(
-            "vodsync_last_success_timestamp_seconds", "Unix time of the last successful reconcile.", registry=r
+            "vodsync_last_success_timestamp_seconds",
+            "Unix time of the last successful reconcile.",
+            registry=r,
         )
         self.last_reconcile = Gauge(
-            "vodsync_last_reconcile_timestamp_seconds", "Unix time of the last reconcile, any outcome.", registry=r
+            "vodsync_last_reconcile_timestamp_seconds",
+            "Unix time of the last reconcile, any outcome.",
+            registry=r,
         )
         self._statuses: set[str] = set()
         self._lock = threading.Lock()
