@@ -127,6 +127,10 @@ def test_upload_media_by_url_and_job_infos(emulator, client):
     for job in found:
         assert job.status
         assert job.terminal == (job.status in {"SUCCESS", "DOWNLOAD_FAIL", "UPLOAD_FAIL"})
+    assert all(j.creation_time for j in found)
+    by_url, none = client.get_url_upload_infos_by_urls([entries[0].url, "http://media.example.com/never.mp4"])
+    assert [(j.url, j.job_id) for j in by_url] == [(entries[0].url, jobs[entries[0].url])]
+    assert none == ["http://media.example.com/never.mp4"]
     canceled, missing = client.cancel_url_upload_jobs(["nojob"])
     assert canceled == [] and missing == ["nojob"]
 

@@ -70,6 +70,7 @@ class UrlJob:
     file_size: int | None = None
     error_code: str | None = None
     error_message: str | None = None
+    creation_time: str | None = None  # when the job was submitted (ISO 8601, UTC), for crash recovery
 
     @property
     def terminal(self) -> bool:

@@ -259,23 +259,22 @@ class VodClient:
         return out
 
     def get_url_upload_infos(self, job_ids: Sequence[str]) -> tuple[list[UrlJob], list[str]]:
+        """Returns (jobs, job ids that do not exist)."""
         _check_batch("get_url_upload_infos", job_ids, 10)
         if not job_ids:
             return [], []
         resp = self._call("GetURLUploadInfos", {"JobIds": ",".join(job_ids)})
-        jobs = [
-            UrlJob(
-                job_id=item.get("JobId", ""),
-                url=item.get("UploadURL", ""),
-                status=item.get("Status", ""),
-                media_id=item.get("MediaId") or None,
-                file_size=_int(item.get("FileSize")),
-                error_code=item.get("ErrorCode") or None,
-                error_message=item.get("ErrorMessage") or None,
-            )
-            for item in resp.get("URLUploadInfoList") or []
-        ]
-        return jobs, list(resp.get("NonExists") or [])
+        return [_url_job(item) for item in resp.get("URLUploadInfoList") or []], list(resp.get("NonExists") or [])
+
+    def get_url_upload_infos_by_urls(self, urls: Sequence[str]) -> tuple[list[UrlJob], list[str]]:
+        """Every job ever submitted for these source URLs (to adopt one after a crash);
+        returns (jobs, urls that have none)."""
+        _check_batch("get_url_upload_infos_by_urls", urls, 10)
+        if not urls:
+            return [], []
+        resp = self._call("GetURLUploadInfos", {"UploadURLs": ",".join(quote(u, safe="") for u in urls)})
+        jobs = [_url_job(item) for item in resp.get("URLUploadInfoList") or []]
+        return jobs, [unquote(u) for u in resp.get("NonExists") or []]
 
     def cancel_url_upload_jobs(self, job_ids: Sequence[str]) -> tuple[list[str], list[str]]:
         """Returns (canceled job ids, job ids that do not exist)."""
@@ -733,6 +732,19 @@ def _bool(value: Any) -> bool:
 
 def _opt(value: Any) -> str | None:
     return None if value in (None, "") else str(value)
+
+
+def _url_job(item: Mapping[str, Any]) -> UrlJob:
+    return UrlJob(
+        job_id=item.get("JobId", ""),
+        url=item.get("UploadURL", ""),
+        status=item.get("Status", ""),
+        media_id=_opt(item.get("MediaId")),
+        file_size=_int(item.get("FileSize")),
+        error_code=_opt(item.get("ErrorCode")),
+        error_message=_opt(item.get("ErrorMessage")),
+        creation_time=_opt(item.get("CreationTime")),
+    )
 
 
 def _video(v: Mapping[str, Any]) -> RemoteMedia:
