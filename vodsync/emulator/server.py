@@ -729,10 +729,22 @@ class Emulator:
             self._root.mkdir(parents=True, exist_ok=True)
         else:
             self._root, self._owns_root = Path(tempfile.mkdtemp(prefix="vodsync-emulator-")), True
+        try:
+            self._start_in(self._root)
+        except BaseException:
+            if self._server is not None:
+                self._server.server_close()
+                self._server = None
+            if self._owns_root:
+                shutil.rmtree(self._root, ignore_errors=True)
+            raise
+        return self
+
+    def _start_in(self, root: Path) -> None:
         saved = self._load_snapshot()
 
         self.clock = EmulatorClock(float(saved.get("clock_offset", 0.0)))
-        self.oss = OssStore(self._root / "oss", self.clock)
+        self.oss = OssStore(root / "oss", self.clock)
         self.sts = StsIssuer(self.clock, self.sts_ttl, self.region)
         self.rpc = RpcVerifier(self.clock, self.access_key_id, self.access_key_secret)
         self.oss_auth = OssAuthorizer(self.clock, self.access_key_id, self.access_key_secret, self.sts)
@@ -763,7 +775,6 @@ class Emulator:
             saver = threading.Thread(target=self._save_loop, name="vodsync-emulator-save", daemon=True)
             saver.start()
             self._threads.append(saver)
-        return self
 
     def stop(self) -> None:
         server = self._server
