@@ -275,3 +275,37 @@ def test_cli_data_dir_survives_a_kill(tmp_path: Path):
     finally:
         assert _stop_cli(proc)[0] == 0
     assert not [p for p in os.listdir(data_dir) if p.endswith(".tmp")]
+
+
+class _ExplodingModel:
+    """A stand-in VodModel whose every call hits a bug."""
+
+    def __init__(self, **kwargs) -> None:
+        self.kwargs = kwargs
+
+    def call(self, action: str, params: dict) -> dict:
+        raise RuntimeError("model bug")
+
+    def snapshot(self) -> dict:
+        return {"videos": [], "images": [], "attached": [], "url_jobs": []}
+
+    def restore(self, data: dict) -> None: ...
+    def reset(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def test_a_model_bug_is_a_500_internal_error_not_a_dead_server(capsys):
+    with Emulator(model_factory=_ExplodingModel) as emu:
+        assert emu.model.kwargs["endpoint"] == emu.endpoint == emu.url
+        client = AcsClient("emulator", "emulator-secret", "cn-shanghai", port=emu.port)
+        client.add_endpoint("cn-shanghai", "vod", "127.0.0.1")
+        for _ in range(2):
+            with pytest.raises(ServerException) as exc:
+                _get_video(client, "x")
+            assert (exc.value.get_error_code(), exc.value.get_http_status()) == ("InternalError", 500)
+        emu.oss.add_listener(lambda bucket, key, info: 1 / 0)
+        emu.oss.ensure_bucket("any-bucket")
+        bucket = oss2.Bucket(oss2.Auth("emulator", "emulator-secret"), emu.url, "any-bucket")
+        bucket.put_object("a.mp4", b"stored despite the listener")
+        assert bucket.get_object("a.mp4").read() == b"stored despite the listener"
+    assert "model bug" in capsys.readouterr().err

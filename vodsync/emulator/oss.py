@@ -15,7 +15,9 @@ import hashlib
 import os
 import secrets
 import shutil
+import sys
 import threading
+import traceback
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -226,7 +228,10 @@ class OssStore:
         with self._lock:
             listeners = list(self._listeners)
         for callback in listeners:
-            callback(bucket, key, info)
+            try:
+                callback(bucket, key, info)
+            except Exception:  # the object is stored either way; a listener bug must not fail the PUT
+                traceback.print_exc(file=sys.stderr)
 
     def delete(self, bucket: str, key: str) -> bool:
         with self._lock:
