@@ -51,7 +51,7 @@ class Context:
         self.manifests = Path(manifests) if manifests else Path(self.config.manifests)
         state = getattr(args, "state", None)
         self.state = Path(state) if state else Path(self.config.state)
-        self.roots = [Path(r) for r in self.config.roots] or None
+        self.roots = [Path(r) for r in self.config.roots or ()] or None
 
     def load_desired(self) -> list[DesiredItem]:
         from vodsync.desired.loader import load_manifests
@@ -90,9 +90,9 @@ class Context:
                        url_job_seconds=1)
         emu.start()
         try:
-            examples = self.manifests / "media"
-            if examples.is_dir():
-                emu.publish_directory("vodsync-examples", examples)
+            seed = self.manifests / "emulator-seed"
+            if seed.is_dir():  # <bucket>/<key> files the demo's url and register items point at
+                emu.publish_directory(seed)
             print(f"vodsync: using the embedded emulator at {emu.url} (data in {data_dir})", file=sys.stderr)
             yield self.cloud_settings(endpoint_override=emu.url)
         finally:
@@ -229,6 +229,21 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_watch(args: argparse.Namespace) -> int:
+    from vodsync.daemon.loop import serve
+
+    return serve(Context(args))
+
+
+def cmd_gc(args: argparse.Namespace) -> int:
+    from vodsync.engine.gc import run_gc
+    from vodsync.state.store import StateStore
+
+    ctx = Context(args)
+    with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
+        return run_gc(store, _client(settings), yes=args.yes, out=sys.stdout)
+
+
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from vodsync.emulator.cli import run
 
@@ -297,6 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("schema", help="print the JSON Schema of a manifest file")
     p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("watch", help="run as a daemon: watch manifests and drop folders, reconcile on change")
+    _add_common(p)
+    p.add_argument("--interval", type=float, metavar="SECONDS",
+                   help="full reconcile at least this often (default: config daemon.interval_seconds, 600)")
+    p.add_argument("--http", metavar="HOST:PORT", help="serve /healthz and /metrics here (loopback; off by default)")
+    p.add_argument("--prune", action="store_true", help="delete media whose items left the manifests")
+    p.add_argument("--once", action="store_true", help="one reconcile pass (drop folders included), then exit")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("gc", help="find (and with --yes remove) what interrupted runs left behind")
+    _add_common(p, manifests=False)
+    p.add_argument("--yes", "-y", action="store_true", help="remove what was found (default: only list it)")
+    p.set_defaults(func=cmd_gc)
 
     from vodsync.emulator.cli import add_arguments as add_emulator_arguments
 

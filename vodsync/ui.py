@@ -130,8 +130,8 @@ def reporter_for(console: Console) -> RichReporter | LogReporter:
 def print_summary(result: Result, elapsed: float, console: Console) -> None:
     ok = sum(1 for o in result.outcomes if o.ok)
     parts = [f"{ok} succeeded", f"{len(result.failed)} failed"]
-    if result.pending:
-        parts.append(f"{len(result.pending)} still in progress at VOD")
+    if result.unsettled:
+        parts.append(f"{len(result.unsettled)} still ingesting or transcoding at VOD (vodsync status shows them)")
     rate = f" ({human_bytes(result.uploaded_bytes / max(elapsed, 1e-6))}/s)" if result.uploaded_bytes else ""
     line = (f"Apply {'complete' if result.ok else 'finished with failures'}: {', '.join(parts)}; "
             f"{human_bytes(result.uploaded_bytes)} uploaded in {elapsed:.1f} s{rate}.")

@@ -86,14 +86,11 @@ class Outcome:
 class Result:
     outcomes: list[Outcome] = field(default_factory=list)
     uploaded_bytes: int = 0
+    unsettled: list[str] = field(default_factory=list)  # still ingesting or transcoding when the run ended
 
     @property
     def failed(self) -> list[Outcome]:
         return [o for o in self.outcomes if not o.ok]
-
-    @property
-    def pending(self) -> list[Outcome]:
-        return [o for o in self.outcomes if o.ok and o.pending]
 
     @property
     def ok(self) -> bool:
@@ -178,7 +175,12 @@ class Executor:
             if c.action is Action.TOUCH:
                 self._touch(c)
         self._delete(deletes)
-        self._follow({c.name for c in follows} | {c.name for c in urls})
+        touched = {c.name for c in actions}
+        self._follow(touched)
+        settled = (RecordStatus.INGESTING, RecordStatus.PROCESSING)
+        self._result.unsettled = sorted(
+            r.name for r in self.store.records().values() if r.name in touched and r.status in settled
+        )
         return self._result
 
     def _partition(self, actions: Iterable[Change]) -> tuple[list[Change], ...]:
@@ -532,6 +534,7 @@ class Executor:
         """Follow URL jobs and transcoding until they settle or the wait runs out."""
         deadline = self._now() + self.options.wait
         first = True
+        delay = min(0.25, self.options.poll_interval)  # quick first looks, then back off
         while True:
             records = self.store.records()
             ingesting = [r for r in records.values() if r.status is RecordStatus.INGESTING and r.job_id]
@@ -545,7 +548,8 @@ class Executor:
                                                      pending=True))
                 return
             if not first:
-                self.sleep(self.options.poll_interval)
+                self.sleep(delay)
+                delay = min(delay * 2, self.options.poll_interval)
             first = False
             try:
                 self._poll_jobs(ingesting, names)
