@@ -290,6 +290,7 @@ class OssAuthorizer:
         self._account_id = access_key_id
         self._account_secret = access_key_secret
         self._sts = sts
+        self.public_buckets: set[str] = set()  # anonymous GET/HEAD allowed (public-read ACL)
 
     def authorize(
         self, method: str, headers: Mapping[str, str], bucket: str, key: str, params: Mapping[str, str]
@@ -316,6 +317,8 @@ class OssAuthorizer:
                 expired = True
             if expired:
                 raise OssApiError("AccessDenied", "Request has expired.", 403, "0002-00000069")
+        elif method in ("GET", "HEAD") and bucket in self.public_buckets and key:
+            return OssPrincipal("anonymous")
         else:
             raise OssApiError(
                 "AccessDenied", "You have no right to access this object because of bucket acl.", 403,

@@ -23,6 +23,11 @@ class Clock:
     def offset(self) -> float:
         return self._offset
 
+    def rewind(self) -> None:
+        """Back to real time; only a reset of the whole emulator does this."""
+        with self._lock:
+            self._offset = 0.0
+
     def advance(self, seconds: float) -> float:
         """Move the clock forward by `seconds` (never backward); returns the new offset."""
         if seconds < 0:

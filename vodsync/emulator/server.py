@@ -55,14 +55,6 @@ _RPC_ENVELOPE = frozenset(
 )
 
 
-class EmulatorClock(Clock):
-    """The shared clock, plus the one thing only a reset may do: go back to real time."""
-
-    def rewind(self) -> None:
-        with self._lock:
-            self._offset = 0.0
-
-
 def _oss_request_id() -> str:
     return uuid.uuid4().hex[:24].upper()
 
@@ -743,7 +735,7 @@ class Emulator:
     def _start_in(self, root: Path) -> None:
         saved = self._load_snapshot()
 
-        self.clock = EmulatorClock(float(saved.get("clock_offset", 0.0)))
+        self.clock = Clock(float(saved.get("clock_offset", 0.0)))
         self.oss = OssStore(root / "oss", self.clock)
         self.sts = StsIssuer(self.clock, self.sts_ttl, self.region)
         self.rpc = RpcVerifier(self.clock, self.access_key_id, self.access_key_secret)
@@ -841,6 +833,29 @@ class Emulator:
                 self._dirty.set()
 
     # ------------------------------------------------------------------ control plane
+
+    def publish_directory(self, root: str | os.PathLike) -> list[str]:
+        """Serve `root/<bucket>/<key>` files as public-read buckets; returns the bucket names.
+
+        This seeds the objects an offline demo points at: sources for URL ingests
+        (anyone may GET them, as from a CDN) and objects to register.
+        """
+        root = Path(root)
+        buckets = []
+        for bucket_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            bucket = bucket_dir.name
+            self.oss.ensure_bucket(bucket)
+            for path in sorted(p for p in bucket_dir.rglob("*") if p.is_file()):
+                key = path.relative_to(bucket_dir).as_posix()
+                size = path.stat().st_size
+                existing = self.oss.head(bucket, key)
+                if existing is None or existing.size != size:
+                    with path.open("rb") as f:
+                        self.oss.put_stream(bucket, key, f, size)
+            self.oss_auth.public_buckets.add(bucket)
+            buckets.append(bucket)
+        self.mark_dirty()
+        return buckets
 
     def count(self, call: str) -> None:
         with self._calls_lock:
