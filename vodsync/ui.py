@@ -56,11 +56,25 @@ class RichReporter(Reporter):
         self._tasks: dict[str, TaskID] = {}
 
     def __enter__(self) -> RichReporter:
+        # While bars are live, log lines must be drawn by the same console, above the bars;
+        # the handler keeps the filters (secret redaction) of the one it stands in for.
+        from rich.logging import RichHandler
+
+        root = logging.getLogger()
+        self._saved_handlers = root.handlers[:]
+        handler = RichHandler(console=self.progress.console, show_path=False, markup=False,
+                              rich_tracebacks=False, log_time_format="%H:%M:%S")
+        for h in self._saved_handlers:
+            handler.setLevel(h.level)
+            for f in h.filters:
+                handler.addFilter(f)
+        root.handlers = [handler]
         self.progress.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.progress.stop()
+        logging.getLogger().handlers = self._saved_handlers
 
     def upload_started(self, name: str, total: int) -> None:
         self._tasks[name] = self.progress.add_task(f"upload {name}", total=total)
@@ -74,12 +88,6 @@ class RichReporter(Reporter):
         if task is not None:
             self.progress.remove_task(task)
 
-    def outcome(self, outcome: Outcome) -> None:
-        mark, style = ("✓", "green") if outcome.ok else ("✗", "red")
-        if outcome.ok and outcome.pending:
-            mark, style = ("…", "blue")
-        self.progress.console.print(f"{mark} {outcome.action} {outcome.name}: {outcome.message}", style=style,
-                                    markup=False, highlight=False)
 
 
 class LogReporter(Reporter):
@@ -128,15 +136,19 @@ def reporter_for(console: Console) -> RichReporter | LogReporter:
 
 
 def print_summary(result: Result, elapsed: float, console: Console) -> None:
-    ok = sum(1 for o in result.outcomes if o.ok)
-    parts = [f"{ok} succeeded", f"{len(result.failed)} failed"]
+    last: dict[str, Outcome] = {}
+    for o in result.outcomes:  # an item may report twice (submitted, then ingested): the last word counts
+        last[o.name] = o
+    failed = [o for o in last.values() if not o.ok]
+    parts = [f"{len(last) - len(failed)} item(s) succeeded", f"{len(failed)} failed"]
     if result.unsettled:
         parts.append(f"{len(result.unsettled)} still ingesting or transcoding at VOD (vodsync status shows them)")
-    rate = f" ({human_bytes(result.uploaded_bytes / max(elapsed, 1e-6))}/s)" if result.uploaded_bytes else ""
-    line = (f"Apply {'complete' if result.ok else 'finished with failures'}: {', '.join(parts)}; "
+    big = result.uploaded_bytes >= 1024 * 1024
+    rate = f" ({human_bytes(result.uploaded_bytes / max(elapsed, 1e-6))}/s)" if big else ""
+    line = (f"Apply {'complete' if not failed else 'finished with failures'}: {', '.join(parts)}; "
             f"{human_bytes(result.uploaded_bytes)} uploaded in {elapsed:.1f} s{rate}.")
-    console.print(line, style="bold" if result.ok else "bold red", markup=False)
-    for o in result.failed:
+    console.print(line, style="bold red" if failed else "bold", markup=False)
+    for o in failed:
         console.print(f"  ✗ {o.name}: {o.message}", style="red", markup=False)
 
 
