@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -157,6 +158,10 @@ def cmd_apply(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         concurrency = args.concurrency or ctx.config.concurrency
         exec_options = ExecOptions(concurrency=concurrency, wait=args.wait)
+        if args.part_size:
+            exec_options = dataclasses.replace(exec_options, part_size=args.part_size)
+        if args.multipart_threshold:
+            exec_options = dataclasses.replace(exec_options, multipart_threshold=args.multipart_threshold)
         started = time.monotonic()
         with reporter_for(out) as reporter:
             result = apply(plan, store, client, options=exec_options, reporter=reporter)
@@ -299,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
                    help="follow URL ingests and transcoding this long before returning (default 300)")
+    # OSS multipart tuning (also what lets tests interrupt an upload between parts).
+    p.add_argument("--part-size", type=int, metavar="BYTES", help="multipart part size (default 8 MiB; OSS minimum 100 KiB)")
+    p.add_argument("--multipart-threshold", type=int, metavar="BYTES",
+                   help="files this large or larger are uploaded in parts, resumably (default 16 MiB)")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("status", help="every recorded item with its remote ID, status and last result")
