@@ -126,11 +126,25 @@ def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool)
     problems: list[ManifestProblem] = []
     files = _manifest_files(root, problems)
     base = root if root.is_dir() else root.parent
-    confiner = PathConfiner(roots if roots else default_roots(root))
+    allowed = list(roots) if roots else default_roots(root)
+    confiner = PathConfiner(allowed)
+    # Manifest files themselves may live in the manifests directory or the roots, but a
+    # symlinked manifest must not pull in (and echo in errors) a YAML file from elsewhere.
+    manifest_confiner = PathConfiner([base, *allowed])
     items: list[DesiredItem] = []
     names: list[tuple[str, Location]] = []
     for path in files:
         rel = Path(os.path.relpath(path, base)).as_posix()
+        if not manifest_confiner.allows(os.path.realpath(path)):
+            problems.append(
+                ManifestProblem(
+                    Location(rel, 1),
+                    None,
+                    f"manifest resolves to {os.path.realpath(path)}, outside the manifests directory and "
+                    f"the allowed roots ({manifest_confiner.describe_roots()})",
+                )
+            )
+            continue
         _ManifestFileLoader(path, rel, confiner, check_files, problems).load(items, names)
     _check_unique(names, problems)
     if problems:
@@ -256,14 +270,6 @@ class _ManifestFileLoader:
     # -- parsing -------------------------------------------------------------------------------
 
     def _parse(self) -> bool:
-        real = os.path.realpath(self.path)
-        if not self.confiner.allows(real):
-            self.problem(
-                1,
-                None,
-                f"manifest resolves to {real}, outside the allowed roots ({self.confiner.describe_roots()})",
-            )
-            return False
         try:
             raw = self.path.read_bytes()
         except OSError as exc:
