@@ -1,0 +1,772 @@
+"""`vodsync watch`: the reconcile loop that ties manifests, drop folders, the engine and the service manager together.
+
+Owns the daemon's schedule and its lifecycle:
+
+- *One pass* = desired (manifests, reloaded only when they changed, plus the
+  drop folders' finished files) -> `build_plan` -> actions of items still in
+  their retry backoff left out -> `apply` with `wait=0` (URL jobs and
+  transcoding are followed by later, cheap polls, so new work never waits
+  behind them) -> drop files finished (`done/`, `failed/`) -> per-item backoff
+  persisted on failures -> metrics, health and sd_notify status.
+- *When*: a pass runs at start, when watchdog reports a burst of changes, when
+  a drop file's stability window or an item's backoff ends, and every
+  `interval` (a full pass that also reads VOD to catch drift); while anything is
+  ingesting or transcoding, a poll runs every `ASYNC_POLL_SECONDS`. Between them
+  the loop sleeps on an Event until the earliest of those times: no busy polling.
+- *Broken manifests*: the valid files are reconciled, the broken ones reported
+  (log, sd_notify STATUS, /healthz); nothing is pruned while any file is broken.
+- *Signals*: SIGTERM/SIGINT stop new work, make running multipart uploads stop
+  at the next part boundary (their records stay `uploading`; a restart resumes
+  from the parts already in OSS), and exit 0 within `STOP_TIMEOUT`. SIGHUP
+  reloads the config (RELOADING=1 ... READY=1).
+
+Threads: the main thread handles signals and sends the systemd watchdog
+keep-alive; one loop thread plans and executes (a pass may upload for an hour,
+and the watchdog must not fire meanwhile); watchdog and the HTTP server have
+their own threads. `Daemon.step()` runs one scheduling decision on the injected
+clock, which is what the in-process tests drive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vodsync.cloud.vod import VodClient
+from vodsync.daemon.backoff import ItemBackoff
+from vodsync.daemon.manifests import LoadedManifests, load_lenient
+from vodsync.daemon.metrics import Health, Metrics, MetricsServer
+from vodsync.daemon.notify import Notifier
+from vodsync.daemon.watch import ChangeWatcher
+from vodsync.desired.dropfolder import DropCandidate, DropFolder, drop_folders, sha256_file
+from vodsync.desired.items import DesiredItem
+from vodsync.engine.diff import Action
+from vodsync.engine.executor import ExecOptions, Executor, Outcome, Reporter, records_by_status
+from vodsync.engine.plan import Plan, PlanOptions
+from vodsync.engine.reconcile import build_plan, checkpoint_dir
+from vodsync.errors import ConfigError, VodsyncError
+from vodsync.state.store import Record, RecordStatus, StateStore
+
+if TYPE_CHECKING:
+    from vodsync.cli import Context
+
+log = logging.getLogger("vodsync.daemon")
+
+ASYNC_POLL_SECONDS = 10.0  # how often URL jobs and transcoding are looked at while any is running
+STOP_TIMEOUT = 30.0  # SIGTERM -> exit, at most (the unit's TimeoutStopSec is larger)
+DROP_MAX_ATTEMPTS = 5  # a drop file that failed this often goes to failed/ (about 15 min of retries)
+_ASYNC = (RecordStatus.INGESTING, RecordStatus.PROCESSING)
+_INGESTED = (RecordStatus.PROCESSING, RecordStatus.READY)
+_UPLOAD_ACTIONS = ("create", "replace", "resume")
+
+
+class UploadInterrupted(BaseException):  # noqa: N818 - not an error: the daemon is stopping
+    """Raised from an upload's progress callback once the daemon is stopping.
+
+    A BaseException on purpose: the executor records an `Exception` as the
+    item's failure (status FAILED, backoff), whereas an interrupted upload is
+    not a failure — its record must stay `uploading` so the next start resumes it.
+    oss2 has listed every finished part on the server, so nothing sent is lost.
+    """
+
+
+# ------------------------------------------------------------------ reporter
+
+
+class DaemonReporter(Reporter):
+    """The executor's progress sink in the daemon: log lines, upload metrics, and the stop check."""
+
+    def __init__(
+        self,
+        stopping: threading.Event,
+        metrics: Metrics,
+        *,
+        interrupt_from: int,
+        every: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stopping = stopping
+        self.metrics = metrics
+        self.interrupt_from = interrupt_from  # only multipart uploads have parts to stop between
+        self.every = every
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._sizes: dict[str, int] = {}
+        self._last: dict[str, float] = {}
+        self.outcomes: list[Outcome] = []
+
+    def begin(self) -> None:
+        with self._lock:
+            self.outcomes = []
+
+    def upload_started(self, name: str, total: int) -> None:
+        with self._lock:
+            self._sizes[name] = total
+            self._last[name] = self.clock()
+        log.info("upload %s: started (%d bytes)", name, total, extra={"item": name, "bytes": total})
+
+    def upload_progress(self, name: str, done: int, total: int) -> None:
+        if self.stopping.is_set() and total >= self.interrupt_from and done < total:
+            raise UploadInterrupted(name)
+        now = self.clock()
+        with self._lock:
+            if now - self._last.get(name, now) < self.every:
+                return
+            self._last[name] = now
+        log.info("upload %s: %d of %d bytes", name, done, total, extra={"item": name, "bytes": done})
+
+    def upload_finished(self, name: str) -> None:
+        with self._lock:
+            self._last.pop(name, None)
+
+    def outcome(self, outcome: Outcome) -> None:
+        with self._lock:
+            self.outcomes.append(outcome)
+            size = self._sizes.pop(outcome.name, None) if outcome.action in _UPLOAD_ACTIONS else None
+        if outcome.ok and size is not None:
+            self.metrics.uploaded(size)
+        self.metrics.queue_depth.dec()
+
+    def final_outcomes(self) -> dict[str, Outcome]:
+        """The last word per item (an item may report twice: submitted, then ingested)."""
+        with self._lock:
+            return {o.name: o for o in self.outcomes}
+
+
+# ------------------------------------------------------------------ settings
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """What the loop needs from flags and the config file; rebuilt on SIGHUP."""
+
+    manifests: Path
+    roots: list[Path] | None
+    interval: float
+    prune: bool
+    max_delete: int | None
+    concurrency: int
+    drop_settings: tuple[Any, ...] = ()
+    http: str | None = None
+
+    @classmethod
+    def from_context(cls, ctx: Context) -> DaemonSettings:
+        args, config = ctx.args, ctx.config
+        return cls(
+            manifests=ctx.manifests,
+            roots=ctx.roots,
+            interval=float(getattr(args, "interval", None) or config.daemon.interval_seconds),
+            prune=bool(getattr(args, "prune", False) or config.prune),
+            max_delete=config.max_delete,
+            concurrency=config.concurrency,
+            drop_settings=tuple(config.drop_folders),
+            http=getattr(args, "http", None) or config.daemon.http,
+        )
+
+
+@dataclass
+class PassReport:
+    """What one pass did, for tests and the summary log line."""
+
+    planned: int = 0
+    deferred: list[str] = field(default_factory=list)
+    ingested: list[str] = field(default_factory=list)  # drop files finished as success
+    failed_files: list[str] = field(default_factory=list)  # drop files moved to failed/
+    outcomes: dict[str, Outcome] = field(default_factory=dict)
+    manifest_error: str | None = None
+    interrupted: bool = False
+    error: str | None = None
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes.values() if not o.ok]
+
+
+# ------------------------------------------------------------------ the daemon
+
+
+class Daemon:
+    """The reconcile loop over one state store and one VOD client. See the module docstring."""
+
+    def __init__(
+        self,
+        settings: DaemonSettings,
+        store: StateStore,
+        client: VodClient,
+        *,
+        metrics: Metrics | None = None,
+        health: Health | None = None,
+        notifier: Notifier | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        backoff: ItemBackoff | None = None,
+        exec_options: ExecOptions | None = None,
+        async_poll: float = ASYNC_POLL_SECONDS,
+        uploader: Callable[..., Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.health = health or Health(settings.interval, clock=clock)
+        self.notifier = notifier or Notifier(None)
+        self.rng = rng or random.Random()
+        self.backoff = backoff or ItemBackoff()
+        self.async_poll = async_poll
+        self.uploader = uploader
+        self.stopping = threading.Event()  # shared with every executor: no new work once set
+        base = exec_options or ExecOptions()
+        self.exec_options = dataclasses.replace(base, wait=0.0, concurrency=settings.concurrency)
+        self.reporter = DaemonReporter(self.stopping, self.metrics, interrupt_from=self.exec_options.multipart_threshold)
+        self.settings = settings
+        self.folders: list[DropFolder] = []
+        self._configure_folders(settings)
+
+        self._wake = threading.Event()
+        self._lock = threading.Lock()  # guards the flags below (set from watchdog/signal threads)
+        self._manifests_dirty = True
+        self._drops_dirty = True
+        self._reload_requested = False
+        self._next_full = clock()
+        self._drop_wake: float | None = None
+        self._next_retry: float | None = None
+        self._next_poll: float | None = None
+        self._manifests: LoadedManifests | None = None
+        self._reported_error: str | None = None
+        self.watcher: ChangeWatcher | None = None
+        self._ctx_args: Any = None  # the CLI's arguments, re-read into a new Context on SIGHUP
+        self.on_first_plan: Callable[[], None] | None = None  # serve_forever: send READY=1
+        self.passes = 0
+        self.last_report: PassReport | None = None
+
+    # -- configuration --------------------------------------------------------------------
+
+    def _configure_folders(self, settings: DaemonSettings) -> None:
+        """Keep the DropFolder of an unchanged setting (its stability and done memory); build the rest."""
+        # Settings hold lists (tags), so they are compared, not hashed.
+        old = list(self.folders)
+        fresh = [s for s in settings.drop_settings if not any(f.settings == s for f in old)]
+        built = drop_folders(fresh, hash_file=self._hash_file, clock=self.clock)
+        folders = [next(f for f in [*old, *built] if f.settings == s) for s in settings.drop_settings]
+        labels: dict[str, Path] = {}
+        for f in folders:  # drop_folders checks labels only among the new ones
+            if labels.setdefault(f.label, f.path) != f.path:
+                raise ConfigError(f"drop folders {labels[f.label]} and {f.path} would both be labelled {f.label!r}")
+        self.folders = folders
+
+    def _hash_file(self, path: str) -> str:
+        """SHA-256 through the state's cache, so a restart does not re-read every kept file."""
+        before = os.stat(path)
+        cached = self.store.cached_hash(path, before.st_size, before.st_mtime_ns)
+        if cached:
+            return cached
+        digest = sha256_file(path)
+        after = os.stat(path)
+        if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
+            self.store.remember_hash(path, before.st_size, before.st_mtime_ns, digest)
+        return digest
+
+    def reload(self, settings: DaemonSettings) -> None:
+        """Take new settings (SIGHUP): drop folders, interval, prune; reload manifests on the next pass."""
+        self._configure_folders(settings)
+        self.settings = settings
+        self.health.interval_seconds = settings.interval
+        with self._lock:
+            self._manifests_dirty = self._drops_dirty = True
+            self._next_full = min(self._next_full, self.clock() + settings.interval)
+        self._wake.set()
+
+    def watch_paths(self) -> tuple[list[Path], list[Path]]:
+        return [self.settings.manifests], [f.path for f in self.folders]
+
+    # -- events in ------------------------------------------------------------------------
+
+    def on_change(self, paths: Iterable[Path]) -> None:
+        """A debounced burst of file-system changes (watchdog thread)."""
+        manifests = os.path.abspath(self.settings.manifests)
+        folders = [str(f.path) for f in self.folders]
+        touched_manifests = touched_drops = False
+        for p in paths:
+            s = os.path.abspath(p)
+            if s == manifests or s.startswith(manifests + os.sep):
+                touched_manifests = True
+            elif any(s == d or os.path.dirname(s) == d for d in folders):
+                touched_drops = True
+        with self._lock:
+            self._manifests_dirty |= touched_manifests
+            self._drops_dirty |= touched_drops
+        if touched_manifests or touched_drops:
+            log.debug("changes under %s", "manifests" if touched_manifests else "drop folders")
+            self._wake.set()
+
+    def request_reload(self) -> None:
+        with self._lock:
+            self._reload_requested = True
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        self.stopping.set()
+        self._wake.set()
+
+    # -- scheduling -----------------------------------------------------------------------
+
+    def next_wake(self) -> float:
+        """The clock time at which something is next due (the loop sleeps until then or an event)."""
+        times = [self._next_full]
+        for t in (self._drop_wake, self._next_retry, self._next_poll):
+            if t is not None:
+                times.append(t)
+        return min(times)
+
+    def step(self) -> PassReport | None:
+        """Run whatever is due at `clock()` (a pass, a poll or nothing); return the pass's report."""
+        now = self.clock()
+        with self._lock:
+            reload, self._reload_requested = self._reload_requested, False
+            dirty = self._manifests_dirty or self._drops_dirty
+        if reload:
+            self._reload_config()
+        due = (
+            dirty
+            or now >= self._next_full
+            or (self._drop_wake is not None and now >= self._drop_wake)
+            or (self._next_retry is not None and now >= self._next_retry)
+        )
+        if due:
+            return self.reconcile()
+        if self._next_poll is not None and now >= self._next_poll:
+            self.poll()
+        return None
+
+    def _reload_config(self) -> None:
+        """SIGHUP in the loop thread: re-read flags + config through the CLI's Context."""
+        self.notifier.reloading("reloading the config")
+        if self._ctx_args is None:  # embedded without a CLI context: callers use reload(settings)
+            self.notifier.ready(self._status_text())
+            return
+        try:
+            from vodsync.cli import Context
+
+            ctx = Context(self._ctx_args)
+            settings = DaemonSettings.from_context(ctx)
+            if settings.manifests != self.settings.manifests:
+                log.info("manifests directory is now %s", settings.manifests)
+            self.reload(settings)
+            self._restart_watcher()
+            log.info("config reloaded: %d drop folder(s), full reconcile every %.0f s",
+                     len(self.folders), settings.interval)
+        except VodsyncError as err:
+            log.error("config not reloaded, keeping the running one: %s", err.message)
+        self.notifier.ready(self._status_text())
+
+    # -- one pass -------------------------------------------------------------------------
+
+    def reconcile(self) -> PassReport:
+        """One pass; never raises for a failed item or a broken manifest (both are reported)."""
+        started = time.monotonic()
+        now = self.clock()
+        report = PassReport()
+        with self._lock:
+            reload_manifests = self._manifests_dirty or self._manifests is None or now >= self._next_full
+            full = now >= self._next_full
+            self._manifests_dirty = self._drops_dirty = False
+        if full:
+            self._next_full = now + self.settings.interval
+        try:
+            self._reconcile(now, report, reload_manifests=reload_manifests, full=full)
+        except UploadInterrupted:
+            report.interrupted = True
+            log.info("stopped mid-upload at a part boundary; the next start resumes it")
+        except VodsyncError as err:  # e.g. the state file: report, try again on the next pass
+            report.error = err.message
+            log.error("reconcile failed: %s", err.message)
+        except Exception as err:  # noqa: BLE001 - the loop must survive a bug in one pass
+            report.error = f"{type(err).__name__}: {err}"
+            log.exception("reconcile failed")
+        self._after_pass(report, started)
+        self._planned()
+        return report
+
+    def _planned(self) -> None:
+        hook, self.on_first_plan = self.on_first_plan, None
+        if hook is not None:
+            hook()
+
+    def _reconcile(self, now: float, report: PassReport, *, reload_manifests: bool, full: bool) -> None:
+        if reload_manifests or self._manifests is None:
+            self._manifests = self._load_manifests()
+        loaded = self._manifests
+        if loaded.error is not None:
+            report.manifest_error = f"{len(loaded.skipped)} manifest file(s) skipped: {', '.join(loaded.skipped)}"
+
+        records = self.store.records()
+        candidates = self._scan_drop_folders(records, report)
+        retry_due = self._next_retry is not None and now >= self._next_retry
+        if not (reload_manifests or candidates or retry_due or full):
+            return  # only a drop file still being written changed: nothing to plan
+
+        drop_items = [c.item for _, c in candidates.values()]
+        desired: list[DesiredItem] = [*loaded.items, *drop_items]
+        prune = self.settings.prune and loaded.complete
+        options = PlanOptions(prune=prune, max_delete=self.settings.max_delete)
+        plan = self._plan(desired, options, refresh=full)
+        if plan.refusal:
+            log.error("%s", plan.refusal)  # the deletes are already out of the actions; the rest goes ahead
+            plan = dataclasses.replace(plan, refusal=None)
+
+        records = self.store.records()
+        deferred = {n for n, r in records.items() if r.next_attempt_at is not None and r.next_attempt_at > now}
+        actions = []
+        for c in plan.actions:
+            if c.name in deferred and c.action is not Action.TOUCH:
+                report.deferred.append(c.name)
+            else:
+                actions.append(c)
+        plan = dataclasses.replace(plan, actions=tuple(actions))
+        report.planned = len(plan.changes)
+        if plan.changes:
+            log.info("reconcile: %s", ", ".join(str(c) for c in plan.changes[:20])
+                     + (f" and {len(plan.changes) - 20} more" if len(plan.changes) > 20 else ""),
+                     extra={"actions": len(plan.changes)})
+
+        ran = {c.name for c in plan.actions}
+        self._planned()  # READY=1 after the first plan, not after its uploads
+        try:
+            if plan.actions:
+                self._execute(plan, report, records)
+        finally:
+            self._finish_drops(candidates, ran, report)
+
+    def _load_manifests(self) -> LoadedManifests:
+        loaded = load_lenient(self.settings.manifests, roots=self.settings.roots)
+        if loaded.error is not None:
+            text = str(loaded.error.message)
+            if text != self._reported_error:  # one report per distinct problem, not one per pass
+                for problem in loaded.error.problems:
+                    log.error("invalid manifest, skipped (its items are left as they are): %s", problem,
+                              extra={"file": problem.location.file, "line": problem.location.line})
+            self._reported_error = text
+        else:
+            if self._reported_error is not None:
+                log.info("manifests are valid again")
+            self._reported_error = None
+        return loaded
+
+    def _plan(self, desired: list[DesiredItem], options: PlanOptions, *, refresh: bool) -> Plan:
+        if refresh:
+            try:
+                return build_plan(desired, self.store, options, refresh_with=self.client, remember_hashes=True)
+            except VodsyncError as err:
+                log.warning("could not read VOD to check for drift, planning from the state file: %s",
+                            err.message)
+        return build_plan(desired, self.store, options, remember_hashes=True)
+
+    def _executor(self) -> Executor:
+        kwargs: dict[str, Any] = {}
+        if self.uploader is not None:
+            kwargs["uploader"] = self.uploader
+        executor = Executor(self.store, self.client, checkpoint_dir=checkpoint_dir(self.store.path),
+                            options=self.exec_options, reporter=self.reporter, **kwargs)
+        executor.stopping = self.stopping
+        return executor
+
+    def _execute(self, plan: Plan, report: PassReport, before: dict[str, Record]) -> None:
+        self.reporter.begin()
+        self.metrics.queue_depth.set(len(plan.changes))
+        try:
+            self._executor().run(plan)
+        finally:
+            report.outcomes = self.reporter.final_outcomes()
+            self._settle_backoff(report.outcomes, before)
+
+    def poll(self) -> dict[str, Outcome]:
+        """Look at URL jobs and transcoding once (an empty plan: recovery + one follow)."""
+        started = time.monotonic()
+        before = self.store.records()
+        self.reporter.begin()
+        try:
+            self._executor().run(Plan(actions=()))
+        except VodsyncError as err:
+            log.warning("could not poll VOD: %s", err.message)
+        outcomes = self.reporter.final_outcomes()
+        self._settle_backoff(outcomes, before)
+        self._refresh_schedule()
+        self._publish(time.monotonic() - started, ok=True, error=None, record_reconcile=False)
+        return outcomes
+
+    # -- drop folders ---------------------------------------------------------------------
+
+    def _scan_drop_folders(
+        self, records: dict[str, Record], report: PassReport
+    ) -> dict[str, tuple[DropFolder, DropCandidate]]:
+        """Finished drop files to ingest now, by item name; settles the ones already ingested or failed."""
+        candidates: dict[str, tuple[DropFolder, DropCandidate]] = {}
+        wakes: list[float] = []
+        for folder in self.folders:
+            result = folder.scan()
+            if result.wake_at is not None:
+                wakes.append(result.wake_at)
+            for failure in result.failed:
+                dest = folder.finish_failure(failure)
+                report.failed_files.append(str(failure.path))
+                log.error("drop file %s moved to failed/: %s", failure.path, failure.reason,
+                          extra={"file": str(failure.path), "moved_to": str(dest) if dest else None})
+            for cand in result.ready:
+                name = cand.item.name
+                rec = records.get(name)
+                if rec is not None and rec.status in _INGESTED:
+                    # Same bytes as something ingested before (a rename, a restart, a second copy).
+                    self._finish_success(folder, cand, rec, report, again=True)
+                elif rec is not None and rec.status is RecordStatus.FAILED and rec.content_hash and rec.remote_id:
+                    # Uploaded, then VOD failed it (transcoding): nothing to retry from here.
+                    self._finish_failure(folder, cand, rec.last_error or "VOD failed the media", report)
+                elif name not in candidates:  # same bytes in two folders: the first is ingested now,
+                    candidates[name] = (folder, cand)  # the other is settled as "already" next pass
+        self._drop_wake = min(wakes) if wakes else None
+        return candidates
+
+    def _finish_drops(
+        self, candidates: dict[str, tuple[DropFolder, DropCandidate]], ran: set[str], report: PassReport
+    ) -> None:
+        for name, (folder, cand) in candidates.items():
+            if name not in ran:
+                continue  # waiting for its backoff
+            rec = self.store.get(name)
+            if rec is None:
+                continue
+            if rec.status in _INGESTED:
+                self._finish_success(folder, cand, rec, report, again=False)
+            elif rec.status is RecordStatus.FAILED and rec.attempts >= DROP_MAX_ATTEMPTS:
+                why = f"failed {rec.attempts} times; last error: {rec.last_error or 'unknown'}"
+                self._finish_failure(folder, cand, why, report)
+
+    def _finish_success(
+        self, folder: DropFolder, cand: DropCandidate, rec: Record, report: PassReport, *, again: bool
+    ) -> None:
+        moved = folder.finish_success(cand)
+        report.ingested.append(str(cand.path))
+        what = "already ingested as" if again else "ingested as"
+        where = f"; moved to {moved[0]}" if moved else ("; deleted" if folder.settings.after == "delete" else "")
+        log.info("drop file %s %s %s (%s)%s", cand.path, what, rec.remote_id, cand.item.name, where,
+                 extra={"item": cand.item.name, "file": str(cand.path), "remote_id": rec.remote_id})
+
+    def _finish_failure(self, folder: DropFolder, cand: DropCandidate, reason: str, report: PassReport) -> None:
+        dest = folder.finish_failure(cand, reason)
+        report.failed_files.append(str(cand.path))
+        log.error("drop file %s moved to failed/: %s", cand.path, reason,
+                  extra={"item": cand.item.name, "file": str(cand.path), "moved_to": str(dest) if dest else None})
+
+    # -- backoff and bookkeeping -------------------------------------------------------------
+
+    def _settle_backoff(self, outcomes: dict[str, Outcome], before: dict[str, Record]) -> None:
+        """Persist when each failed item may be tried again; clear it for items that succeeded."""
+        now = self.clock()
+        for name, outcome in outcomes.items():
+            rec = self.store.get(name)
+            if rec is None:
+                continue
+            if not outcome.ok:
+                # Most failures count themselves in the executor; make sure every one counts once.
+                prior = before[name].attempts if name in before else 0
+                attempts = rec.attempts if rec.attempts > prior else prior + 1
+                delay = self.backoff.delay(attempts, self.rng)
+                self.store.put(rec.replace(attempts=attempts, next_attempt_at=now + delay))
+                log.warning("%s: attempt %d failed; next try in %.0f s", name, attempts, delay,
+                            extra={"item": name, "attempts": attempts, "retry_in": round(delay, 1)})
+            elif not outcome.pending and (rec.next_attempt_at is not None or rec.attempts):
+                self.store.put(rec.replace(attempts=0, next_attempt_at=None))
+
+    def _refresh_schedule(self) -> None:
+        now = self.clock()
+        records = self.store.records()
+        retries = [r.next_attempt_at for r in records.values() if r.next_attempt_at and r.next_attempt_at > now]
+        self._next_retry = min(retries) if retries else None
+        busy = any(r.status in _ASYNC for r in records.values())
+        self._next_poll = now + self.async_poll if busy else None
+        self.metrics.set_items(records_by_status(records))
+        self.metrics.queue_depth.set(len(retries))
+
+    def _after_pass(self, report: PassReport, started: float) -> None:
+        self.passes += 1
+        self.last_report = report
+        self._refresh_schedule()
+        failed = report.failed
+        error = report.error or report.manifest_error
+        if error is None and failed:
+            error = f"{len(failed)} item(s) failed, e.g. {failed[0].name}: {failed[0].message}"
+        ok = report.error is None and report.manifest_error is None and not failed and not report.interrupted
+        self._publish(time.monotonic() - started, ok=ok, error=error, record_reconcile=True)
+        if report.planned or report.ingested or report.failed_files or failed:
+            log.info(
+                "pass done: %d action(s), %d failed, %d deferred (backoff), %d drop file(s) ingested, %d failed",
+                report.planned, len(failed), len(report.deferred), len(report.ingested), len(report.failed_files),
+                extra={"duration": round(time.monotonic() - started, 3)},
+            )
+
+    def _publish(self, duration: float, *, ok: bool, error: str | None, record_reconcile: bool) -> None:
+        if record_reconcile:
+            self.metrics.reconciled(duration, ok=ok)
+            self.health.reconciled(ok=ok, error=error)
+        self.notifier.status(self._status_text())
+
+    def _status_text(self) -> str:
+        records = self.store.records()
+        counts = records_by_status(records)
+        parts = [f"{n} {s}" for s, n in sorted(counts.items())] or ["no items"]
+        text = "items: " + ", ".join(parts)
+        if self._reported_error:
+            text += "; INVALID MANIFESTS skipped (see log)"
+        return text
+
+    # -- running as a service ---------------------------------------------------------------
+
+    def run_once(self, *, sleep: Callable[[float], None] = time.sleep, rounds: int = 3) -> list[PassReport]:
+        """`--once`: a pass, then (a few times at most) another when drop files waiting to settle are due.
+
+        A drop file is stable only after two looks `stable_seconds` apart, so a
+        single scan never takes anything; a file still growing is left for later.
+        """
+        reports = [self.reconcile()]
+        for _ in range(rounds):
+            if self._drop_wake is None or self.stopping.is_set():
+                break
+            sleep(max(0.0, self._drop_wake - self.clock()))
+            with self._lock:
+                self._drops_dirty = True
+            reports.append(self.reconcile())
+        return reports
+
+    def _restart_watcher(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        recursive, flat = self.watch_paths()
+        self.watcher = ChangeWatcher(recursive, self.on_change, flat_paths=flat)
+        self.watcher.start()
+
+    def run_loop(self, on_exit: Callable[[], None] = lambda: None) -> None:
+        """The loop thread: run what is due, then sleep until the next due time or an event."""
+        try:
+            while not self.stopping.is_set():
+                self._wake.clear()  # before step(): an event during the pass makes the wait return at once
+                self.step()
+                if self.stopping.is_set():
+                    break
+                self._wake.wait(max(0.0, self.next_wake() - self.clock()))
+        finally:
+            on_exit()  # wakes the main thread
+
+    def serve_forever(self, ctx_args: Any, *, stop_timeout: float = STOP_TIMEOUT) -> int:
+        """Signals, systemd notifications and the loop thread, until SIGTERM/SIGINT. Main thread only."""
+        self._ctx_args = ctx_args
+        main_wake = threading.Event()
+        stop_signal: list[int] = []
+
+        def on_stop(signum: int, _frame: Any) -> None:
+            stop_signal.append(signum)
+            self.request_stop()
+            main_wake.set()
+
+        def on_hup(_signum: int, _frame: Any) -> None:
+            self.request_reload()
+
+        previous = {s: signal.signal(s, on_stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
+        planned = threading.Event()
+
+        def first_plan() -> None:
+            planned.set()
+            main_wake.set()
+
+        self.on_first_plan = first_plan
+        loop = threading.Thread(target=self.run_loop, args=(main_wake.set,), name="vodsync-loop", daemon=True)
+        try:
+            self._restart_watcher()
+            loop.start()
+            ping = self.notifier.watchdog_interval()
+            announced = False
+            log.info("watching %s and %d drop folder(s); full reconcile every %.0f s",
+                     self.settings.manifests, len(self.folders), self.settings.interval)
+            while not self.stopping.is_set():
+                if not announced and planned.is_set():
+                    self.notifier.ready(self._status_text())
+                    announced = True
+                if not loop.is_alive():
+                    log.error("the reconcile loop ended unexpectedly; exiting so the service manager restarts vodsync")
+                    return 1
+                # Signals and the loop thread set main_wake; otherwise wake only to feed the watchdog.
+                main_wake.wait(ping)
+                main_wake.clear()
+                if ping:
+                    self.notifier.watchdog()
+            name = signal.Signals(stop_signal[0]).name if stop_signal else "stop"
+            log.info("%s: stopping; running uploads stop at their next part", name)
+            self.notifier.stopping("stopping: waiting for uploads to reach a checkpoint")
+            loop.join(stop_timeout)
+            if loop.is_alive():
+                log.error("uploads did not reach a checkpoint within %.0f s; exiting anyway "
+                          "(the state file is consistent; the next start resumes)", stop_timeout)
+                logging.shutdown()
+                self._close_quickly()
+                os._exit(0)
+            log.info("stopped; state saved")
+            return 0
+        finally:
+            if self.watcher is not None:
+                self.watcher.stop()
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _close_quickly(self) -> None:
+        try:
+            self.store.close()
+        except Exception:  # noqa: BLE001 - best effort on the way out
+            pass
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def serve(ctx: Context) -> int:
+    """`vodsync watch`: run the daemon (or one pass with --once) for the CLI's resolved context."""
+    args = ctx.args
+    _apply_config_log_format(ctx)
+    settings = DaemonSettings.from_context(ctx)
+    metrics = Metrics()
+    health = Health(settings.interval)
+    notifier = Notifier.from_env()
+    server = MetricsServer.from_setting(settings.http, metrics, health) if settings.http else None
+    with StateStore.open(ctx.state) as store, ctx.cloud() as cloud_settings:
+        client = VodClient(cloud_settings, observer=metrics.api_call)
+        daemon = Daemon(settings, store, client, metrics=metrics, health=health, notifier=notifier)
+        if getattr(args, "once", False):
+            reports = daemon.run_once()
+            bad = [r for r in reports if r.error or r.failed or r.manifest_error]
+            return 1 if bad else 0
+        if server is not None:
+            server.start()
+        try:
+            return daemon.serve_forever(args)
+        finally:
+            if server is not None:
+                server.stop()
+
+
+def _apply_config_log_format(ctx: Context) -> None:
+    """`daemon.log_format` from the config applies when the flag was left at auto."""
+    wanted = ctx.config.daemon.log_format
+    if getattr(ctx.args, "log_format", "auto") != "auto" or wanted == "auto":
+        return
+    from vodsync.logs import setup_logging
+
+    level = str(getattr(ctx.args, "log_level", "info")).upper()
+    setup_logging(getattr(logging, level, logging.INFO), wanted, sys.stderr)
