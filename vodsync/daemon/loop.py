@@ -544,9 +544,10 @@ class Daemon:
             rec = self.store.get(name)
             if rec is None:
                 continue
+            outcome = report.outcomes.get(name)
             if rec.status in _INGESTED:
                 self._finish_success(folder, cand, rec, report, again=False)
-            elif rec.status is RecordStatus.FAILED and rec.attempts >= DROP_MAX_ATTEMPTS:
+            elif outcome is not None and not outcome.ok and rec.attempts >= DROP_MAX_ATTEMPTS:
                 why = f"failed {rec.attempts} times; last error: {rec.last_error or 'unknown'}"
                 self._finish_failure(folder, cand, why, report)
 

@@ -1,0 +1,376 @@
+"""The daemon's reconcile loop in-process: a fake clock drives `Daemon.step()`, the emulator plays VOD.
+
+Nothing here sleeps: stability windows, backoff and async polls are crossed by
+moving the fake clock, and transcoding by moving the emulator's.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from vodsync.cloud.settings import CloudSettings
+from vodsync.cloud.vod import VodClient
+from vodsync.config import DropFolderSettings
+from vodsync.daemon.backoff import ItemBackoff
+from vodsync.daemon.loop import DROP_MAX_ATTEMPTS, Daemon, DaemonReporter, DaemonSettings, UploadInterrupted
+from vodsync.daemon.manifests import load_lenient
+from vodsync.daemon.metrics import Metrics
+from vodsync.emulator import Emulator
+from vodsync.state.store import RecordStatus, StateStore
+
+MiB = 1024 * 1024
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+class World:
+    """A temp project (manifests/, drop/, media/), a state store and a daemon on a fake clock."""
+
+    def __init__(self, tmp: Path, emulator: Emulator, *, after: str = "move", prune: bool = False,
+                 async_poll: float = 10.0) -> None:
+        self.tmp, self.emulator = tmp, emulator
+        self.manifests, self.drop, self.media = tmp / "manifests", tmp / "drop", tmp / "media"
+        for d in (self.manifests, self.drop, self.media):
+            d.mkdir()
+        self.clock = FakeClock()
+        self.store = StateStore.open(tmp / "state" / "state.db")
+        self.metrics = Metrics()
+        self.client = VodClient(CloudSettings("emulator", "emulator-secret", endpoint=emulator.url),
+                                observer=self.metrics.api_call)
+        self.settings = DaemonSettings(
+            manifests=self.manifests, roots=[tmp], interval=600, prune=prune, max_delete=10, concurrency=2,
+            drop_settings=(DropFolderSettings(path=self.drop, stable_seconds=5, after=after),),
+        )
+        self.async_poll = async_poll
+        self.daemon = self.new_daemon()
+
+    def new_daemon(self, **kwargs) -> Daemon:
+        import random
+
+        return Daemon(self.settings, self.store, self.client, metrics=self.metrics, clock=self.clock,
+                      rng=random.Random(7), async_poll=self.async_poll, **kwargs)
+
+    def write(self, rel: str, data: bytes | str) -> Path:
+        path = self.tmp / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(data, str):
+            path.write_text(data)
+        else:
+            path.write_bytes(data)
+        return path
+
+    def manifest(self, name: str, *items: tuple[str, str, str]) -> None:
+        lines = ["media:"]
+        for item, file, title in items:
+            lines += [f"  - name: {item}", "    type: video", f"    file: ../media/{file}", f"    title: {title}"]
+        self.write(f"manifests/{name}", "\n".join(lines) + "\n")
+        self.daemon.on_change([self.manifests / name])
+
+    def videos(self) -> list[dict]:
+        return self.emulator.state()["videos"]
+
+    def calls(self, name: str) -> int:
+        return self.emulator.calls().get(name, 0)
+
+
+@pytest.fixture
+def world(tmp_path: Path, emulator: Emulator) -> Iterator[World]:
+    w = World(tmp_path, emulator)
+    yield w
+    w.store.close()
+
+
+# ----------------------------------------------------------------- drop folders
+
+
+def test_drop_file_is_taken_once_stable_with_its_sidecar_then_moved_to_done(world: World) -> None:
+    world.write("drop/clip.yaml", "title: From the sidecar\ntags: [news, daily]\n")
+    world.write("drop/clip.mp4", b"v" * 300_000)
+    world.write("drop/clip.mp4.part", b"still coming")  # ignored, never uploaded
+    t0 = world.clock.t
+
+    report = world.daemon.step()
+    assert report is not None and report.ingested == [] and world.videos() == []
+    assert world.daemon.next_wake() == t0 + 5  # the stability window, not the 10-minute interval
+
+    world.clock.advance(4.9)
+    world.daemon.on_change([world.drop / "clip.mp4"])
+    assert world.daemon.step().ingested == []  # not stable yet
+
+    world.clock.advance(0.1)
+    report = world.daemon.step()
+    assert report.ingested == [str(world.drop / "clip.mp4")]
+    [video] = world.videos()
+    assert video["Title"] == "From the sidecar" and sorted(video["Tags"].split(",")) == ["daily", "news"]
+    assert (world.drop / "done" / "clip.mp4").is_file() and (world.drop / "done" / "clip.yaml").is_file()
+    assert (world.drop / "clip.mp4.part").is_file()
+    [rec] = world.store.records().values()
+    assert rec.name.startswith("drop/drop/") and rec.origin == "drop:drop"
+
+
+def test_same_bytes_again_or_renamed_or_after_restart_are_not_uploaded_twice(world: World) -> None:
+    data = os.urandom(200_000)
+    world.write("drop/a.mp4", data)
+    world.daemon.step()
+    world.clock.advance(5)
+    world.daemon.step()
+    assert len(world.videos()) == 1 and world.calls("CreateUploadVideo") == 1
+
+    # The same bytes under another name, seen by a freshly started daemon (nothing in memory).
+    world.write("drop/a copy.mp4", data)
+    world.daemon = world.new_daemon()
+    world.daemon.step()
+    world.clock.advance(5)
+    report = world.daemon.step()
+    assert report.ingested == [str(world.drop / "a copy.mp4")]
+    assert (world.drop / "done" / "a copy.mp4").is_file()
+    assert len(world.videos()) == 1 and world.calls("CreateUploadVideo") == 1
+
+
+def test_removing_a_drop_file_never_deletes_media_even_with_prune(tmp_path: Path, emulator: Emulator) -> None:
+    w = World(tmp_path, emulator, after="keep", prune=True)
+    w.manifest("m.yaml")  # an empty manifest: the desired set holds only the drop file
+    w.write("drop/keep.mp4", b"k" * 1000)
+    w.daemon.step()
+    w.clock.advance(5)
+    assert w.daemon.step().ingested
+    assert (w.drop / "keep.mp4").is_file()  # after: keep
+    (w.drop / "keep.mp4").unlink()
+    w.daemon.on_change([w.drop / "keep.mp4"])
+    w.clock.advance(601)  # a full pass too
+    w.daemon.step()
+    assert len(w.videos()) == 1 and w.calls("DeleteVideo") == 0
+    w.store.close()
+
+
+def test_invalid_sidecar_sends_the_pair_to_failed_with_a_reason(world: World) -> None:
+    world.write("drop/bad.mp4", b"x" * 1000)
+    world.write("drop/bad.yaml", "title: ok\ncolour: blue\n")
+    world.daemon.step()
+    world.clock.advance(5)
+    report = world.daemon.step()
+    assert report.failed_files == [str(world.drop / "bad.mp4")]
+    reason = (world.drop / "failed" / "bad.mp4.reason.txt").read_text()
+    assert "bad.yaml:2: colour: unknown field" in reason
+    assert (world.drop / "failed" / "bad.yaml").is_file()
+    assert world.calls("CreateUploadVideo") == 0
+
+
+def test_a_drop_file_that_keeps_failing_goes_to_failed_after_its_retries(world: World) -> None:
+    world.emulator.set_faults([{"match": "CreateUploadVideo", "error": "Forbidden.Test", "status": 403}])
+    world.write("drop/doomed.mp4", b"d" * 1000)
+    world.daemon.step()
+    world.clock.advance(5)
+    for attempt in range(1, DROP_MAX_ATTEMPTS + 1):
+        report = world.daemon.step()
+        assert world.calls("CreateUploadVideo") == attempt, "one attempt per backoff period"
+        if attempt < DROP_MAX_ATTEMPTS:
+            assert report.failed_files == []
+            world.daemon.on_change([world.drop / "doomed.mp4"])
+            assert world.daemon.step().deferred  # an event does not cut the backoff short
+            world.clock.t = world.daemon.next_wake()
+    assert report.failed_files == [str(world.drop / "doomed.mp4")]
+    reason = (world.drop / "failed" / "doomed.mp4.reason.txt").read_text()
+    assert f"failed {DROP_MAX_ATTEMPTS} times" in reason and "Forbidden.Test" in reason
+
+
+# ----------------------------------------------------------------- manifests and backoff
+
+
+def test_failed_item_backs_off_persistently_and_a_restart_does_not_hammer_it(world: World) -> None:
+    world.write("media/a.mp4", b"a" * 1000)
+    world.emulator.set_faults([{"match": "CreateUploadVideo", "error": "Forbidden.Test", "status": 403}])
+    world.manifest("m.yaml", ("a", "a.mp4", "A"))
+    t0 = world.clock.t
+    report = world.daemon.step()
+    assert [o.name for o in report.failed] == ["a"]
+    rec = world.store.get("a")
+    assert rec.attempts == 1 and t0 + 15 <= rec.next_attempt_at <= t0 + 30  # 30 s with equal jitter
+    assert world.daemon.next_wake() == rec.next_attempt_at
+
+    # A restart (new daemon, same state file) honours the persisted backoff.
+    world.daemon = world.new_daemon()
+    world.clock.advance(1)
+    report = world.daemon.step()
+    assert report.deferred == ["a"] and world.calls("CreateUploadVideo") == 1
+
+    world.emulator.set_faults([])
+    world.clock.t = rec.next_attempt_at
+    report = world.daemon.step()
+    assert not report.failed and report.deferred == []
+    rec = world.store.get("a")
+    assert rec.status in (RecordStatus.PROCESSING, RecordStatus.READY) and rec.attempts == 0
+    assert rec.next_attempt_at is None and len(world.videos()) == 1
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    import random
+
+    b = ItemBackoff(base=30, cap=3600)
+    rng = random.Random(1)
+    lows = [b.delay(n, rng) for n in range(1, 12)]
+    assert 15 <= lows[0] <= 30 and 30 <= lows[1] <= 60
+    assert all(1800 <= d <= 3600 for d in lows[8:])
+
+
+def test_manifest_edit_is_applied_on_the_next_step(world: World) -> None:
+    world.write("media/a.mp4", b"a" * 1000)
+    world.manifest("m.yaml", ("a", "a.mp4", "First"))
+    world.daemon.step()
+    world.manifest("m.yaml", ("a", "a.mp4", "Second"))
+    report = world.daemon.step()
+    assert [str(c) for c in report.outcomes.values()] and world.calls("UpdateVideoInfo") == 1
+    assert world.videos()[0]["Title"] == "Second"
+
+
+def test_broken_manifest_is_reported_and_nothing_of_it_is_deleted(tmp_path: Path, emulator: Emulator) -> None:
+    w = World(tmp_path, emulator, prune=True)
+    w.write("media/a.mp4", b"a" * 1000)
+    w.write("media/b.mp4", b"b" * 1000)
+    w.manifest("a.yaml", ("a", "a.mp4", "A"))
+    w.manifest("b.yaml", ("b", "b.mp4", "B"))
+    w.daemon.step()
+    assert len(w.videos()) == 2
+
+    w.write("manifests/b.yaml", "media:\n  - name: b\n    type: video\n    file: [unclosed\n")
+    w.manifest("a.yaml", ("a", "a.mp4", "A edited"))  # the valid file's edit still goes through
+    report = w.daemon.step()
+    assert report.manifest_error and "b.yaml" in report.manifest_error
+    assert w.calls("DeleteVideo") == 0 and set(w.store.records()) == {"a", "b"}
+    assert sorted(v["Title"] for v in w.videos()) == ["A edited", "B"]
+    healthy, body = w.daemon.health.report()
+    assert healthy and "b.yaml" in body["last_error"]  # reported; unhealthy only if it lasts 3 intervals
+
+    w.write("manifests/b.yaml", "media: []\n")  # b removed on purpose, in a valid file: now prune may act
+    w.daemon.on_change([w.manifests / "b.yaml"])
+    report = w.daemon.step()
+    assert report.manifest_error is None and w.calls("DeleteVideo") == 1
+    w.store.close()
+
+
+def test_lenient_loading_keeps_valid_files_and_names_the_broken_ones(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "good.yaml").write_text("media:\n  - {name: u, type: url, url: 'https://e.x/a.mp4'}\n")
+    (tmp_path / "m" / "bad.yaml").write_text("media:\n  - {name: v, type: nope}\n")
+    (tmp_path / "m" / "dup1.yaml").write_text("media:\n  - {name: d, type: url, url: 'https://e.x/b.mp4'}\n")
+    (tmp_path / "m" / "dup2.yaml").write_text("media:\n  - {name: d, type: url, url: 'https://e.x/c.mp4'}\n")
+    loaded = load_lenient(tmp_path / "m", roots=[tmp_path])
+    assert [i.name for i in loaded.items] == ["u"]
+    assert loaded.skipped == ("bad.yaml", "dup1.yaml", "dup2.yaml") and not loaded.complete
+
+
+# ----------------------------------------------------------------- async work, stop, metrics
+
+
+def test_transcoding_is_followed_by_polls_without_holding_up_new_work(tmp_path: Path) -> None:
+    with Emulator(transcode_seconds=60) as emu:
+        w = World(tmp_path, emu, async_poll=10)
+        w.write("media/a.mp4", b"a" * 1000)
+        w.manifest("m.yaml", ("a", "a.mp4", "A"))
+        w.daemon.step()
+        assert w.store.get("a").status is RecordStatus.PROCESSING
+        assert w.daemon.next_wake() == w.clock.t + 10  # a poll, not the 10-minute interval
+
+        # New work meanwhile is not blocked by the video still transcoding.
+        w.write("media/b.mp4", b"b" * 1000)
+        w.manifest("m.yaml", ("a", "a.mp4", "A"), ("b", "b.mp4", "B"))
+        w.daemon.step()
+        assert w.store.get("b").status is RecordStatus.PROCESSING
+
+        w.clock.advance(10)
+        w.daemon.step()  # a poll: still transcoding
+        assert w.store.get("a").status is RecordStatus.PROCESSING
+        emu.advance(61)
+        w.clock.advance(10)
+        w.daemon.step()
+        assert {r.status for r in w.store.records().values()} == {RecordStatus.READY}
+        assert w.daemon.next_wake() == w.daemon._next_full  # nothing left to follow
+        w.store.close()
+
+
+def test_stop_interrupts_an_upload_at_a_part_boundary_and_the_next_start_resumes(world: World) -> None:
+    from vodsync.cloud.upload import upload_file
+
+    world.write("media/big.mp4", b"\0" * (20 * MiB))
+    seen: list[int] = []
+
+    def stopping_uploader(ticket, path, *, progress, **kwargs):
+        progress(8 * MiB, 20 * MiB)
+        seen.append(1)
+        world.daemon.request_stop()  # SIGTERM arrives mid-upload
+        progress(16 * MiB, 20 * MiB)  # the next part boundary
+        raise AssertionError("not reached")
+
+    world.daemon = world.new_daemon(uploader=stopping_uploader)
+    world.manifest("m.yaml", ("big", "big.mp4", "Big"))
+    report = world.daemon.step()
+    assert report.interrupted and seen == [1]
+    rec = world.store.get("big")
+    assert rec.status is RecordStatus.UPLOADING and rec.attempts == 0 and rec.next_attempt_at is None
+
+    world.daemon = world.new_daemon(uploader=upload_file)  # "restart"
+    report = world.daemon.step()
+    assert not report.failed and [o.action for o in report.outcomes.values()] == ["resume"]
+    assert len(world.videos()) == 1 and world.calls("CreateUploadVideo") == 1
+
+
+def test_reporter_interrupts_only_multipart_uploads_once_stopping() -> None:
+    import threading
+
+    stopping = threading.Event()
+    r = DaemonReporter(stopping, Metrics(), interrupt_from=16 * MiB)
+    r.upload_progress("a", 1, 32 * MiB)
+    stopping.set()
+    r.upload_progress("small", 1, 1 * MiB)  # a single PUT finishes: it has no part to stop at
+    r.upload_progress("a", 32 * MiB, 32 * MiB)  # everything sent: let it complete
+    with pytest.raises(UploadInterrupted):
+        r.upload_progress("a", 8 * MiB, 32 * MiB)
+
+
+def test_events_are_sorted_into_manifest_and_drop_changes(world: World) -> None:
+    world.daemon.step()
+    d = world.daemon
+    d.on_change([world.tmp / "elsewhere.txt", world.drop / "done" / "x.mp4"])
+    assert not d._manifests_dirty and not d._drops_dirty
+    d.on_change([world.drop / "new.mp4"])
+    assert d._drops_dirty and not d._manifests_dirty
+    d.on_change([world.manifests / "sub" / "x.yaml"])
+    assert d._manifests_dirty
+
+
+def test_metrics_and_status_after_a_pass(world: World) -> None:
+    world.write("media/a.mp4", b"a" * 1234)
+    world.manifest("m.yaml", ("a", "a.mp4", "A"))
+    world.daemon.step()
+    text = world.metrics.exposition().decode()
+    assert 'vodsync_items{status="ready"} 1.0' in text or 'vodsync_items{status="processing"} 1.0' in text
+    assert "vodsync_uploads_total 1.0" in text and "vodsync_upload_bytes_total 1234.0" in text
+    assert 'vodsync_api_calls_total{action="CreateUploadVideo"} 1.0' in text
+    assert 'vodsync_reconciles_total{outcome="ok"} 1.0' in text
+    assert "vodsync_last_success_timestamp_seconds" in text
+
+
+def test_reload_adds_a_drop_folder_and_keeps_the_old_ones_memory(world: World) -> None:
+    import dataclasses
+
+    first = world.daemon.folders[0]
+    other = world.tmp / "other"
+    other.mkdir()
+    settings = dataclasses.replace(world.settings, interval=60, drop_settings=(
+        *world.settings.drop_settings, DropFolderSettings(path=other, stable_seconds=5)))
+    world.daemon.reload(settings)
+    assert world.daemon.folders[0] is first and world.daemon.folders[1].path == other
+    assert world.daemon.health.interval_seconds == 60
