@@ -268,7 +268,7 @@ def test_every_problem_in_every_file_with_line_and_field(repo):
         "a.yaml:12: media[3]: each media item must be a mapping with name and type, got a string",
         "a.yaml:16: t.title: expected a string, got an integer (put the value in quotes to use it as text)",
         "a.yaml:17: t.cate_id: expected a positive integer, got a string",
-        "a.yaml:23: tagged.tags: a tag must not contain a comma (the API joins tags with commas), got 'a,b'",
+        "a.yaml:23: tagged.tags[1]: a tag must not contain a comma (the API joins tags with commas), got 'a,b'",
         f"b.yaml:4: missing.file: file not found: media/nope.mp4 (looked for {(repo / 'manifests/media').resolve()}/nope.mp4)",
     ]
 
@@ -401,3 +401,30 @@ def test_schema_is_json_and_selects_by_type():
     for kind in ("video", "image", "attached", "url", "register"):
         assert f'"{kind}"' in text
     assert '"discriminator"' in text or '"oneOf"' in text
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("media: " + "[" * 50_000 + "]" * 50_000 + "\n", 1),  # crashed libyaml's C composer (segfault)
+        ("media:\n" + "".join("  " * i + "- \n" for i in range(1, 400)), 101),
+        ("media: " + "{a: " * 500 + "1" + "}" * 500 + "\n", 1),
+    ],
+)
+def test_deep_nesting_is_refused_not_a_crash(repo, text, line):
+    write(repo, "a.yaml", text)
+    assert problems(repo) == [f"a.yaml:{line}: invalid YAML: nested more than 100 levels deep"]
+
+
+def test_alias_bombs_and_self_references_stay_cheap(repo):
+    levels = "".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 8))
+    write(
+        repo,
+        "a.yaml",
+        "l0: &l0 [x]\n" + levels + "media:\n  - {name: v, type: video, file: media/intro.mp4, tags: *l7}\n"
+        "  - &self {name: w, type: video, file: media/intro.mp4, tags: [*self]}\n",
+    )
+    got = problems(repo)
+    # An alias is reported where its anchor was written (the 9 lists of l6 on line 7).
+    assert "a.yaml:7: v.tags[0]: expected a string, got a list" in got
+    assert "a.yaml:11: w.tags[0]: expected a string, got a mapping" in got

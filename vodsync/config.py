@@ -47,15 +47,65 @@ ENV_SECURITY_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"
 _FAST_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def parse_yaml_document(text: str, *, fast: bool = True) -> tuple[Any, yaml.Node | None]:
+# Deeper than any real manifest or config needs; far below what libyaml's recursive composer survives.
+MAX_YAML_DEPTH = 100
+# Below this bound on the nesting depth, composing cannot exhaust the C stack, so no scan is needed.
+_DEPTH_SCAN_THRESHOLD = 1000
+
+
+def _nesting_bound(text: str) -> int:
+    """A cheap upper bound on the nesting depth of a YAML text (C-speed string operations only).
+
+    Flow collections nest one level per `[`/`{`; block collections need either more
+    indentation or another `- `/`? `/`: ` on the same line, so their depth is at
+    most about twice the longest line.
+    """
+    flow = text.count("[") + text.count("{")
+    if flow > _DEPTH_SCAN_THRESHOLD:
+        return flow
+    return flow + 2 * max(map(len, text.split("\n")), default=0) + 2
+
+
+def _check_depth(text: str, loader_class: type, max_depth: int) -> None:
+    """Refuse documents nested deeper than `max_depth` before composing them.
+
+    libyaml's composer (used by CSafeLoader) recurses in C without a limit: about
+    30,000 nested `[` crash the interpreter with a segfault instead of raising.
+    Walking the event stream is flat, so it is safe on any input.
+    """
+    parser = loader_class(text)
+    try:
+        depth = 0
+        opening = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
+        closing = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
+        while (event := parser.get_event()) is not None:
+            if isinstance(event, opening):
+                depth += 1
+                if depth > max_depth:
+                    raise yaml.MarkedYAMLError(
+                        problem=f"nested more than {max_depth} levels deep", problem_mark=event.start_mark
+                    )
+            elif isinstance(event, closing):
+                depth -= 1
+    finally:
+        parser.dispose()
+
+
+def parse_yaml_document(
+    text: str, *, fast: bool = True, max_depth: int = MAX_YAML_DEPTH
+) -> tuple[Any, yaml.Node | None]:
     """Parse one YAML document; return the data and its node tree (nodes carry `start_mark.line`).
 
     This is exactly what `yaml.load` does (compose, then construct), but keeps the
     node tree so problems can be located without parsing again. Raises
-    `yaml.YAMLError` or whatever a constructor raises (a `ValueError` for a
-    timestamp such as 2024-13-01); callers turn those into their own errors.
+    `yaml.YAMLError` (also for nesting deeper than `max_depth`) or whatever a
+    constructor raises (a `ValueError` for a timestamp such as 2024-13-01);
+    callers turn those into their own errors.
     """
-    loader = (_FAST_LOADER if fast else yaml.SafeLoader)(text)
+    loader_class = _FAST_LOADER if fast else yaml.SafeLoader
+    if _nesting_bound(text) > max_depth:
+        _check_depth(text, loader_class, max_depth)
+    loader = loader_class(text)
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None

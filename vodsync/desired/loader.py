@@ -148,6 +148,9 @@ def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool)
         _ManifestFileLoader(path, rel, confiner, check_files, problems).load(items, names)
     _check_unique(names, problems)
     if problems:
+        # The same mistake repeated in one place (e.g. several bad tags on one line) is said once.
+        seen: set[str] = set()
+        problems = [p for p in problems if not (str(p) in seen or seen.add(str(p)))]
         problems.sort(key=lambda p: (p.location.file, p.location.line or 0))
         raise ManifestError(problems)
     items.sort(key=lambda item: item.name)
@@ -456,14 +459,12 @@ class _ManifestFileLoader:
         if field not in item and field in self.defaults:
             where, from_defaults = ["defaults", *loc], True
         elif field == "tags" and len(loc) > 1 and isinstance(item.get("tags"), list):
-            # Indexes point into the merged tag list; find the offending tag where it was written.
-            value = err.get("input")
             own = item["tags"]
-            if value in own:
-                where = [*item_loc, "tags", own.index(value)]
-            elif value in (self.defaults.get("tags") or []):
-                where, from_defaults = ["defaults", "tags", self.defaults["tags"].index(value)], True
-            loc = ["tags"]
+            if merged.get("tags") is not own:
+                # Defaults were merged in or duplicates dropped, so the index points into another
+                # list: find the offending tag where it was written instead.
+                where, from_defaults = self._locate_tag(err.get("input"), own, item_loc)
+                loc = ["tags"]
         if kind == "extra_forbidden":
             model = ITEM_MODELS.get(item_type)  # type: ignore[arg-type]
             fields = model.model_fields if model else {}
@@ -478,6 +479,17 @@ class _ManifestFileLoader:
         if from_defaults:
             words += " (value from defaults)"
         self.problem(line, f"{label}{_path_words(loc)}", words)
+
+    def _locate_tag(self, value: Any, own: list[Any], item_loc: list[Any]) -> tuple[list[Any], bool]:
+        default_tags = self.defaults.get("tags") or []
+        try:
+            if value in own:
+                return [*item_loc, "tags", own.index(value)], False
+            if value in default_tags:
+                return ["defaults", "tags", default_tags.index(value)], True
+        except RecursionError:  # self-referencing YAML anchors; the tags line is close enough
+            pass
+        return [*item_loc, "tags"], False
 
     @staticmethod
     def _unknown_field_words(field: str, known: Any, owner: str) -> str:
