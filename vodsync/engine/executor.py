@@ -509,6 +509,9 @@ class Executor:
                 continue  # adopted by recovery
             old = rec.remote_id if rec is not None and c.action is Action.REPLACE else None
             old_kind = rec.kind if rec is not None else None
+            if rec is not None and rec.remote_id and c.action is Action.CREATE:
+                # Deleted remotely: forget the dead ID, so a failed ingest is retried (RESUME).
+                self._save(rec.replace(remote_id=None))
             self._intent(c, supersedes=old, supersedes_kind=old_kind, url=c.item.source if c.item else None)
             todo.append(c)
         if not todo:
@@ -523,9 +526,12 @@ class Executor:
                 job = jobs.get(c.item.source)
                 if job is None:
                     raise CloudError("MissingJob", f"UploadMediaByURL returned no job for {c.item.source}")
+                # What the record said before: a failed ingest puts it back, so the next plan retries.
+                previous = {"previous_source": rec.source, "previous_metadata": dict(rec.metadata)}
                 self._save(rec.replace(status=RecordStatus.INGESTING, job_id=job, source=c.item.source,
                                        metadata=_meta_json(c.item), options=dict(c.item.options),
-                                       intent={**(rec.intent or {}), "op": "ingest"}, protect=c.item.protect))
+                                       intent={**(rec.intent or {}), "op": "ingest", **previous},
+                                       protect=c.item.protect))
         for c in todo:
             self._record_outcome(Outcome(c.name, str(c.action), True, f"submitted URL ingest {jobs[c.item.source]}",
                                          pending=True))
@@ -580,13 +586,14 @@ class Executor:
                     self._record_outcome(Outcome(rec.name, "ingest", True, f"ingested as {job.media_id}"))
                 else:
                     why = f"{job.status}: {job.error_code or ''} {job.error_message or ''}".strip()
-                    self._save(rec.replace(status=RecordStatus.FAILED, job_id=None, remote_status=job.status,
-                                           last_result=f"failed: {why}", last_error=why, attempts=rec.attempts + 1))
+                    self._save(_ingest_failed(rec).replace(
+                        status=RecordStatus.FAILED, job_id=None, remote_status=job.status,
+                        last_result=f"failed: {why}", last_error=why, attempts=rec.attempts + 1))
                     self._record_outcome(Outcome(rec.name, "ingest", False, why))
             for job_id in missing:
                 rec = by_job[job_id]
-                self._save(rec.replace(status=RecordStatus.FAILED, job_id=None,
-                                       last_error=f"URL job {job_id} no longer exists"))
+                self._save(_ingest_failed(rec).replace(status=RecordStatus.FAILED, job_id=None,
+                                                       last_error=f"URL job {job_id} no longer exists"))
                 self._record_outcome(Outcome(rec.name, "ingest", False, f"URL job {job_id} no longer exists"))
 
     def _poll_processing(self, processing: list[Record]) -> None:
@@ -625,6 +632,9 @@ class Executor:
             rec = self.store.get(c.name)
             if rec is not None and rec.remote_id and c.action is Action.REPLACE:
                 olds[c.name] = (rec.kind, rec.remote_id)
+            elif rec is not None and rec.remote_id and c.action is Action.CREATE:
+                # Deleted remotely: forget the dead ID, so a failed registration is retried (RESUME).
+                self._save(rec.replace(remote_id=None))
             self._intent(c)
         first = batch[0].item
         assert first is not None
@@ -757,6 +767,19 @@ class Executor:
             self.client.delete_images(ids)
         else:
             self.client.delete_attached_media(ids)
+
+
+def _ingest_failed(rec: Record) -> Record:
+    """A failed URL ingest leaves the record as it was before the submission (source, metadata).
+
+    Otherwise a failed replace would look done: the record would name the new URL while
+    the old media still serves, and the next plan would see nothing to do.
+    """
+    intent = rec.intent or {}
+    if "previous_source" not in intent:
+        return rec
+    return rec.replace(source=intent["previous_source"], metadata=intent.get("previous_metadata", rec.metadata),
+                       intent=None)
 
 
 def _cleanup_intent(old_id: str | None, old_kind: str | None, new_id: str) -> dict[str, Any] | None:
