@@ -312,8 +312,11 @@ class Executor:
                         len(orphans), rec.kind, rec.name, ", ".join(orphans))
 
     def _recover_url(self, rec: Record, owned_jobs: set[str | None]) -> None:
-        since = float((rec.intent or {}).get("at", 0)) - ORPHAN_WINDOW
-        jobs, _ = self.client.get_url_upload_infos_by_urls([rec.source])
+        intent = rec.intent or {}
+        since = float(intent.get("at", 0)) - ORPHAN_WINDOW
+        # The URL about to be submitted is the intent's: for a replace, rec.source is still the old one.
+        url = intent.get("url") or rec.source
+        jobs, _ = self.client.get_url_upload_infos_by_urls([url])
         mine = [
             j for j in jobs
             if j.job_id not in owned_jobs and (_iso_to_epoch(j.creation_time) or since) >= since
@@ -321,7 +324,11 @@ class Executor:
         ]
         if mine:
             job = max(mine, key=lambda j: j.creation_time or "")
-            self._save(rec.replace(status=RecordStatus.INGESTING, job_id=job.job_id))
+            # The job was submitted with the intent's metadata: record it, or the next plan
+            # sees every field as changed.
+            self._save(rec.replace(status=RecordStatus.INGESTING, job_id=job.job_id, source=url,
+                                   metadata=intent.get("metadata", rec.metadata),
+                                   options=intent.get("options", rec.options)))
             log.info("adopted URL job %s of %s submitted by an interrupted run", job.job_id, rec.name)
 
     # ---------------------------------------------------------------- uploads
@@ -512,7 +519,9 @@ class Executor:
             if rec is not None and rec.remote_id and c.action is Action.CREATE:
                 # Deleted remotely: forget the dead ID, so a failed ingest is retried (RESUME).
                 self._save(rec.replace(remote_id=None))
-            self._intent(c, supersedes=old, supersedes_kind=old_kind, url=c.item.source if c.item else None)
+            assert c.item is not None
+            self._intent(c, supersedes=old, supersedes_kind=old_kind, url=c.item.source,
+                         metadata=_meta_json(c.item), options=dict(c.item.options))
             todo.append(c)
         if not todo:
             return
