@@ -56,7 +56,7 @@ def test_all_five_kinds_converge_and_a_second_plan_changes_nothing(ws: Workspace
 
     run = ws.apply()
     assert run.code == 0, run
-    assert "Apply complete" in run.out and "0 failed" in run.out, run
+    assert "Apply complete: 5 item(s) succeeded, 0 failed" in run.out, run
 
     vod = ws.vod()
     videos = {v["Title"]: v for v in vod["videos"]}
@@ -201,6 +201,65 @@ def test_new_image_bytes_make_a_new_image_and_delete_the_old(ws: Workspace) -> N
     assert images[0]["Size"] == len(PNG) + 64 and images[0]["Title"] == "Logo"
 
 
+def test_changed_sources_replace_url_and_register_media(ws: Workspace) -> None:
+    media = [
+        {"name": "r", "type": "register", "file_url": ws.seed_object("x/1.mp4", mp4(800)), "title": "R"},
+        {"name": "u", "type": "url", "url": ws.url("/src/1.mp4", mp4(800)), "title": "U"},
+    ]
+    old = converge(ws, media)
+    media[0].update(file_url=ws.seed_object("x/2.mp4", mp4(900)), title="R2")
+    media[1].update(url=ws.url("/src/2.mp4", mp4(900)), title="U2")
+    ws.manifest(media)
+    plan = ws.cli("plan", "--json").json()
+    assert sorted((c["action"], c["name"]) for c in plan["changes"]) == [("replace", "r"), ("replace", "u")]
+    run = ws.apply()
+    assert run.code == 0, run
+    new = ws.status()
+    titles = {v["VideoId"]: v["Title"] for v in ws.vod()["videos"]}
+    assert titles == {new["r"]["remote_id"]: "R2", new["u"]["remote_id"]: "U2"}, "old media deleted"
+    assert {new["r"]["remote_id"], new["u"]["remote_id"]}.isdisjoint({old["r"]["remote_id"], old["u"]["remote_id"]})
+    assert ws.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_a_failed_url_replace_keeps_the_old_media_and_is_retried(ws: Workspace) -> None:
+    status = converge(ws, [{"name": "u", "type": "url", "url": ws.url("/src/1.mp4", mp4(800)), "title": "U"}])
+    old = status["u"]["remote_id"]
+    new_url = ws.sources.base + "/src/2.mp4"  # not served yet: the ingest fails
+    ws.manifest([{"name": "u", "type": "url", "url": new_url, "title": "U"}])
+    run = ws.apply()
+    assert run.code == 1 and "DOWNLOAD_FAIL" in run.out + run.err, run
+    assert [v["VideoId"] for v in ws.vod()["videos"]] == [old], "the old media still serves"
+
+    plan = ws.cli("plan", "--json", "--detailed-exitcode")
+    assert plan.code == 2, plan
+    assert [(c["action"], c["name"]) for c in plan.json()["changes"]] == [("replace", "u")]
+    ws.sources.add("/src/2.mp4", mp4(900))
+    run = ws.apply()
+    assert run.code == 0, run
+    new = ws.status()["u"]["remote_id"]
+    assert [v["VideoId"] for v in ws.vod()["videos"]] == [new] and new != old
+    assert ws.cli("plan", "--detailed-exitcode").code == 0
+
+
+@pytest.mark.parametrize("after", ["url", "image"])
+def test_a_type_change_replaces_the_media(ws: Workspace, after: str) -> None:
+    ws.file("media/a.mp4", mp4(1000))
+    ws.file("media/a.png", PNG)
+    old = converge(ws, [{"name": "a", "type": "video", "file": "media/a.mp4", "title": "A"}])["a"]["remote_id"]
+    item = {"url": {"type": "url", "url": ws.url("/src/a.mp4", mp4(900))},
+            "image": {"type": "image", "file": "media/a.png"}}[after]
+    ws.manifest([{"name": "a", "title": "A", **item}])
+    plan = ws.cli("plan", "--json").json()
+    assert [(c["action"], c["name"], c["kind"]) for c in plan["changes"]] == [("replace", "a", after)]
+    run = ws.apply()
+    assert run.code == 0, run
+    rec = ws.status()["a"]
+    vod = ws.vod()
+    remote = [v["VideoId"] for v in vod["videos"]] + [i["ImageId"] for i in vod["images"]]
+    assert remote == [rec["remote_id"]] and rec["remote_id"] != old and rec["kind"] == after
+    assert ws.cli("plan", "--detailed-exitcode").code == 0
+
+
 # ------------------------------------------------------------------ removal and prune
 
 
@@ -270,6 +329,17 @@ def test_a_protected_item_survives_prune(ws: Workspace) -> None:
     assert plan["changes"] == [] and [k["name"] for k in plan["kept"]] == ["trailer"]
 
 
+def test_prune_with_empty_manifests_is_refused(ws: Workspace) -> None:
+    converge(ws, ws.five_kinds()[:1])
+    (ws.manifests / "library.yaml").write_text("media: []\n")
+    before = ws.calls()
+    run = ws.apply("--prune")
+    assert run.code == 1, run
+    assert "describe no media" in run.out
+    assert "over the limit" not in run.out
+    assert ws.writes(since=before) == {} and len(ws.vod()["videos"]) == 1
+
+
 # ------------------------------------------------------------------ broken manifests
 
 GOOD = """\
@@ -307,6 +377,26 @@ def test_a_broken_manifest_changes_nothing_and_names_file_and_line(ws: Workspace
     assert ws.calls() == before, "a broken manifest makes no call at all"
     assert not ws.vod()["videos"]
     assert not ws.state.exists() or ws.status() == {}
+
+
+def test_duplicate_names_name_both_places(ws: Workspace) -> None:
+    ws.file("media/a.mp4", mp4(100))
+    ws.manifest([{"name": "a", "type": "video", "file": "media/a.mp4"}], name="one.yaml")
+    ws.manifest([{"name": "a", "type": "video", "file": "media/a.mp4"}], name="two.yaml")
+    run = ws.cli("plan")
+    assert run.code == 1
+    assert "one.yaml:2" in run.err and "two.yaml:2" in run.err and "duplicate" in run.err
+
+
+def test_credentials_missing_or_wrong(ws: Workspace) -> None:
+    ws.file("media/a.mp4", mp4(100))
+    ws.manifest([{"name": "a", "type": "video", "file": "media/a.mp4"}])
+    run = ws.cli("apply", env={k: "" for k in ENV})
+    assert run.code == 1 and "ALIBABA_CLOUD_ACCESS_KEY_ID" in run.err and "Traceback" not in run.err, run
+    run = ws.cli("apply", env={"ALIBABA_CLOUD_ACCESS_KEY_SECRET": "not-the-secret"})
+    assert run.code == 1, run
+    assert "InvalidAccessKeySecret" in run.out and "not-the-secret" not in run.out + run.err
+    assert not ws.vod()["videos"]
 
 
 def test_validate_and_schema(ws: Workspace) -> None:

@@ -88,7 +88,8 @@ def make_plan(changes: Sequence[Change], options: PlanOptions, *, desired_count:
             f"nothing was changed. Re-run with --max-delete {len(deletes)} if that is intended."
         )
     if refusal:
-        kept.extend(_with_reason(c, f"{c.reason} (not deleted: over the limit)") for c in deletes)
+        why = "the manifests describe no media" if desired_count == 0 else "over the limit"
+        kept.extend(_with_reason(c, f"{c.reason} (not deleted: {why})") for c in deletes)
     else:
         actions.extend(deletes)
 
