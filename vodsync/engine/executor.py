@@ -160,7 +160,9 @@ class Executor:
         uploads, urls, registers, updates, deletes, follows = self._partition(actions)
         with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
             futures: list[Future[None]] = []
-            for c in uploads:
+            # Largest first: a big file started last would upload alone at the end, on one
+            # worker's part threads, while the others sit idle (bench/upload_throughput.py).
+            for c in sorted(uploads, key=lambda c: -c.upload_bytes):
                 futures.append(pool.submit(self._guard, c, self._upload))
             for batch in _chunks(urls, URL_BATCH):
                 futures.append(pool.submit(self._guard_batch, batch, self._submit_urls))
