@@ -172,7 +172,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
 def _has_async_work(store: Any) -> bool:
     from vodsync.state.store import RecordStatus
 
-    return any(r.status in (RecordStatus.INGESTING, RecordStatus.PROCESSING) for r in store.records().values())
+    # A pruned item whose URL job was already downloading waits (DELETING) for the job to deliver.
+    return any(r.status in (RecordStatus.INGESTING, RecordStatus.PROCESSING)
+               or r.status is RecordStatus.DELETING and r.job_id for r in store.records().values())
 
 
 def _confirm() -> bool:

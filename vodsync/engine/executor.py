@@ -274,7 +274,9 @@ class Executor:
             pending = [r for r in pending if r.name in wanted]
         if not pending:
             return
-        owned = {r.remote_id for r in records.values() if r.remote_id}
+        # Media a record serves, and media a replace keeps serving until its successor is complete.
+        owned = {r.remote_id for r in records.values() if r.remote_id} | {
+            r.intent.get("supersedes") for r in records.values() if r.intent and r.intent.get("supersedes")}
         owned_jobs = {r.job_id for r in records.values() if r.job_id}
         for rec in pending:
             try:
@@ -303,10 +305,15 @@ class Executor:
             return
         search_type = "image" if rec.kind == Kind.IMAGE else "attached"
         orphans = []
+        # VOD's title search is fuzzy (a substring match): filter exactly here, and where the
+        # service shows UserData, require our marker for this item, so media of other items or
+        # of other people with a similar or equal title is never taken for our orphan.
         for media in self.client.search_media(search_type, f"Title = '{_quote(title)}'"):
             mid = media.get("MediaId")
             created = _iso_to_epoch(media.get("CreationTime"))
-            if mid and mid not in owned and (created is None or created >= since):
+            view = _search_view(media)
+            if (mid and mid not in owned and (created is None or created >= since)
+                    and view.get("Title") == title and _marker_allows(view.get("UserData"), rec.name)):
                 orphans.append(mid)
         if orphans:
             self._delete_remote(Kind(rec.kind), orphans)
@@ -554,7 +561,10 @@ class Executor:
         delay = min(0.25, self.options.poll_interval)  # quick first looks, then back off
         while True:
             records = self.store.records()
-            ingesting = [r for r in records.values() if r.status is RecordStatus.INGESTING and r.job_id]
+            # A pruned item whose URL job could not be cancelled is followed too: its video is
+            # deleted when the job delivers it.
+            ingesting = [r for r in records.values()
+                         if r.status in (RecordStatus.INGESTING, RecordStatus.DELETING) and r.job_id]
             processing = [r for r in records.values() if r.status is RecordStatus.PROCESSING and r.remote_id]
             if not ingesting and not processing:
                 return
@@ -582,6 +592,13 @@ class Executor:
             jobs, missing = self.client.get_url_upload_infos(batch)
             for job in jobs:
                 rec = by_job[job.job_id]
+                if rec.status is RecordStatus.DELETING:
+                    if job.terminal:
+                        self._delete_remote(Kind.URL, [job.media_id] if job.media_id else [])
+                        self.store.delete(rec.name)
+                        self._record_outcome(Outcome(rec.name, "delete", True,
+                                                     f"deleted {job.media_id or '(ingest never delivered)'}"))
+                    continue
                 if not job.terminal:
                     if job.status != rec.remote_status:
                         self._save(rec.replace(remote_status=job.status))
@@ -603,6 +620,9 @@ class Executor:
                     self._record_outcome(Outcome(rec.name, "ingest", False, why))
             for job_id in missing:
                 rec = by_job[job_id]
+                if rec.status is RecordStatus.DELETING:
+                    self.store.delete(rec.name)
+                    continue
                 self._save(_ingest_failed(rec).replace(status=RecordStatus.FAILED, job_id=None,
                                                        last_error=f"URL job {job_id} no longer exists"))
                 self._record_outcome(Outcome(rec.name, "ingest", False, f"URL job {job_id} no longer exists"))
@@ -757,8 +777,33 @@ class Executor:
                         self._fail(r.name, "delete", err, unusable=False)
                     continue
                 for r in batch:
+                    if r.job_id and not r.remote_id and not self._drop_ingest(r):
+                        # The record stays DELETING with its job; following the job finishes the delete.
+                        self._record_outcome(Outcome(r.name, "delete", True, f"URL job {r.job_id} is already "
+                                                     "downloading; its video is deleted when it arrives",
+                                                     pending=True))
+                        continue
                     self.store.delete(r.name)
                     self._record_outcome(Outcome(r.name, "delete", True, f"deleted {r.remote_id or '(never created)'}"))
+
+    def _drop_ingest(self, rec: Record) -> bool:
+        """Delete of an item whose URL job has not delivered: cancel it, or delete what it made.
+
+        Forgetting the record alone would let the job create a video that nobody owns.
+        Returns False while the job is still running and cannot be cancelled.
+        """
+        assert rec.job_id is not None
+        canceled, missing = self.client.cancel_url_upload_jobs([rec.job_id])
+        if rec.job_id in canceled or rec.job_id in missing:
+            return True
+        jobs, _ = self.client.get_url_upload_infos([rec.job_id])
+        if not jobs:
+            return True
+        if not jobs[0].terminal:
+            return False
+        if jobs[0].media_id:
+            self._delete_remote(Kind.URL, [jobs[0].media_id])
+        return True
 
     def _cleanup(self, name: str) -> None:
         """Delete the media a finished replace superseded, then forget the intent."""
@@ -797,6 +842,27 @@ def _cleanup_intent(old_id: str | None, old_kind: str | None, new_id: str) -> di
     if not old_id or old_id == new_id:
         return None
     return {"op": "cleanup", "supersedes": old_id, "kind": old_kind}
+
+
+def _search_view(media: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The media's own fields in a SearchMedia result ({"MediaId", "Image": {...}})."""
+    for key in ("Image", "AttachedMedia", "Video", "Audio"):
+        if isinstance(media.get(key), Mapping):
+            return media[key]
+    return media
+
+
+def _marker_allows(raw: Any, name: str) -> bool:
+    """False when the media's UserData is visible and is not our marker for `name`."""
+    if not raw:
+        return True  # the service does not show UserData here: the exact title must do
+    try:
+        extend = json.loads(raw).get("Extend") if isinstance(raw, str) else raw.get("Extend")
+        if isinstance(extend, str):
+            extend = json.loads(extend)
+        return isinstance(extend, Mapping) and extend.get("vodsync") == name
+    except (ValueError, AttributeError):
+        return False
 
 
 def _quote(s: str) -> str:
