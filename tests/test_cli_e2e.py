@@ -144,6 +144,36 @@ def test_a_title_change_is_exactly_one_update(ws: Workspace) -> None:
     assert ws.cli("plan", "--detailed-exitcode").code == 0
 
 
+def test_metadata_changes_on_every_kind_are_batched_updates(ws: Workspace) -> None:
+    media = ws.five_kinds()
+    converge(ws, media)
+    for m in media:
+        m.update(title=m["title"] + " v2", tags=["x", "y"], description="d2", cate_id=7)
+    ws.manifest(media)
+    before = ws.calls()
+    run = ws.apply()
+    assert run.code == 0, run
+    assert ws.writes(since=before) == {"UpdateVideoInfo": 3, "UpdateImageInfos": 1, "UpdateAttachedMediaInfos": 1}
+    vod = ws.vod()
+    for kind in ("videos", "images", "attached"):
+        for media_item in vod[kind]:
+            got = (media_item["Title"][-3:], media_item["Tags"], media_item["Description"], media_item["CateId"])
+            assert got == (" v2", "x,y", "d2", 7), (kind, media_item)
+    assert ws.cli("plan", "--refresh", "--detailed-exitcode").code == 0
+
+    for m in media:  # an empty list clears the tags; a field left out is not managed
+        m["tags"] = []
+        del m["description"]
+    ws.manifest(media)
+    assert ws.apply().code == 0
+    vod = ws.vod()
+    assert all(not x["Tags"] and x["Description"] == "d2" for k in ("videos", "images", "attached") for x in vod[k])
+    assert ws.cli("plan", "--refresh", "--detailed-exitcode").code == 0
+
+    table = ws.cli("status")
+    assert table.code == 0 and table.out.startswith("NAME") and "intro-subs" in table.out, table
+
+
 def test_new_bytes_replace_the_video_and_keep_its_id(ws: Workspace) -> None:
     media = ws.five_kinds()
     status = converge(ws, media)
@@ -425,6 +455,19 @@ def test_throttled_creates_still_converge(ws: Workspace) -> None:
     assert ws.calls()["CreateUploadVideo"] == 3
     assert sum(1 for v in ws.vod()["videos"] if v["Title"] == "Intro") == 1
     assert status["intro"]["remote_id"]
+    assert ws.cli("plan", "--detailed-exitcode").code == 0
+
+
+@pytest.mark.parametrize("call", ["UploadMediaByURL", "RegisterMedia", "GetURLUploadInfos", "CreateUploadImage",
+                                  "oss:PUT"])
+def test_throttling_anywhere_still_converges_in_one_run(ws: Workspace, call: str) -> None:
+    media = ws.five_kinds()
+    ws.manifest(media)
+    ws.emulator.set_faults([{"match": call, "error": "Throttling.User", "count": 2}])
+    run = ws.apply()
+    assert run.code == 0, run
+    vod = ws.vod()
+    assert (len(vod["videos"]), len(vod["images"]), len(vod["attached"]), len(vod["url_jobs"])) == (3, 1, 1, 1)
     assert ws.cli("plan", "--detailed-exitcode").code == 0
 
 
