@@ -554,6 +554,25 @@ def test_a_pending_url_ingest_is_continued_not_resubmitted(ws: Workspace) -> Non
     assert ws.cli("plan", "--detailed-exitcode").code == 0
 
 
+def test_pruning_an_item_whose_ingest_is_running_leaves_no_orphan(ws: Workspace) -> None:
+    gate = ws.sources.gates["/src/slow.mp4"] = threading.Event()
+    ws.file("media/a.mp4", mp4(100))
+    keep = {"name": "a", "type": "video", "file": "media/a.mp4", "title": "A"}
+    ws.manifest([keep, {"name": "slow", "type": "url", "url": ws.url("/src/slow.mp4", mp4(900)), "title": "Slow"}])
+    assert ws.cli("apply", "--wait", "0").code == 0
+    wait_until(lambda: ws.sources.hits["/src/slow.mp4"], what="the download to start")
+
+    ws.manifest([keep])
+    run = ws.cli("apply", "--prune", "--wait", "0")
+    assert run.code == 0, run
+    gate.set()
+    run = ws.apply()  # follows the job it could not cancel, and deletes what it delivers
+    assert run.code == 0, run
+    assert [v["Title"] for v in ws.vod()["videos"]] == ["A"]
+    assert set(ws.status()) == {"a"}
+    assert ws.cli("plan", "--prune", "--detailed-exitcode").code == 0
+
+
 # ------------------------------------------------------------------ real processes
 
 
