@@ -32,17 +32,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vodsync.cloud.types import RegisterEntry, UploadTicket, UrlUploadEntry
-from vodsync.cloud.upload import upload_file
-from vodsync.cloud.vod import VodClient
 from vodsync.desired.items import DesiredItem, Kind
 from vodsync.engine.content import sha256_file
 from vodsync.engine.diff import Action, Change, changed_fields
 from vodsync.engine.plan import Plan
 from vodsync.errors import CloudError, CredentialExpired, VodsyncError
 from vodsync.state.store import Record, RecordStatus, StateStore
+
+if TYPE_CHECKING:  # the SDKs (oss2, aliyunsdkcore) cost ~0.3 s to import; `plan` never needs them
+    from vodsync.cloud.vod import VodClient
 
 log = logging.getLogger("vodsync.apply")
 
@@ -133,7 +134,7 @@ class Executor:
         checkpoint_dir: Path,
         options: ExecOptions | None = None,
         reporter: Reporter | None = None,
-        uploader: Callable[..., Any] = upload_file,
+        uploader: Callable[..., Any] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         hash_file: Callable[[str], str] = sha256_file,
@@ -143,6 +144,8 @@ class Executor:
         self.checkpoint_dir = checkpoint_dir
         self.options = options or ExecOptions()
         self.reporter = reporter or Reporter()
+        if uploader is None:
+            from vodsync.cloud.upload import upload_file as uploader
         self.uploader = uploader
         self.clock = clock
         self.sleep = sleep

@@ -8,15 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vodsync.cloud.vod import VodClient
 from vodsync.desired.items import DesiredItem
 from vodsync.engine.content import hashes_needed
 from vodsync.engine.diff import diff
 from vodsync.engine.executor import ExecOptions, Executor, Reporter, Result
 from vodsync.engine.plan import Plan, PlanOptions, check_plan, make_plan
-from vodsync.engine.remote import read_remote
 from vodsync.state.store import StateStore
+
+if TYPE_CHECKING:
+    from vodsync.cloud.vod import VodClient
 
 
 def checkpoint_dir(state_path: Path) -> Path:
@@ -36,7 +38,11 @@ def build_plan(
     hashes = hashes_needed(
         desired, records, cached=store.cached_hash, remember=store.remember_hash if remember_hashes else None
     )
-    remote = read_remote(refresh_with, records) if refresh_with is not None else None
+    remote = None
+    if refresh_with is not None:
+        from vodsync.engine.remote import read_remote
+
+        remote = read_remote(refresh_with, records)
     return make_plan(diff(desired, records, hashes=hashes, remote=remote), options, desired_count=len(desired))
 
 
