@@ -1,0 +1,234 @@
+"""Upload throughput: `vodsync apply` of a batch against the emulator, with two baselines.
+
+    python bench/upload_throughput.py [--quick] [--concurrency 4]
+
+Default batch: 8 files of 128 MiB and 1 file of 1 GiB (2 GiB); --quick: 4 x 32 MiB + 256 MiB.
+Runs, each against the same emulator process (reset in between):
+
+- emulator sink: the emulator's own intake, measured with a client that costs almost
+  nothing (presigned-URL PUTs sent with sendfile on `concurrency` connections);
+- vodsync: `vodsync apply --yes --wait 0` as a whole process (start-up, planning,
+  SHA-256 of every file and the state file included);
+- (a) the official upload SDK's method: per file CreateUploadVideo, then oss2
+  InitiateMultipartUpload, 10 MiB parts sent one after another, Complete; files one
+  after another;
+- (b) raw `oss2.resumable_upload` with vodsync's concurrency (files at once x part
+  threads per file), tickets created beforehand (not timed); a few settings are tried
+  and the best is the baseline.
+
+Targets: vodsync >= 3x (a); vodsync within 10% of (b).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import (  # noqa: E402
+    ACCESS_KEY_ID,
+    ACCESS_KEY_SECRET,
+    EmulatorProcess,
+    GiB,
+    MiB,
+    make_file,
+    mbps,
+    print_machine,
+    require_disk,
+    run_process,
+    sdk_client,
+    verdict,
+    vodsync_cmd,
+    workdir,
+    write_yaml,
+)
+
+
+def _create_upload_video(client, title: str, path: Path) -> tuple[dict, dict]:  # noqa: ANN001
+    from aliyunsdkvod.request.v20170321.CreateUploadVideoRequest import CreateUploadVideoRequest
+
+    req = CreateUploadVideoRequest()
+    req.set_Title(title)
+    req.set_FileName(path.name)
+    req.set_FileSize(path.stat().st_size)
+    req.set_protocol_type("http")
+    answer = json.loads(client.do_action_with_exception(req))
+    address = json.loads(base64.b64decode(answer["UploadAddress"]))
+    auth = json.loads(base64.b64decode(answer["UploadAuth"]))
+    return address, auth
+
+
+def _bucket(address: dict, auth: dict):  # noqa: ANN202
+    import oss2
+
+    sts = oss2.StsAuth(auth["AccessKeyId"], auth["AccessKeySecret"], auth["SecurityToken"])
+    session = oss2.Session(pool_size=32)
+    session.session.trust_env = False
+    return oss2.Bucket(sts, address["Endpoint"], address["Bucket"], session=session)
+
+
+def sdk_method(url: str, files: list[Path], part_size: int = 10 * MiB) -> None:
+    """What the official VOD upload SDK does: CreateUploadVideo, then parts one after another."""
+    import oss2
+    from oss2.models import PartInfo
+
+    client = sdk_client(url)
+    for path in files:
+        address, auth = _create_upload_video(client, path.stem, path)
+        bucket = _bucket(address, auth)
+        key = address["FileName"]
+        size = path.stat().st_size
+        upload_id = bucket.init_multipart_upload(key).upload_id
+        parts = []
+        with open(path, "rb") as f:
+            number, offset = 1, 0
+            while offset < size:
+                n = min(part_size, size - offset)
+                f.seek(offset)
+                result = bucket.upload_part(key, upload_id, number, oss2.utils.SizedFileAdapter(f, n))
+                parts.append(PartInfo(number, result.etag, size=n, part_crc=result.crc))
+                offset += n
+                number += 1
+        bucket.complete_multipart_upload(key, upload_id, parts)
+
+
+def raw_oss2(url: str, files: list[Path], *, concurrency: int, threads: int, part_size: int,
+             checkpoints: Path, largest_first: bool = False) -> float:
+    """oss2.resumable_upload, `concurrency` files at once, `threads` parts each; returns seconds."""
+    import oss2
+
+    client = sdk_client(url)
+    tickets = [(path, *_create_upload_video(client, path.stem, path)) for path in files]
+    if largest_first:
+        tickets.sort(key=lambda t: -t[0].stat().st_size)
+    store = oss2.ResumableStore(root=str(checkpoints))
+
+    def one(ticket: tuple[Path, dict, dict]) -> None:
+        path, address, auth = ticket
+        oss2.resumable_upload(_bucket(address, auth), address["FileName"], str(path), store=store,
+                              multipart_threshold=16 * MiB, part_size=part_size, num_threads=threads)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, tickets))
+    return time.perf_counter() - started
+
+
+def emulator_sink(emu: EmulatorProcess, files: list[Path], concurrency: int) -> float:
+    """PUT every file with presigned URLs and sendfile: the emulator's cost, almost none of the client's."""
+    import oss2
+
+    bucket_name = "bench-sink"
+    account = oss2.Bucket(oss2.Auth(ACCESS_KEY_ID, ACCESS_KEY_SECRET), emu.url, bucket_name)
+    account.session.session.trust_env = False
+    account.create_bucket()
+    urls = [(path, account.sign_url("PUT", f"sink/{i}/{path.name}", 3600)) for i, path in enumerate(files)]
+
+    def put(item: tuple[Path, str]) -> None:
+        path, signed = item
+        parts = urlsplit(signed)
+        size = path.stat().st_size
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
+        conn.putrequest("PUT", f"{parts.path}?{parts.query}", skip_accept_encoding=True)
+        conn.putheader("Content-Length", str(size))
+        conn.endheaders()
+        with open(path, "rb") as f:
+            conn.sock.sendfile(f)
+        resp = conn.getresponse()
+        body = resp.read()
+        conn.close()
+        if resp.status != 200:
+            raise RuntimeError(f"sink PUT failed: {resp.status} {body[:200]!r}")
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(put, sorted(urls, key=lambda u: -u[0].stat().st_size)))
+    return time.perf_counter() - started
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="4 x 32 MiB + 256 MiB instead of 8 x 128 MiB + 1 GiB")
+    parser.add_argument("--concurrency", type=int, default=4, help="files at once (vodsync's default: 4)")
+    parser.add_argument("--threads", type=int, default=4, help="part threads per file (vodsync's default: 4)")
+    parser.add_argument("--skip-sdk", action="store_true", help="skip baseline (a), the slowest run")
+    args = parser.parse_args()
+    small, count, big = (32 * MiB, 4, 256 * MiB) if args.quick else (128 * MiB, 8, 1 * GiB)
+    total = small * count + big
+    print_machine()
+    print(f"batch: {count} x {small // MiB} MiB + 1 x {big // MiB} MiB = {total / MiB:.0f} MiB; "
+          f"concurrency {args.concurrency} files x {args.threads} part threads")
+
+    with workdir("upload") as root:
+        require_disk(root, 2 * total)
+        media = root / "manifests" / "media"
+        files = [make_file(media / f"clip{i:02d}.mp4", small) for i in range(count)]
+        files.append(make_file(media / "feature.mp4", big))
+        write_yaml(root / "manifests" / "batch.yaml", "media:\n" + "".join(
+            f"  - {{name: {p.stem}, type: video, file: media/{p.name}}}\n" for p in files))
+        results: dict[str, tuple[float, float]] = {}  # name -> (seconds, emulator CPU seconds)
+
+        with EmulatorProcess(root / "emulator-data") as emu:
+            def timed(name: str, fn) -> float:  # noqa: ANN001
+                emu.reset()
+                cpu0 = emu.cpu_seconds()
+                seconds = fn()
+                results[name] = (seconds, emu.cpu_seconds() - cpu0)
+                print(f"  {name:<44} {seconds:7.2f} s  {mbps(total, seconds):7.1f} MiB/s  "
+                      f"(emulator CPU {results[name][1]:.1f} s)", flush=True)
+                return seconds
+
+            timed("emulator sink (sendfile PUTs)", lambda: emulator_sink(emu, files, args.concurrency))
+
+            def vodsync_run() -> float:
+                state = root / f"state-{time.monotonic_ns()}" / "state.db"
+                r = run_process(vodsync_cmd(
+                    "apply", "-f", str(root / "manifests"), "--state", str(state), "--endpoint", emu.url,
+                    "--yes", "--wait", "0", "--concurrency", str(args.concurrency), "--log-level", "warning",
+                ), cwd=root)
+                if r.returncode != 0:
+                    raise SystemExit(f"vodsync apply failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-3000:]}")
+                print(f"    (vodsync process: CPU {r.cpu_seconds:.1f} s, peak RSS {r.max_rss / MiB:.0f} MiB)")
+                return r.seconds
+
+            timed("vodsync apply", vodsync_run)
+            configs = [
+                ("(b) raw resumable_upload, 8 MiB parts", dict(part_size=8 * MiB)),
+                ("(b) raw resumable_upload, 8 MiB, largest first", dict(part_size=8 * MiB, largest_first=True)),
+                ("(b) raw resumable_upload, 32 MiB parts", dict(part_size=32 * MiB)),
+            ]
+            for name, kw in configs:
+                timed(name, lambda kw=kw: raw_oss2(emu.url, files, concurrency=args.concurrency,
+                                                    threads=args.threads, checkpoints=root / "ckpt", **kw))
+            if not args.skip_sdk:
+                timed("(a) SDK method: 10 MiB parts, one after another",
+                      lambda: (lambda t0: (sdk_method(emu.url, files), time.perf_counter() - t0)[1])(
+                          time.perf_counter()))
+            timed("vodsync apply (again)", vodsync_run)
+
+    vod = min(results["vodsync apply"][0], results["vodsync apply (again)"][0])
+    best_b_name = min((n for n in results if n.startswith("(b)")), key=lambda n: results[n][0])
+    best_b = results[best_b_name][0]
+    sink = results["emulator sink (sendfile PUTs)"][0]
+    print()
+    print(f"vodsync (best of 2): {mbps(total, vod):.1f} MiB/s; emulator sink {mbps(total, sink):.1f} MiB/s "
+          f"({sink / vod:.2f}x vodsync's time: {'not ' if sink < 0.7 * vod else ''}the bottleneck)")
+    ok = True
+    if "(a) SDK method: 10 MiB parts, one after another" in results:
+        a = results["(a) SDK method: 10 MiB parts, one after another"][0]
+        ok &= verdict("vodsync >= 3x the SDK method (a)", a / vod >= 3, f"{a / vod:.2f}x")
+    ok &= verdict(f"vodsync within 10% of raw oss2 (b) [{best_b_name[4:]}]", vod <= best_b * 1.10,
+                  f"vodsync takes {vod / best_b:.2f}x (b)'s time ({mbps(total, best_b):.1f} MiB/s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
