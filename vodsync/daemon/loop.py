@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from vodsync.cloud.vod import VodClient
 from vodsync.daemon.backoff import ItemBackoff
@@ -57,8 +57,9 @@ from vodsync.engine.reconcile import build_plan, checkpoint_dir
 from vodsync.errors import ConfigError, VodsyncError
 from vodsync.state.store import Record, RecordStatus, StateStore
 
-if TYPE_CHECKING:
-    from vodsync.cli import Context
+# `ctx` below is the CLI's `Context` (config, manifests, roots, state, args, cloud()); the daemon
+# sits below the CLI, so it takes the object and never imports its class.
+Context = Any
 
 log = logging.getLogger("vodsync.daemon")
 
@@ -244,7 +245,8 @@ class Daemon:
         self._manifests: LoadedManifests | None = None
         self._reported_error: str | None = None
         self.watcher: ChangeWatcher | None = None
-        self._ctx_args: Any = None  # the CLI's arguments, re-read into a new Context on SIGHUP
+        # SIGHUP: returns settings from a freshly read config (serve() builds it from the CLI's Context).
+        self.reread_settings: Callable[[], DaemonSettings] | None = None
         self.on_first_plan: Callable[[], None] | None = None  # serve_forever: send READY=1
         self.passes = 0
         self.last_report: PassReport | None = None
@@ -351,14 +353,11 @@ class Daemon:
     def _reload_config(self) -> None:
         """SIGHUP in the loop thread: re-read flags + config through the CLI's Context."""
         self.notifier.reloading("reloading the config")
-        if self._ctx_args is None:  # embedded without a CLI context: callers use reload(settings)
+        if self.reread_settings is None:  # embedded without a CLI context: callers use reload(settings)
             self.notifier.ready(self._status_text())
             return
         try:
-            from vodsync.cli import Context
-
-            ctx = Context(self._ctx_args)
-            settings = DaemonSettings.from_context(ctx)
+            settings = self.reread_settings()
             if settings.manifests != self.settings.manifests:
                 log.info("manifests directory is now %s", settings.manifests)
             self.reload(settings)
@@ -666,9 +665,8 @@ class Daemon:
         finally:
             on_exit()  # wakes the main thread
 
-    def serve_forever(self, ctx_args: Any, *, stop_timeout: float = STOP_TIMEOUT) -> int:
+    def serve_forever(self, *, stop_timeout: float = STOP_TIMEOUT) -> int:
         """Signals, systemd notifications and the loop thread, until SIGTERM/SIGINT. Main thread only."""
-        self._ctx_args = ctx_args
         main_wake = threading.Event()
         stop_signal: list[int] = []
 
@@ -749,6 +747,8 @@ def serve(ctx: Context) -> int:
     with StateStore.open(ctx.state) as store, ctx.cloud() as cloud_settings:
         client = VodClient(cloud_settings, observer=metrics.api_call)
         daemon = Daemon(settings, store, client, metrics=metrics, health=health, notifier=notifier)
+        # A new Context re-reads flags, environment and the config file, as at start.
+        daemon.reread_settings = lambda: DaemonSettings.from_context(type(ctx)(args))
         if getattr(args, "once", False):
             reports = daemon.run_once()
             bad = [r for r in reports if r.error or r.failed or r.manifest_error]
@@ -756,7 +756,7 @@ def serve(ctx: Context) -> int:
         if server is not None:
             server.start()
         try:
-            return daemon.serve_forever(args)
+            return daemon.serve_forever()
         finally:
             if server is not None:
                 server.stop()
