@@ -428,3 +428,10 @@ def test_alias_bombs_and_self_references_stay_cheap(repo):
     # An alias is reported where its anchor was written (the 9 lists of l6 on line 7).
     assert "a.yaml:7: v.tags[0]: expected a string, got a list" in got
     assert "a.yaml:11: w.tags[0]: expected a string, got a mapping" in got
+
+
+def test_schema_does_not_offer_fields_a_kind_refuses():
+    defs = manifest_schema()["$defs"]
+    assert "cover_url" in defs["VideoItem"]["properties"]
+    for kind in ("ImageItem", "AttachedItem"):
+        assert not {"cover_url", "template_group_id", "workflow_id"} & set(defs[kind]["properties"])

@@ -140,7 +140,15 @@ class ManifestDefaults(MediaMetadata, _CreationOptions):
     """`defaults:` of a manifest file: applied to every item of the file that accepts the field."""
 
 
+def _schema_without_unsupported(schema: dict[str, Any], model: type[BaseModel]) -> None:
+    # Editors should not offer fields the item's kind refuses (cover_url on an image).
+    for name in getattr(model, "unsupported", ()):
+        schema.get("properties", {}).pop(name, None)
+
+
 class _Item(MediaMetadata, _CreationOptions):
+    model_config = ConfigDict(json_schema_extra=_schema_without_unsupported)
+
     name: Name = Field(description="unique across all manifests: [a-z0-9][a-z0-9._/-]*, ≤128 characters")
     # Fields this kind cannot take at all (the Create* call has no such parameter).
     unsupported: ClassVar[frozenset[str]] = frozenset()
