@@ -435,3 +435,11 @@ def test_schema_does_not_offer_fields_a_kind_refuses():
     assert "cover_url" in defs["VideoItem"]["properties"]
     for kind in ("ImageItem", "AttachedItem"):
         assert not {"cover_url", "template_group_id", "workflow_id"} & set(defs[kind]["properties"])
+
+
+def test_special_and_unreadable_entries_are_problems_not_hangs(repo):
+    os.mkfifo(repo / "manifests" / "pipe.yaml")
+    os.symlink(repo / "nowhere.yaml", repo / "manifests" / "dangling.yaml")
+    got = problems(repo)
+    assert got[0].startswith("dangling.yaml:1: cannot read the file")
+    assert got[1] == "pipe.yaml:1: is not a regular file"

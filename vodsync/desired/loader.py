@@ -176,7 +176,14 @@ def _manifest_files(root: Path, problems: list[ManifestProblem]) -> list[Path]:
         problems.append(ManifestProblem(Location(str(root)), None, "no such manifests directory or file"))
         return []
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+
+    def unreadable(exc: OSError) -> None:
+        where = Path(os.path.relpath(exc.filename or root, root)).as_posix()
+        problems.append(
+            ManifestProblem(Location(where, 1), None, f"cannot list directory: {exc.strerror or exc}")
+        )
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         # Hidden directories hold tooling (.git, .vodsync), not manifests.
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         found.extend(
@@ -274,6 +281,10 @@ class _ManifestFileLoader:
 
     def _parse(self) -> bool:
         try:
+            # A FIFO or device named *.yaml would block or never end; only regular files are read.
+            if not stat.S_ISREG(os.stat(self.path).st_mode):
+                self.problem(1, None, "is not a regular file")
+                return False
             raw = self.path.read_bytes()
         except OSError as exc:
             self.problem(1, None, f"cannot read the file: {exc.strerror or exc}")
