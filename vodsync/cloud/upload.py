@@ -7,7 +7,9 @@ reactively on a 403 from OSS, resuming from the parts already sent), retries of
 network errors and 5xx with the shared backoff policy, and translation of oss2
 exceptions into `CloudError` / `CredentialExpired`.
 
-The file is read once, by oss2 while sending; nothing here hashes it.
+The file is read once, by oss2 while sending; nothing here hashes it. For `vodsync gc`
+it also reads the checkpoints interrupted multipart uploads left (`list_checkpoints`)
+and aborts such an upload with a credential for its key (`abort_upload`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ from vodsync.cloud.settings import is_loopback_url
 from vodsync.cloud.types import UploadCredential, UploadResult, UploadTicket
 from vodsync.errors import CloudError, CredentialExpired
 
-__all__ = ["UploadResult", "upload_file"]
+__all__ = ["Checkpoint", "UploadResult", "abort_upload", "list_checkpoints", "upload_file"]
 
 AUTH_ERRORS = frozenset({"SecurityTokenExpired", "InvalidAccessKeyId"})
 MAX_REACTIVE_REFRESHES = 3
@@ -73,6 +76,7 @@ def upload_file(
         on_part=reporter.part_done,
     )
     multipart = size >= multipart_threshold
+    _abort_stale_upload(bucket, Path(checkpoint_dir), address.key, path, resumable=multipart)
     store = _PrivateStore(Path(checkpoint_dir)) if multipart else None
 
     def once() -> Any:
@@ -209,6 +213,33 @@ class _Bucket(oss2.Bucket):
         return super().complete_multipart_upload(key, upload_id, parts, headers=headers)
 
 
+def _abort_stale_upload(bucket: oss2.Bucket, checkpoint_dir: Path, key: str, path: Path, *, resumable: bool) -> None:
+    """Abort the multipart upload of a checkpoint this upload will not resume.
+
+    oss2 drops a checkpoint whose file changed (size/mtime) and starts a new upload, and a
+    single PUT ignores checkpoints; either way the old upload's parts would stay in OSS for
+    good. We hold a credential for this very key now, so this is the moment to abort it.
+    """
+    store_key = oss2.ResumableStore.make_store_key(bucket.bucket_name, key, os.path.abspath(path))
+    checkpoint = checkpoint_dir / oss2.resumable._UPLOAD_TEMP_DIR / store_key
+    try:
+        record = json.loads(checkpoint.read_text())
+        if resumable and record["size"] == path.stat().st_size and record["mtime"] == os.path.getmtime(path):
+            return  # oss2 resumes it
+        upload_id = str(record["upload_id"])
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # unreadable: oss2 discards it; `vodsync gc` reports it
+    try:
+        bucket.abort_multipart_upload(key, upload_id)
+    except oss_errors.NoSuchUpload:
+        pass
+    except oss_errors.OssError:
+        return  # keep the checkpoint, so `vodsync gc` can still report the upload
+    checkpoint.unlink(missing_ok=True)
+
+
 class _PrivateStore(oss2.ResumableStore):
     """oss2's checkpoint store, with files created 0600 (they name our bucket, key and upload id)."""
 
@@ -298,3 +329,54 @@ def _translate(exc: oss_errors.OssError) -> CloudError:
         retryable = is_retryable_code(code, exc.status) or code == "RequestTimeout"
         return CloudError(code, message, status=exc.status, request_id=exc.request_id or None, retryable=retryable)
     return CloudError("OSS.ClientError", scrub(getattr(exc, "body", "") or type(exc).__name__), retryable=False)
+
+
+# ---- leftovers of interrupted multipart uploads (for `vodsync gc`) ---------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One oss2 resumable-upload checkpoint: a multipart upload that was started and not finished."""
+
+    path: Path  # the checkpoint file itself
+    bucket: str
+    key: str
+    upload_id: str
+    file_path: str  # the local file being uploaded
+    parts: int  # parts recorded as sent
+
+
+def list_checkpoints(checkpoint_dir: Path) -> tuple[list[Checkpoint], list[Path]]:
+    """The checkpoints under `checkpoint_dir`, and files there that are not checkpoints (a temp
+    file a killed process left before its rename, or an unreadable one)."""
+    root = Path(checkpoint_dir) / oss2.resumable._UPLOAD_TEMP_DIR
+    found: list[Checkpoint] = []
+    junk: list[Path] = []
+    if not root.is_dir():
+        return found, junk
+    for path in sorted(root.iterdir()):
+        if not path.is_file():
+            continue
+        try:
+            data = json.loads(path.read_text())
+            found.append(Checkpoint(path, str(data["bucket"]), str(data["key"]), str(data["upload_id"]),
+                                    str(data["file_path"]), len(data.get("parts") or ())))
+        except (OSError, ValueError, KeyError, TypeError):
+            junk.append(path)
+    return found, junk
+
+
+def abort_upload(ticket: UploadTicket, upload_id: str) -> None:
+    """Abort multipart upload `upload_id` at the ticket's address (its STS credential covers that key).
+    An upload that no longer exists counts as aborted."""
+    install_sdk_log_scrubber()
+    cred = ticket.credential
+    auth = oss2.StsAuth(cred.access_key_id, cred.access_key_secret, cred.security_token)
+    bucket = oss2.Bucket(auth, ticket.address.endpoint, ticket.address.bucket,
+                         session=_session(ticket.address.endpoint, 1))
+    try:
+        bucket.abort_multipart_upload(ticket.address.key, upload_id)
+    except oss_errors.NoSuchUpload:
+        return
+    except oss_errors.OssError as exc:
+        raise _translate(exc) from None
