@@ -64,6 +64,19 @@ def _state_readable(path: Path) -> set[str]:
         return {str(r.status) for r in store.records().values()}
 
 
+def _wait_for_lock(state: Path, proc: subprocess.Popen[bytes]) -> None:
+    """Until `proc` holds the state file's writer lock (the lock file names the holder's pid)."""
+    lock = state.with_name(state.name + ".lock")
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if lock.read_text().split()[0] == str(proc.pid):
+                return
+        except (OSError, IndexError):
+            pass
+        time.sleep(0.005)
+
+
 def test_sigkill_at_random_moments_then_converges(tmp_path: Path, crash_emulator: Emulator,
                                                   sources: SourceServer) -> None:
     emu = crash_emulator
@@ -76,14 +89,18 @@ def test_sigkill_at_random_moments_then_converges(tmp_path: Path, crash_emulator
     log = tmp_path / "runs.log"
     tuning = ("--part-size", str(PART), "--multipart-threshold", str(PART * 2), "--wait", "3")
 
-    kills = finished = 0
+    kills = finished = interrupted = 0
     left_behind: Counter[str] = Counter()  # record statuses seen after a kill
     deadline = time.monotonic() + 150
 
     def run_once() -> None:
-        nonlocal kills, finished
+        nonlocal kills, finished, interrupted
         assert time.monotonic() < deadline, f"only {kills} kills in the time budget"
         proc = lib.spawn("apply", *tuning, log=log)
+        # Mostly measured from the moment the run holds the state lock (so a loaded machine's
+        # slow start-up does not eat the window); every fifth kill from the spawn itself.
+        if kills % 5 != 4:
+            _wait_for_lock(lib.state, proc)
         try:
             proc.wait(timeout=rng.uniform(0.005, 1.0))
         except subprocess.TimeoutExpired:  # still working: this is the moment
@@ -93,8 +110,9 @@ def test_sigkill_at_random_moments_then_converges(tmp_path: Path, crash_emulator
         else:
             finished += 1
         if lib.state.exists():
-            for status in _state_readable(lib.state):
-                left_behind[status] += 1
+            statuses = _state_readable(lib.state)
+            left_behind.update(statuses)
+            interrupted += bool(statuses & {"creating", "uploading", "deleting"})
 
     # Phase 1: create everything. Phase 2: new content, new URLs, new titles and new items,
     # so kills also land in replaces (old media kept until the new one is complete, then deleted).
@@ -119,8 +137,18 @@ def test_sigkill_at_random_moments_then_converges(tmp_path: Path, crash_emulator
     assert not c.uploading, f"media left in Uploading: {c.uploading}"
     # The kills really happened, mostly while work was under way.
     print(f"kills={kills} completed runs={finished} left behind={dict(left_behind)}")
-    # The kills landed in the dangerous windows, not only in start-up.
-    assert left_behind["creating"] >= 3 and left_behind["uploading"] >= 3, left_behind
+    # Most kills landed in the dangerous windows (a create or an upload under way), not in start-up.
+    assert interrupted >= KILLS // 2, (interrupted, left_behind)
+
+    # No multipart upload is left behind where vodsync could know of it: every interrupted
+    # upload was resumed, or aborted when it could not be (the final run uses the default
+    # part size, so uploads started with the small one are not resumable: they are aborted).
+    gc = lib.cli("gc")
+    assert gc.code == 0 and "Nothing to collect" in gc.out, gc
+    leftovers = emu.state()["multipart_uploads"]
+    # What may remain: uploads initiated by a process killed before oss2 wrote their checkpoint.
+    # Nothing local names them and an UploadAuth cannot list a bucket (see docs/guarantees.md).
+    print(f"multipart uploads nothing local knows of: {len(leftovers)}")
 
     # A second run has nothing to do: the state converged.
     again = lib.cli("plan", "--detailed-exitcode")
@@ -148,3 +176,4 @@ def _mutate(lib: Library, items: list[dict]) -> list[dict]:
          "file": lib.file("media/late.png", b"\x89PNG\r\n\x1a\n" + b"L" * 400)},
     ]
     return out + extra
+

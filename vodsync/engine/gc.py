@@ -1,0 +1,275 @@
+"""`vodsync gc`: find, and with `--yes` remove, what interrupted runs left behind that no record owns.
+
+Two kinds of leftovers:
+
+1. **Media stuck in `Uploading`** for longer than an upload credential lives
+   (3,000 s, vod-api.md §2), so no upload that is still running can be filling
+   it, that carry vodsync's markers and that no state record owns:
+   - videos: `ReferenceId` starting `vs_` (what `reference_id()` makes) or
+     UserData `{"Extend": {"vodsync": <item>}}`;
+   - images and attached media: SearchMedia may not show UserData for them, so
+     the rule is: UserData with our marker where it is visible (UserData that is
+     visible and not ours excludes the media), else an exact title match with a
+     title vodsync has recorded (a record's metadata or interrupted intent).
+     Such media can never be completed by anyone (images and attached media
+     have no credential refresh), so the title rule only guards against
+     touching other people's dead uploads.
+   A record owns media through its `remote_id`, through the media a replace keeps
+   serving (`intent.supersedes`), and, for videos, through its ReferenceId (an
+   interrupted create the next apply adopts).
+
+2. **Abandoned multipart uploads.** OSS's ListMultipartUploads is a bucket-level
+   call that an UploadAuth (scoped to one object) may not make, so the source is
+   the checkpoint directory beside the state file: every checkpoint names the
+   bucket, key and upload id of a multipart upload. One whose local file no
+   unfinished record is uploading is abandoned. Where vodsync can get a credential
+   for its key without side effects on live media (an orphaned video that gc
+   removes anyway: RefreshUploadVideo), the upload is aborted; otherwise it is
+   reported, and `--yes` forgets the checkpoint (it can never be resumed).
+
+Dry run by default: nothing is changed without `yes=True`. Exit code 0, or 1
+when removal failed for something.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from vodsync.cloud.upload import Checkpoint, abort_upload, list_checkpoints
+from vodsync.cloud.vod import DEFAULT_UPLOAD_AUTH_LIFETIME, VodClient
+from vodsync.engine.executor import reference_id
+from vodsync.errors import VodsyncError
+from vodsync.state.store import Record, RecordStatus, StateStore
+
+log = logging.getLogger("vodsync.gc")
+
+CREDENTIAL_LIFETIME = float(DEFAULT_UPLOAD_AUTH_LIFETIME)
+_SEARCH_TYPES = (("video", "video"), ("audio", "video"), ("image", "image"), ("attached", "attached"))
+_VIEW_KEYS = {"video": "Video", "audio": "Audio", "image": "Image", "attached": "AttachedMedia"}
+_UNFINISHED = (RecordStatus.CREATING, RecordStatus.UPLOADING, RecordStatus.FAILED)
+
+
+@dataclass(frozen=True)
+class OrphanMedia:
+    kind: str  # video | image | attached
+    media_id: str
+    title: str
+    age: float  # seconds since creation
+    why: str
+
+
+@dataclass(frozen=True)
+class AbandonedUpload:
+    checkpoint: Checkpoint
+    video_id: str | None = None  # an orphaned video at that key: its refresh gives a credential to abort
+
+
+@dataclass
+class Findings:
+    media: list[OrphanMedia] = field(default_factory=list)
+    uploads: list[AbandonedUpload] = field(default_factory=list)
+    junk: list[Path] = field(default_factory=list)  # unreadable/temporary checkpoint files
+
+    @property
+    def empty(self) -> bool:
+        return not (self.media or self.uploads or self.junk)
+
+
+def checkpoint_dir(state_path: Path) -> Path:
+    from vodsync.engine.reconcile import checkpoint_dir as where
+
+    return where(state_path)
+
+
+def find_leftovers(
+    records: Mapping[str, Record],
+    client: VodClient,
+    *,
+    checkpoints: Path,
+    now: float,
+    lifetime: float = CREDENTIAL_LIFETIME,
+) -> Findings:
+    """Everything gc would remove; reads only (SearchMedia, and the checkpoint directory)."""
+    found = Findings()
+    owned = _owned_ids(records)
+    refs = {r.reference_id or reference_id(r.name) for r in records.values() if r.kind == "video"}
+    titles = _known_titles(records.values())
+    for search_type, kind in _SEARCH_TYPES:
+        for hit in client.search_media(search_type, "Status = 'Uploading'"):
+            view = hit.get(_VIEW_KEYS[search_type]) or {}
+            media_id = hit.get("MediaId") or ""
+            created = _epoch(hit.get("CreationTime") or view.get("CreationTime"))
+            if not media_id or view.get("Status", "Uploading") != "Uploading" or created is None:
+                continue
+            age = now - created
+            if age <= lifetime or media_id in owned:
+                continue
+            why = _ours(kind, view, titles)
+            if why is None or (kind == "video" and view.get("ReferenceId") in refs):
+                continue
+            found.media.append(OrphanMedia(kind, media_id, str(view.get("Title") or ""), age, why))
+
+    live_files = {r.source for r in records.values() if r.status in _UNFINISHED}
+    cps, found.junk = list_checkpoints(checkpoints)
+    for cp in cps:
+        if cp.file_path not in live_files:
+            found.uploads.append(AbandonedUpload(cp))
+    return found
+
+
+def run_gc(
+    store: StateStore,
+    client: VodClient,
+    *,
+    yes: bool,
+    out: IO[str],
+    clock: Callable[[], float] | None = None,
+    lifetime: float = CREDENTIAL_LIFETIME,
+) -> int:
+    """List the leftovers; with `yes`, remove them. Returns the exit code."""
+    found = find_leftovers(store.records(), client, checkpoints=checkpoint_dir(store.path),
+                           now=(clock or _now)(), lifetime=lifetime)
+    if found.empty:
+        print("Nothing to collect: no orphaned media, no abandoned uploads.", file=out)
+        return 0
+    verb = "Removing" if yes else "Would remove"
+    for m in found.media:
+        print(f"  {m.kind:<8} {m.media_id}  {m.title!r}  Uploading for {_hours(m.age)}  ({m.why})", file=out)
+    for u in found.uploads:
+        cp = u.checkpoint
+        print(f"  upload   {cp.upload_id}  {cp.bucket}/{cp.key}  {cp.parts} part(s) of {cp.file_path}", file=out)
+    for path in found.junk:
+        print(f"  file     {path}  (not a usable checkpoint)", file=out)
+    print(f"{verb}: {len(found.media)} orphaned media, {len(found.uploads)} abandoned multipart upload(s), "
+          f"{len(found.junk)} stray checkpoint file(s).", file=out)
+    if not yes:
+        print("Dry run: nothing was changed. Run `vodsync gc --yes` to remove these.", file=out)
+        return 0
+    return _remove(found, client, out)
+
+
+def _remove(found: Findings, client: VodClient, out: IO[str]) -> int:
+    failures = 0
+    # Abort uploads first: an orphaned video's refresh (the credential that can abort them)
+    # is only possible while the video exists.
+    tickets: dict[tuple[str, str], Any] = {}
+    for m in found.media:
+        if m.kind != "video":
+            continue
+        try:
+            t = client.refresh_upload_video(video_id=m.media_id)
+            tickets[(t.address.bucket, t.address.key)] = t
+        except VodsyncError as err:
+            log.info("no credential for orphaned video %s: %s", m.media_id, err.message)
+    for u in found.uploads:
+        cp = u.checkpoint
+        ticket = tickets.get((cp.bucket, cp.key))
+        try:
+            if ticket is not None:
+                abort_upload(ticket, cp.upload_id)
+                print(f"  aborted upload {cp.upload_id} ({cp.bucket}/{cp.key})", file=out)
+            else:
+                print(f"  forgot upload {cp.upload_id} ({cp.bucket}/{cp.key}): no credential for that key can "
+                      "be had without touching live media; its parts stay until VOD's storage expires them",
+                      file=out)
+            cp.path.unlink(missing_ok=True)
+        except (VodsyncError, OSError) as err:
+            failures += 1
+            print(f"  could not abort {cp.upload_id}: {getattr(err, 'message', err)}", file=out)
+    by_kind: dict[str, list[str]] = {}
+    for m in found.media:
+        by_kind.setdefault(m.kind, []).append(m.media_id)
+    for kind, ids in by_kind.items():
+        for i in range(0, len(ids), 20):
+            batch = ids[i:i + 20]
+            try:
+                if kind == "video":
+                    client.delete_videos(batch)
+                elif kind == "image":
+                    client.delete_images(batch)
+                else:
+                    client.delete_attached_media(batch)
+                for mid in batch:
+                    print(f"  deleted {kind} {mid}", file=out)
+            except VodsyncError as err:
+                failures += len(batch)
+                print(f"  could not delete {kind}s {', '.join(batch)}: {err.message}", file=out)
+    for path in found.junk:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            failures += 1
+            print(f"  could not remove {path}: {err.strerror}", file=out)
+    print("Done." if not failures else f"Done, with {failures} failure(s).", file=out)
+    return 0 if not failures else 1
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _owned_ids(records: Mapping[str, Record]) -> set[str]:
+    owned: set[str] = set()
+    for r in records.values():
+        if r.remote_id:
+            owned.add(r.remote_id)
+        if r.intent and r.intent.get("supersedes"):
+            owned.add(str(r.intent["supersedes"]))
+    return owned
+
+
+def _known_titles(records: Iterable[Record]) -> set[str]:
+    titles: set[str] = set()
+    for r in records:
+        for source in (r.metadata, r.intent or {}):
+            title = source.get("title")
+            if isinstance(title, str) and title:
+                titles.add(title)
+    return titles
+
+
+def _marker(raw: Any) -> str | None:
+    """The item name in UserData `{"Extend": {"vodsync": name}}`, else None."""
+    try:
+        data = json.loads(raw) if isinstance(raw, str) else raw
+        extend = data.get("Extend") if isinstance(data, Mapping) else None
+        if isinstance(extend, str):
+            extend = json.loads(extend)
+        name = extend.get("vodsync") if isinstance(extend, Mapping) else None
+        return name if isinstance(name, str) else None
+    except ValueError:
+        return None
+
+
+def _ours(kind: str, view: Mapping[str, Any], titles: set[str]) -> str | None:
+    """Why this media is vodsync's (None: it is not, or we cannot tell)."""
+    name = _marker(view.get("UserData"))
+    if name is not None:
+        return f"UserData marks it as item {name!r}"
+    if kind == "video":
+        ref = str(view.get("ReferenceId") or "")
+        return f"ReferenceId {ref}" if ref.startswith("vs_") else None
+    if view.get("UserData"):
+        return None  # visible UserData that is not ours: someone else's
+    title = view.get("Title")
+    return f"title {title!r} is one vodsync recorded" if title in titles else None
+
+
+def _epoch(value: Any) -> float | None:
+    if not value:
+        return None
+    try:
+        return datetime.strptime(str(value)[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
