@@ -38,6 +38,7 @@ AUTH_ERRORS = frozenset({"SecurityTokenExpired", "InvalidAccessKeyId"})
 MAX_REACTIVE_REFRESHES = 3
 PROACTIVE_RETRY_AFTER = 30.0  # seconds to keep a still-valid token when a proactive refresh failed
 NETWORK_ERROR = "SDK.HttpError"
+RETRY_LIST_PARTS = (0.05, 0.2, 0.5)  # waits between ListParts attempts (idempotent, cheap)
 
 
 def upload_file(
@@ -97,6 +98,7 @@ def upload_file(
 
     delays = (policy or RetryPolicy()).delays()
     reactive_left = MAX_REACTIVE_REFRESHES
+    parts_seen = 0
     while True:
         try:
             result = once()
@@ -114,6 +116,12 @@ def upload_file(
             continue
         if not err.retryable:
             raise err
+        if reporter.parts_done > parts_seen:
+            # The budget is for failures in a row: an attempt that landed parts made progress
+            # that the next one keeps (ListParts), so a long upload through a flaky network
+            # finishes. Still bounded: every reset needs at least one new part.
+            parts_seen = reporter.parts_done
+            delays = (policy or RetryPolicy()).delays()
         delay = next(delays, None)
         if delay is None:
             raise err
@@ -194,6 +202,20 @@ class _Bucket(oss2.Bucket):
         self._on_part = on_part
         self._part_crcs: dict[tuple[str, int], int] = {}
         self._crc_lock = threading.Lock()
+
+    def list_parts(self, key, upload_id, marker="", max_parts=1000, headers=None):  # type: ignore[no-untyped-def]
+        # Every (re)start of a resumable upload lists parts twice before sending any. Retried
+        # here, on its own: if one failed listing ended the whole attempt, a flaky network would
+        # spend the upload's retry budget on attempts that could not make progress.
+        for delay in (*RETRY_LIST_PARTS, None):
+            try:
+                return super().list_parts(key, upload_id, marker, max_parts, headers)
+            except oss_errors.OssError as exc:
+                err = _translate(exc)
+                if delay is None or not err.retryable or isinstance(err, CredentialExpired):
+                    raise
+                time.sleep(delay)
+        raise AssertionError("unreachable")
 
     def upload_part(self, key, upload_id, part_number, data, progress_callback=None, headers=None):  # type: ignore[no-untyped-def]
         result = super().upload_part(key, upload_id, part_number, data, progress_callback, headers)
@@ -279,6 +301,7 @@ class _Progress:
         self._done = -1
         self._baseline: int | None = None
         self._attempt_bytes = 0
+        self.parts_done = 0  # parts sent successfully, over all attempts
         self._lock = threading.Lock()
 
     def begin_attempt(self) -> None:
@@ -293,6 +316,7 @@ class _Progress:
 
     def part_done(self, size: int) -> None:
         with self._lock:
+            self.parts_done += 1
             self._attempt_bytes += size
             self._emit((self._baseline or 0) + self._attempt_bytes)
 
