@@ -17,8 +17,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -61,26 +59,46 @@ class ProcResult:
     stderr: str
 
 
+# Linux keeps the RSS high-water mark of the image a process exec()s from in its ru_maxrss, so a
+# child forked from this (large) benchmark process would report at least our own size. A tiny
+# launcher, started with almost nothing in it, forks the measured command and reports its wait4.
+_LAUNCHER = r"""
+import json, os, sys, time
+report, cmd = sys.argv[1], sys.argv[2:]
+started = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    try:
+        os.execvp(cmd[0], cmd)
+    finally:
+        os._exit(127)
+_, status, ru = os.wait4(pid, 0)
+seconds = time.perf_counter() - started
+with open(report, "w") as f:
+    json.dump([os.waitstatus_to_exitcode(status), seconds, ru.ru_utime + ru.ru_stime, ru.ru_maxrss], f)
+"""
+
+
 def run_process(cmd: Sequence[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
                 timeout: float = 1800) -> ProcResult:
-    """Run `cmd` to completion; wall time, CPU time and peak RSS of exactly this child (wait4)."""
-    out = tempfile.TemporaryFile()
-    err = tempfile.TemporaryFile()
-    started = time.perf_counter()
-    proc = subprocess.Popen(list(cmd), stdout=out, stderr=err, env=env if env is not None else clean_env(),
-                            cwd=cwd)
-    killer = threading.Timer(timeout, proc.kill)  # a blocking wait4 keeps the child's own rusage
-    killer.start()
-    try:
-        _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        killer.cancel()
-    seconds = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    out.seek(0)
-    err.seek(0)
-    return ProcResult(proc.returncode, seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024,
-                      out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+    """Run `cmd` to completion: wall time (from fork to exit, start-up included), CPU time and
+    peak RSS (ru_maxrss = VmHWM) of exactly that process, measured by a small launcher."""
+    with tempfile.TemporaryDirectory(prefix="vodsync-bench-run-") as tmp:
+        out_path, err_path, report = Path(tmp, "out"), Path(tmp, "err"), Path(tmp, "report.json")
+        with open(out_path, "wb") as out, open(err_path, "wb") as err:
+            proc = subprocess.Popen([PYTHON, "-S", "-c", _LAUNCHER, str(report), *cmd], stdout=out, stderr=err,
+                                    env=env if env is not None else clean_env(), cwd=cwd, start_new_session=True)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if report.exists():
+            code, seconds, cpu, maxrss_kib = json.loads(report.read_text())
+        else:
+            code, seconds, cpu, maxrss_kib = -9, float(timeout), 0.0, 0
+        return ProcResult(code, seconds, cpu, maxrss_kib * 1024, out_path.read_text(errors="replace"),
+                          err_path.read_text(errors="replace"))
 
 
 def proc_cpu_seconds(pid: int) -> float:
