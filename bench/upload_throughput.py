@@ -17,6 +17,11 @@ Runs, each against the same emulator process (reset in between):
   and the best is the baseline.
 
 Targets: vodsync >= 3x (a); vodsync within 10% of (b).
+
+On loopback every run is bound by CPU (client and emulator share the machine's cores),
+which is where one stream of 10 MiB parts loses least. `--latency-ms 30` delays every
+OSS request at the emulator (its `slow` fault rule), as a round trip to OSS does: what
+the SDK method pays once per part and vodsync overlaps.
 """
 
 from __future__ import annotations
@@ -160,12 +165,16 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="files at once (vodsync's default: 4)")
     parser.add_argument("--threads", type=int, default=4, help="part threads per file (vodsync's default: 4)")
     parser.add_argument("--skip-sdk", action="store_true", help="skip baseline (a), the slowest run")
+    parser.add_argument("--latency-ms", type=int, default=0,
+                        help="delay every OSS request this long at the emulator (its 'slow' fault), as a "
+                             "round trip to a distant region would; default 0 (loopback)")
     args = parser.parse_args()
     small, count, big = (32 * MiB, 4, 256 * MiB) if args.quick else (128 * MiB, 8, 1 * GiB)
     total = small * count + big
     print_machine()
     print(f"batch: {count} x {small // MiB} MiB + 1 x {big // MiB} MiB = {total / MiB:.0f} MiB; "
-          f"concurrency {args.concurrency} files x {args.threads} part threads")
+          f"concurrency {args.concurrency} files x {args.threads} part threads"
+          + (f"; every OSS request delayed {args.latency_ms} ms" if args.latency_ms else "; loopback"))
 
     with workdir("upload") as root:
         require_disk(root, 2 * total)
@@ -179,6 +188,9 @@ def main() -> int:
         with EmulatorProcess(root / "emulator-data") as emu:
             def timed(name: str, fn) -> float:  # noqa: ANN001
                 emu.reset()
+                if args.latency_ms:
+                    emu.control("faults", {"rules": [{"match": "oss:*", "error": "slow",
+                                                      "delay_ms": args.latency_ms}]})
                 cpu0 = emu.cpu_seconds()
                 seconds = fn()
                 results[name] = (seconds, emu.cpu_seconds() - cpu0)
