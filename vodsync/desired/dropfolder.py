@@ -514,10 +514,11 @@ class DropFolder:
         if bad and file.sidecar is not None:
             raise _Failed(f"{file.sidecar.name}: {bad[0]}: {kind.value} files do not take {', '.join(bad)}")
         merged = {k: v for k, v in self.defaults.items() if k not in unsupported}
-        merged.update({k: v for k, v in sidecar.items() if k != "business_type"})
+        # `key: null` in a sidecar means "not set" (the model allows it): defaults still apply.
+        merged.update({k: v for k, v in sidecar.items() if k != "business_type" and v is not None})
         if self.defaults.get("tags") and sidecar.get("tags"):
             merged["tags"] = list(dict.fromkeys([*self.defaults["tags"], *sidecar["tags"]]))
-        if "title" not in sidecar:
+        if sidecar.get("title") is None:
             merged["title"] = self._title(file.path)
         if "tags" in merged:
             merged["tags"] = tuple(dict.fromkeys(merged["tags"]))
