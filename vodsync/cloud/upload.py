@@ -266,7 +266,8 @@ class _PrivateStore(oss2.ResumableStore):
     """oss2's checkpoint store, with files created 0600 (they name our bucket, key and upload id)."""
 
     def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(root, 0o700)  # its listing names our uploads too (mkdir's mode is cut by the umask)
         super().__init__(root=str(root))
         os.chmod(self.dir, 0o700)
 
