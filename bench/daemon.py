@@ -21,6 +21,7 @@ Targets: latency < 1 s beyond the stability window; idle CPU < 1% of a core.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -94,7 +95,7 @@ def main() -> int:
                 before = calls("CreateUploadVideo")
                 target = root / "drop" / f"clip-{i:02d}.mp4"
                 tmp = root / f".clip-{i:02d}.partial"
-                make_file(tmp, 4 * MiB)
+                tmp.write_bytes(os.urandom(4 * MiB))  # new content: drop items are named by their digest
                 tmp.rename(target)  # the whole file appears at once (as `mv` into the folder)
                 written = time.time()
                 started = wait_for(lambda b=before: calls("CreateUploadVideo") > b, args.stable + 60)
