@@ -526,8 +526,7 @@ class Executor:
             rec = self.store.get(c.name)
             if rec is not None and rec.status is RecordStatus.INGESTING:
                 continue  # adopted by recovery
-            old = rec.remote_id if rec is not None and c.action is Action.REPLACE else None
-            old_kind = rec.kind if rec is not None else None
+            old, old_kind = _superseded(c, rec)
             if rec is not None and rec.remote_id and c.action is Action.CREATE:
                 # Deleted remotely: forget the dead ID, so a failed ingest is retried (RESUME).
                 self._save(rec.replace(remote_id=None))
@@ -664,12 +663,13 @@ class Executor:
         olds: dict[str, tuple[str, str]] = {}
         for c in batch:
             rec = self.store.get(c.name)
-            if rec is not None and rec.remote_id and c.action is Action.REPLACE:
-                olds[c.name] = (rec.kind, rec.remote_id)
+            old, old_kind = _superseded(c, rec)
+            if old:
+                olds[c.name] = (old_kind or c.kind, old)
             elif rec is not None and rec.remote_id and c.action is Action.CREATE:
                 # Deleted remotely: forget the dead ID, so a failed registration is retried (RESUME).
                 self._save(rec.replace(remote_id=None))
-            self._intent(c)
+            self._intent(c, supersedes=old, supersedes_kind=old_kind)
         first = batch[0].item
         assert first is not None
         registered, failed = self.client.register_media(
@@ -839,6 +839,22 @@ def _ingest_failed(rec: Record) -> Record:
         return rec
     return rec.replace(source=intent["previous_source"], metadata=intent.get("previous_metadata", rec.metadata),
                        intent=None)
+
+
+def _superseded(change: Change, rec: Record | None) -> tuple[str | None, str | None]:
+    """The media a replace keeps serving until its successor is complete (and then deletes).
+
+    A replace names it; a replace interrupted after its intent comes back as a resume, and the
+    intent still names it: without that, the old media would never be deleted.
+    """
+    if rec is None:
+        return None, None
+    if change.action is Action.REPLACE and rec.remote_id:
+        return rec.remote_id, rec.kind
+    intent = rec.intent or {}
+    if change.action is Action.RESUME and intent.get("supersedes"):
+        return intent["supersedes"], intent.get("supersedes_kind") or intent.get("kind")
+    return None, None
 
 
 def _cleanup_intent(old_id: str | None, old_kind: str | None, new_id: str) -> dict[str, Any] | None:
