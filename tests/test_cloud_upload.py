@@ -313,3 +313,29 @@ def test_loopback_upload_ignores_proxy_variables(emulator, client, tmp_path, mon
     path.write_bytes(b"y" * 1000)
     ticket = client.create_upload_video(title="s", file_name="small.mp4")
     assert upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck").size == 1000
+
+
+def test_object_whose_crc_differs_from_the_local_file_is_uploaded_again_then_refused(
+    emulator, client, tmp_path, monkeypatch
+):
+    # OSS reports the whole object's CRC-64; it is compared with the local file's. Here the
+    # local side is made to disagree, as when the file changed under the upload.
+    from vodsync.cloud import upload as upload_module
+
+    path = tmp_path / "small.mp4"
+    path.write_bytes(os.urandom(200 * 1024))
+    ticket = client.create_upload_video(title="c", file_name="small.mp4")
+    real = upload_module._FileCrc.value
+    monkeypatch.setattr(upload_module._FileCrc, "value", lambda self: real(self) ^ 1)
+    with pytest.raises(CloudError) as caught:
+        upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck",
+                    policy=RetryPolicy(attempts=2, seed=1), sleep=lambda s: None)
+    assert caught.value.code == "InconsistentError"
+    assert puts(emulator) == 2  # uploaded once more before giving up
+
+
+def test_whole_object_crc_matches_the_local_file(emulator, client, tmp_path, big_file):
+    path, crc = big_file
+    ticket = client.create_upload_video(title="c", file_name="big.mp4")
+    result = upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck", part_size=PART)
+    assert result.crc64 == crc == stored(emulator, ticket)["crc64"]

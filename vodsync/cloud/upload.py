@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import fastcrc
 import oss2
 from oss2 import exceptions as oss_errors
 from oss2.credentials import Credentials
@@ -73,7 +74,10 @@ def upload_file(
         address.endpoint,
         address.bucket,
         session=_session(address.endpoint, threads),
-        enable_crc=True,
+        # oss2's own CRC runs crcmod over every byte (~0.4 GB/s of client CPU); instead the whole
+        # object's CRC-64, which OSS reports on the final PUT or Complete, is checked below against
+        # the local file (fastcrc, ~13 GB/s). That also covers parts an earlier process sent.
+        enable_crc=False,
         on_part=reporter.part_done,
     )
     multipart = size >= multipart_threshold
@@ -96,12 +100,16 @@ def upload_file(
             progress_callback=reporter,
         )
 
+    local_crc = _FileCrc(path)
     delays = (policy or RetryPolicy()).delays()
     reactive_left = MAX_REACTIVE_REFRESHES
     parts_seen = 0
     while True:
         try:
             result = once()
+            if result.crc is not None and result.crc != local_crc.value():
+                raise oss_errors.InconsistentError("the object's CRC-64 differs from the local file's",
+                                                   result.request_id)
             break
         except oss_errors.OssError as exc:
             err = _translate(exc)
@@ -129,6 +137,28 @@ def upload_file(
 
     reporter(size, size)
     return UploadResult(etag=result.etag, crc64=result.crc, size=size)
+
+
+class _FileCrc:
+    """CRC-64/XZ of a local file, computed on a thread while the upload runs."""
+
+    CHUNK = 4 * 1024 * 1024
+
+    def __init__(self, path: Path) -> None:
+        self._value: int | None = None
+        self._thread = threading.Thread(target=self._run, args=(path,), daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        crc = 0
+        with open(path, "rb") as f:
+            while chunk := f.read(self.CHUNK):
+                crc = fastcrc.crc64.xz(chunk, initial=crc)
+        self._value = crc
+
+    def value(self) -> int | None:
+        self._thread.join()
+        return self._value
 
 
 class _CredentialHolder(oss2.CredentialsProvider):
