@@ -49,8 +49,9 @@ _FAST_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Deeper than any real manifest or config needs; far below what libyaml's recursive composer survives.
 MAX_YAML_DEPTH = 100
-# Below this bound on the nesting depth, composing cannot exhaust the C stack, so no scan is needed.
-_DEPTH_SCAN_THRESHOLD = 1000
+# Below this bound on the nesting depth, composing cannot exhaust the C stack (it crashes near
+# 30,000 levels), so the depth is checked on the composed tree instead of by a second parse.
+_DEPTH_SCAN_THRESHOLD = 4000
 
 
 def _nesting_bound(text: str) -> int:
@@ -91,6 +92,32 @@ def _check_depth(text: str, loader_class: type, max_depth: int) -> None:
         parser.dispose()
 
 
+def _check_node_depth(root: yaml.Node, max_depth: int) -> None:
+    """`_check_depth` on an already composed tree: an iterative walk over collection nodes only.
+
+    Aliases make the tree a graph (shared, even cyclic, nodes); like the event stream, the
+    walk counts each node once, where it was written (anchors come before their aliases).
+    """
+    collections = (yaml.MappingNode, yaml.SequenceNode)
+    stack: list[tuple[yaml.Node, int]] = [(root, 1)] if isinstance(root, collections) else []
+    seen: set[int] = set()
+    while stack:
+        node, depth = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if depth > max_depth:
+            raise yaml.MarkedYAMLError(
+                problem=f"nested more than {max_depth} levels deep", problem_mark=node.start_mark
+            )
+        if isinstance(node, yaml.MappingNode):
+            children = [c for pair in node.value for c in pair if isinstance(c, collections)]
+        else:
+            children = [c for c in node.value if isinstance(c, collections)]
+        # reversed: the first too-deep node in document order is the one reported
+        stack.extend((c, depth + 1) for c in reversed(children))
+
+
 def parse_yaml_document(
     text: str, *, fast: bool = True, max_depth: int = MAX_YAML_DEPTH
 ) -> tuple[Any, yaml.Node | None]:
@@ -103,11 +130,14 @@ def parse_yaml_document(
     callers turn those into their own errors.
     """
     loader_class = _FAST_LOADER if fast else yaml.SafeLoader
-    if _nesting_bound(text) > max_depth:
-        _check_depth(text, loader_class, max_depth)
+    bound = _nesting_bound(text)
+    if bound > _DEPTH_SCAN_THRESHOLD:
+        _check_depth(text, loader_class, max_depth)  # before composing: it could crash
     loader = loader_class(text)
     try:
         node = loader.get_single_node()
+        if node is not None and max_depth < bound <= _DEPTH_SCAN_THRESHOLD:
+            _check_node_depth(node, max_depth)
         data = loader.construct_document(node) if node is not None else None
     finally:
         loader.dispose()
