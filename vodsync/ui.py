@@ -11,21 +11,16 @@ import logging
 import sys
 import threading
 import time
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 
-from vodsync.engine.executor import Outcome, Reporter, Result
 from vodsync.engine.plan import Plan, human_bytes, render_lines
+
+if TYPE_CHECKING:  # `vodsync plan` prints a plan without importing the executor
+    from rich.progress import TaskID
+
+    from vodsync.engine.executor import Outcome, Result
 
 log = logging.getLogger("vodsync.apply")
 
@@ -39,10 +34,22 @@ def print_plan(plan: Plan, console: Console) -> None:
         console.print(text, style=style or None, markup=False)
 
 
-class RichReporter(Reporter):
-    """Live progress bars for uploads, and one line per outcome above them."""
+class RichReporter:
+    """Live progress bars for uploads (bytes and rate); outcome lines are drawn above them.
+
+    It implements the executor's `Reporter` interface.
+    """
 
     def __init__(self, console: Console) -> None:
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
         self.console = console
         self.progress = Progress(
             TextColumn("{task.description}"),
@@ -90,8 +97,11 @@ class RichReporter(Reporter):
 
 
 
-class LogReporter(Reporter):
-    """Plain lines for logs: a start and end line per upload and a progress line every few seconds."""
+class LogReporter:
+    """Plain lines for logs: a start line per upload and a progress line every few seconds.
+
+    It implements the executor's `Reporter` interface.
+    """
 
     def __init__(self, every: float = 5.0, clock: Any = time.monotonic) -> None:
         self.every = every

@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 from vodsync.desired.items import DesiredItem
 from vodsync.engine.content import hashes_needed
 from vodsync.engine.diff import diff
-from vodsync.engine.executor import ExecOptions, Executor, Reporter, Result
 from vodsync.engine.plan import Plan, PlanOptions, check_plan, make_plan
 from vodsync.state.store import StateStore
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # `plan` never executes: it does not pay for the executor's imports
     from vodsync.cloud.vod import VodClient
+    from vodsync.engine.executor import ExecOptions, Executor, Reporter, Result
 
 
 def checkpoint_dir(state_path: Path) -> Path:
@@ -55,6 +55,8 @@ def apply(
     reporter: Reporter | None = None,
     executor: Executor | None = None,
 ) -> Result:
+    from vodsync.engine.executor import Executor
+
     check_plan(plan)
     executor = executor or Executor(
         store, client, checkpoint_dir=checkpoint_dir(store.path), options=options, reporter=reporter
