@@ -89,7 +89,15 @@ class Context:
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         emu = Emulator(port=self.args.emulator_port, data_dir=str(data_dir), transcode_seconds=1,
                        url_job_seconds=1)
-        emu.start()
+        try:
+            emu.start()
+        except OSError as err:
+            from vodsync.errors import ConfigError
+
+            raise ConfigError(
+                f"cannot start the embedded emulator on port {self.args.emulator_port}: {err.strerror or err} "
+                "(another one running? try --emulator-port 0)"
+            ) from None
         try:
             seed = self.manifests / "emulator-seed"
             if seed.is_dir():  # <bucket>/<key> files the demo's url and register items point at

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -49,7 +50,13 @@ def run(args: argparse.Namespace) -> int:
         url_job_seconds=args.url_job_seconds,
     )
     try:
-        emulator.start()
+        try:
+            emulator.start()
+        except OSError as err:  # port taken, data dir unusable: say so, no traceback
+            where = f" (data dir {args.data_dir})" if args.data_dir else ""
+            print(f"vodsync emulator: cannot start on {args.host}:{args.port}{where}: {err.strerror or err}",
+                  file=sys.stderr, flush=True)
+            return 1
         print(f"vodsync emulator listening on {emulator.url}", flush=True)
         while not stop.wait(3600):
             pass
