@@ -42,7 +42,7 @@ UPDATABLE_FIELDS: Mapping[Kind, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LocalFile:
     """A local file as seen at load time: enough to tell whether it changed without reading it."""
 
@@ -51,7 +51,7 @@ class LocalFile:
     mtime_ns: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DesiredItem:
     """One media item that should exist in VOD.
 

@@ -272,6 +272,11 @@ class _ManifestFileLoader:
         self.node: yaml.Node | None = None
         self.data: Any = None
         self.defaults: dict[str, Any] = {}
+        self._shared_tags: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._shared_options: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+
+    def _shared(self, tags: tuple[str, ...]) -> tuple[str, ...]:
+        return self._shared_tags.setdefault(tags, tags)
 
     def problem(self, line: int | None, field: str | None, message: str) -> None:
         # Every problem carries a line, so a reader (or an editor) can jump to it.
@@ -530,7 +535,7 @@ class _ManifestFileLoader:
         for name in UPDATABLE_FIELDS[kind]:
             value = getattr(model, name)
             if value is not None:
-                metadata[name] = tuple(value) if name == "tags" else value
+                metadata[name] = self._shared(tuple(value)) if name == "tags" else value
         if model.title is None:
             metadata["title"] = model.name.rstrip("/").rsplit("/", 1)[-1] or model.name
         options = {}
@@ -538,6 +543,9 @@ class _ManifestFileLoader:
             value = getattr(model, name)
             if value is not None:
                 options[name] = value
+        # Equal tag lists and option sets are one object each (items are frozen): a large
+        # library repeats them on thousands of items.
+        options = self._shared_options.setdefault(tuple(options.items()), options)
         return DesiredItem(
             name=model.name,
             kind=kind,
