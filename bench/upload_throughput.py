@@ -21,7 +21,9 @@ Targets: vodsync >= 3x (a); vodsync within 10% of (b).
 On loopback every run is bound by CPU (client and emulator share the machine's cores),
 which is where one stream of 10 MiB parts loses least. `--latency-ms 30` delays every
 OSS request at the emulator (its `slow` fault rule), as a round trip to OSS does: what
-the SDK method pays once per part and vodsync overlaps.
+the SDK method pays once per part and vodsync overlaps. `--stream-mib-s 20` also caps
+each request body's rate, as one TCP stream over a WAN is capped (window / round trip):
+the regime in which a real upload runs, and where parallel parts pay off.
 """
 
 from __future__ import annotations
@@ -168,13 +170,18 @@ def main() -> int:
     parser.add_argument("--latency-ms", type=int, default=0,
                         help="delay every OSS request this long at the emulator (its 'slow' fault), as a "
                              "round trip to a distant region would; default 0 (loopback)")
+    parser.add_argument("--stream-mib-s", type=float, default=0,
+                        help="cap every OSS request body at this rate, as one TCP stream over a WAN is "
+                             "capped by its window / round trip (e.g. 20); default 0: no cap")
     args = parser.parse_args()
     small, count, big = (32 * MiB, 4, 256 * MiB) if args.quick else (128 * MiB, 8, 1 * GiB)
     total = small * count + big
     print_machine()
     print(f"batch: {count} x {small // MiB} MiB + 1 x {big // MiB} MiB = {total / MiB:.0f} MiB; "
           f"concurrency {args.concurrency} files x {args.threads} part threads"
-          + (f"; every OSS request delayed {args.latency_ms} ms" if args.latency_ms else "; loopback"))
+          + (f"; every OSS request delayed {args.latency_ms} ms" if args.latency_ms else "")
+          + (f"; each stream capped at {args.stream_mib_s:g} MiB/s" if args.stream_mib_s else "")
+          + ("" if args.latency_ms or args.stream_mib_s else "; loopback"))
 
     with workdir("upload") as root:
         require_disk(root, 2 * total)
@@ -186,11 +193,13 @@ def main() -> int:
         results: dict[str, tuple[float, float]] = {}  # name -> (seconds, emulator CPU seconds)
 
         with EmulatorProcess(root / "emulator-data") as emu:
-            def timed(name: str, fn) -> float:  # noqa: ANN001
+            def timed(name: str, fn, link: bool = True) -> float:  # noqa: ANN001
                 emu.reset()
-                if args.latency_ms:
-                    emu.control("faults", {"rules": [{"match": "oss:*", "error": "slow",
-                                                      "delay_ms": args.latency_ms}]})
+                if link and (args.latency_ms or args.stream_mib_s):
+                    rule = {"match": "oss:*", "error": "slow", "delay_ms": args.latency_ms}
+                    if args.stream_mib_s:
+                        rule["bytes_per_second"] = int(args.stream_mib_s * MiB)
+                    emu.control("faults", {"rules": [rule]})
                 cpu0 = emu.cpu_seconds()
                 seconds = fn()
                 results[name] = (seconds, emu.cpu_seconds() - cpu0)
@@ -198,7 +207,8 @@ def main() -> int:
                       f"(emulator CPU {results[name][1]:.1f} s)", flush=True)
                 return seconds
 
-            timed("emulator sink (sendfile PUTs)", lambda: emulator_sink(emu, files, args.concurrency))
+            timed("emulator sink (sendfile PUTs, no link model)",
+                  lambda: emulator_sink(emu, files, args.concurrency), link=False)
 
             def vodsync_run() -> float:
                 state = root / f"state-{time.monotonic_ns()}" / "state.db"
@@ -232,7 +242,7 @@ def main() -> int:
     vod = min(results["vodsync apply"][0], results["vodsync apply (again)"][0])
     best_b_name = min((n for n in results if n.startswith("(b)")), key=lambda n: results[n][0])
     best_b = results[best_b_name][0]
-    sink = results["emulator sink (sendfile PUTs)"][0]
+    sink = results["emulator sink (sendfile PUTs, no link model)"][0]
     print()
     print(f"vodsync (best of 2): {mbps(total, vod):.1f} MiB/s; emulator sink {mbps(total, sink):.1f} MiB/s "
           f"({sink / vod:.2f}x vodsync's time: {'not ' if sink < 0.7 * vod else ''}the bottleneck)")

@@ -144,6 +144,17 @@ def test_slow_fault_delays_then_serves(emulator, vod_sdk_client):
     assert time.monotonic() - started >= 0.3
 
 
+def test_slow_fault_with_bandwidth_paces_the_request_body(emulator, account_bucket):
+    # One WAN stream: 1 MiB at 4 MiB/s cannot arrive in less than 0.25 s (a lower bound,
+    # which pacing guarantees; no upper bound is asserted).
+    emulator.set_faults([{"match": "oss:PUT", "error": "slow", "bytes_per_second": 4 * 1024 * 1024}])
+    data = os.urandom(1024 * 1024)
+    started = time.monotonic()
+    account_bucket.put_object("paced.bin", data)
+    assert time.monotonic() - started >= 0.25
+    assert account_bucket.get_object("paced.bin").read() == data
+
+
 def test_oss_faults_answer_in_oss_xml(emulator, account_bucket):
     emulator.set_faults([{"match": "oss:*", "error": "ServiceUnavailable", "count": 1},
                          {"match": "oss:PUT", "error": "SecurityTokenExpired", "count": 1},

@@ -58,6 +58,7 @@ class FaultRule:
     delay_ms: int = 0
     status: int | None = None
     message: str | None = None
+    bytes_per_second: int | None = None  # slow: pace the request body like one WAN stream
 
     @classmethod
     def parse(cls, raw: Mapping) -> FaultRule:
@@ -82,8 +83,11 @@ class FaultRule:
         status = raw.get("status")
         if error not in (RESET, SLOW) and status is None and error not in ERROR_STATUS:
             raise ValueError(f"unknown error {error!r}: give its HTTP 'status' too")
+        bps = raw.get("bytes_per_second")
+        if bps is not None and not (isinstance(bps, int) and bps > 0 and error == SLOW):
+            raise ValueError("'bytes_per_second' must be a positive integer, on a 'slow' rule")
         return cls(match, error, None if rate is None else float(rate), count, int(delay_ms), status,
-                   raw.get("message"))
+                   raw.get("message"), bps)
 
     @property
     def http_status(self) -> int:

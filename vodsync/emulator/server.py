@@ -98,6 +98,21 @@ class _Body:
             if self.length < 0:
                 raise _BadRequest("bad Content-Length")
         self._left = self.length
+        self._rate: int | None = None
+        self._started = 0.0
+        self._taken = 0
+
+    def pace(self, bytes_per_second: int) -> None:
+        """Deliver the body no faster than `bytes_per_second`, as one TCP stream over a WAN does."""
+        self._rate, self._started, self._taken = bytes_per_second, time.monotonic(), 0
+
+    def _paced(self, data: bytes) -> bytes:
+        if self._rate:
+            self._taken += len(data)
+            ahead = self._taken / self._rate - (time.monotonic() - self._started)
+            if ahead > 0:
+                time.sleep(ahead)
+        return data
 
     @property
     def done(self) -> bool:
@@ -115,7 +130,7 @@ class _Body:
             self._left = 0
             return b""
         self._left -= len(data)
-        return data
+        return self._paced(data)
 
     def _read_chunked(self, n: int) -> bytes:
         if self._eof:
@@ -139,7 +154,7 @@ class _Body:
         self._chunk_left -= len(data)
         if self._chunk_left == 0:
             self._rfile.readline(16)  # CRLF after the chunk
-        return data
+        return self._paced(data)
 
     def read_all(self, limit: int = SMALL_BODY_LIMIT) -> bytes:
         parts, total = [], 0
@@ -232,6 +247,8 @@ class _Handler(BaseHTTPRequestHandler):
         if rule.error == RESET:
             self._drop()
         if rule.error == SLOW:
+            if rule.bytes_per_second and self._body is not None:
+                self._body.pace(rule.bytes_per_second)
             return None
         return rule
 
