@@ -65,6 +65,19 @@ def _state_readable(path: Path) -> dict[str, tuple[str, str | None]]:
         return {r.name: (str(r.status), r.remote_id) for r in store.records().values()}
 
 
+def _wait_until_quiet(emu: Emulator, quiet: float = 0.5, limit: float = 10.0) -> None:
+    """Until the emulator has received no request for `quiet` seconds."""
+    deadline = time.monotonic() + limit
+    last, since = sum(emu.calls().values()), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = sum(emu.calls().values())
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+
+
 def _wait_for_lock(state: Path, proc: subprocess.Popen[bytes]) -> None:
     """Until `proc` holds the state file's writer lock (the lock file names the holder's pid)."""
     lock = state.with_name(state.name + ".lock")
@@ -141,13 +154,19 @@ def test_sigkill_at_random_moments_then_converges(tmp_path: Path, crash_emulator
             lib.write(items)
 
     emu.set_faults([])
+    # A request the last killed process had in flight (held up by a slow fault) is still served
+    # after the kill; a recovery that searched before it landed cannot see its media (gc collects
+    # such media later, see docs/guarantees.md). Let the account settle first, as a restart would.
+    _wait_until_quiet(emu)
     final = lib.cli("apply", "--wait", "30")
     assert final.code == 0, final
     records = lib.records()
     assert set(records) == {i["name"] for i in items}, "every item is recorded"
     c = census(emu, records, items)
     duplicates = {name: n for name, n in c.per_item.items() if n != 1}
-    assert not duplicates, f"media per item should be exactly 1: {duplicates}\n{final}"
+    recovery = "\n".join(line for line in final.err.splitlines()
+                          if any(w in line for w in ("settle", "orphan", "adopted", "found video")))
+    assert not duplicates, f"media per item should be exactly 1: {duplicates}\n{recovery}\n{final}"
     assert not c.unfinished, c.unfinished
     assert not c.missing, c.missing
     assert not c.unowned, f"media owned by no record (orphans): {c.unowned}"
