@@ -14,18 +14,16 @@ import io
 import json
 import os
 import sqlite3
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 import yaml
+from sources import SourceServer
 
 from vodsync.emulator import Emulator
 
@@ -58,51 +56,6 @@ class Run:
 
     def __str__(self) -> str:  # shown by pytest when an assertion about a run fails
         return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
-
-
-class SourceServer:
-    """Loopback HTTP server for URL items: `files[path] = bytes`; 404 for anything else."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.hits: Counter[str] = Counter()
-        self.gates: dict[str, threading.Event] = {}  # a path answers only once its gate is set
-        files, hits, gates = self.files, self.hits, self.gates
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
-                path = unquote(self.path.split("?", 1)[0])
-                hits[path] += 1
-                gate = gates.get(path)
-                if gate is not None:
-                    gate.wait(30)
-                body = files.get(path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Content-Type", "video/mp4")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def add(self, path: str, body: bytes) -> str:
-        self.files[path] = body
-        return self.base + path
-
-    def close(self) -> None:
-        for gate in self.gates.values():
-            gate.set()
-        self._server.shutdown()
-        self._server.server_close()
 
 
 class Workspace:

@@ -86,3 +86,13 @@ def sts_bucket(emulator: Emulator) -> Callable:
         )
 
     return make
+
+
+@pytest.fixture
+def sources():
+    """A loopback HTTP server of files for URL items (see tests/sources.py)."""
+    from sources import SourceServer
+
+    server = SourceServer()
+    yield server
+    server.close()

@@ -19,15 +19,13 @@ import io
 import os
 import subprocess
 import sys
-import threading
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import yaml
+from sources import SourceServer
 
 from vodsync.emulator import Emulator
 
@@ -60,43 +58,13 @@ class Run:
         return f"exit {self.code}\n--- stdout\n{self.out[-4000:]}\n--- stderr\n{self.err[-4000:]}"
 
 
-class SourceServer:
-    """Loopback HTTP server for URL items: `files[path] = bytes`, 404 otherwise."""
+# Calls that change something: what a no-op or refused run must not make.
+WRITES = ("Create", "Upload", "Register", "Delete", "Update", "Refresh", "Cancel", "oss:PUT", "oss:POST",
+          "oss:DELETE")
 
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.hits: Counter[str] = Counter()
-        files, hits = self.files, self.hits
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server naming
-                path = unquote(self.path.split("?", 1)[0])
-                hits[path] += 1
-                body = files.get(path)
-                if body is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Content-Type", "video/mp4")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def add(self, path: str, body: bytes) -> str:
-        self.files[path] = body
-        return self.base + path
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+def writes(emulator: Emulator) -> dict[str, int]:
+    return {k: v for k, v in emulator.calls().items() if k.startswith(WRITES)}
 
 
 @dataclass

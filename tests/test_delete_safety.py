@@ -14,21 +14,11 @@ import time
 from pathlib import Path
 
 import pytest
-from safetykit import Library, SourceServer, mp4, png
+from safetykit import Library, SourceServer, mp4, png, writes
 
 from vodsync.emulator import Emulator
 from vodsync.engine.executor import Executor, reference_id, user_data
 from vodsync.state.store import Record, RecordStatus, StateStore
-
-WRITES = ("Create", "Upload", "Register", "Delete", "Update", "Refresh", "Cancel", "oss:PUT", "oss:POST",
-          "oss:DELETE")
-
-
-@pytest.fixture
-def sources():
-    server = SourceServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -39,10 +29,6 @@ def lib(tmp_path: Path, emulator: Emulator, sources: SourceServer) -> Library:
 def _media_count(emulator: Emulator) -> int:
     s = emulator.state()
     return len(s["videos"]) + len(s["images"]) + len(s["attached"])
-
-
-def _writes(emulator: Emulator) -> dict[str, int]:
-    return {k: v for k, v in emulator.calls().items() if k.startswith(WRITES)}
 
 
 def _converge(lib: Library, items: list[dict]) -> None:
@@ -95,17 +81,17 @@ def test_prune_from_the_config_file(lib: Library, emulator: Emulator, tmp_path: 
 def test_empty_desired_set_never_prunes(lib: Library, emulator: Emulator) -> None:
     items = lib.mixed(videos=2, images=1, attached=0, urls=0, registers=0)
     _converge(lib, items)
-    before, calls = _media_count(emulator), _writes(emulator)
+    before, calls = _media_count(emulator), writes(emulator)
     (lib.manifests / "part0.yaml").write_text("media: []\n")
     run = lib.cli("apply", "--prune", "--max-delete", "100")
     assert run.code == 1, run
     assert "describe no media at all" in run.out + run.err
-    assert _media_count(emulator) == before and _writes(emulator) == calls
+    assert _media_count(emulator) == before and writes(emulator) == calls
     # An empty manifests directory is the same.
     (lib.manifests / "part0.yaml").unlink()
     run = lib.cli("apply", "--prune", "--max-delete", "100")
     assert run.code == 1, run
-    assert _media_count(emulator) == before and _writes(emulator) == calls
+    assert _media_count(emulator) == before and writes(emulator) == calls
 
 
 def test_a_manifest_that_fails_to_load_stops_the_run_before_any_call(lib: Library, emulator: Emulator) -> None:
@@ -129,14 +115,14 @@ def test_a_manifest_that_fails_to_load_stops_the_run_before_any_call(lib: Librar
 def test_max_delete_refuses_the_whole_run(lib: Library, emulator: Emulator) -> None:
     items = lib.mixed(videos=4, images=0, attached=0, urls=0, registers=0)
     _converge(lib, items)
-    calls = _writes(emulator)
+    calls = writes(emulator)
     # Remove three, add one: the refusal must stop the create too ("nothing was changed").
     lib.write(items[:1] + [{"name": "new", "type": "video", "title": "New",
                             "file": lib.file("media/new.mp4", mp4(3333))}])
     run = lib.cli("apply", "--prune", "--max-delete", "2")
     assert run.code == 1, run
     assert "more than --max-delete 2" in run.out + run.err
-    assert _writes(emulator) == calls
+    assert writes(emulator) == calls
     assert len(emulator.state()["videos"]) == 4
     # Exactly at the limit: allowed.
     run = lib.cli("apply", "--prune", "--max-delete", "3")
@@ -177,12 +163,12 @@ def test_protect_is_kept_in_the_state(lib: Library, emulator: Emulator) -> None:
 def test_protect_set_later_is_recorded_without_an_api_call(lib: Library, emulator: Emulator) -> None:
     items = lib.mixed(videos=1, images=0, attached=0, urls=0, registers=0)
     _converge(lib, items)
-    calls = _writes(emulator)
+    calls = writes(emulator)
     items[0]["protect"] = True
     lib.write(items)
     assert lib.cli("apply").code == 0
     assert lib.records()["video-00"].protect
-    assert _writes(emulator) == calls
+    assert writes(emulator) == calls
     lib.write([])
     (lib.manifests / "other.yaml").write_text(
         "media:\n  - {name: other, type: video, file: media/clip0.mp4, title: Other}\n")

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
 import pytest
 from aliyunsdkcore.acs_exception.exceptions import ServerException
@@ -25,6 +22,7 @@ from aliyunsdkvod.request.v20170321 import (
     GetVideoInfoRequest,
     UploadMediaByURLRequest,
 )
+from sources import SourceServer
 
 from vodsync.emulator import Emulator
 
@@ -41,34 +39,18 @@ FILES = {
 DEADLINE = 15.0
 
 
-class _Source(BaseHTTPRequestHandler):
-    hits: Counter[str] = Counter()
-
-    def do_GET(self) -> None:  # noqa: N802 - http.server naming
-        path = unquote(self.path.split("?", 1)[0])
-        _Source.hits[path] += 1
-        body = FILES.get(path)
-        if body is None:
-            self.send_error(404)
-            return
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Content-Type", "video/mp4")
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+@pytest.fixture(scope="module")
+def served() -> Iterator[SourceServer]:
+    server = SourceServer()
+    for path, body in FILES.items():
+        server.add(path, body)
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="module")
-def source() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Source)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+def source(served: SourceServer) -> str:
+    return served.base
 
 
 @pytest.fixture
@@ -225,10 +207,10 @@ def test_phases_follow_the_emulator_clock(paced_world: World, source: str) -> No
     assert info["Status"] == "SUCCESS" and "CompleteTime" in info
 
 
-def test_a_job_not_yet_downloading_can_be_canceled(paced_world: World, source: str) -> None:
+def test_a_job_not_yet_downloading_can_be_canceled(paced_world: World, source: str, served: SourceServer) -> None:
     world = paced_world
     url = f"{source}/media/never.mp4"
-    before = _Source.hits[url.removeprefix(source)]
+    before = served.hits[url.removeprefix(source)]
     (job,) = submit(world, url)
     ghost = "8" * 32
     result = world.vod(CancelUrlUploadJobsRequest.CancelUrlUploadJobsRequest, JobIds=f"{job['JobId']},{ghost}")
@@ -238,7 +220,7 @@ def test_a_job_not_yet_downloading_can_be_canceled(paced_world: World, source: s
     assert info["Status"] == "CANCELED" and "MediaId" not in info
     (entry,) = world.emulator.state()["url_jobs"]
     assert entry["record"]["download_started_at"] is None
-    assert _Source.hits[url.removeprefix(source)] == before
+    assert served.hits[url.removeprefix(source)] == before
 
 
 def test_cancel_by_url_and_finished_jobs_stay_finished(world: World, source: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import oss2
 import pytest
-from safetykit import Library, SourceServer, mp4
+from safetykit import Library, SourceServer, mp4, writes
 
 import vodsync.engine.gc as gc
 from vodsync.cloud.settings import CloudSettings
@@ -25,16 +25,6 @@ from vodsync.emulator import Emulator
 from vodsync.engine.executor import reference_id, user_data
 from vodsync.engine.reconcile import checkpoint_dir
 from vodsync.state.store import Record, RecordStatus, StateStore
-
-WRITES = ("Create", "Upload", "Register", "Delete", "Update", "Refresh", "Cancel", "oss:PUT", "oss:POST",
-          "oss:DELETE")
-
-
-@pytest.fixture
-def sources():
-    server = SourceServer()
-    yield server
-    server.close()
 
 
 @pytest.fixture
@@ -46,10 +36,6 @@ def lib(tmp_path: Path, emulator: Emulator, sources: SourceServer, monkeypatch: 
 
 def _client(emulator: Emulator) -> VodClient:
     return VodClient(CloudSettings("emulator", "emulator-secret", endpoint=emulator.url))
-
-
-def _writes(emulator: Emulator) -> dict[str, int]:
-    return {k: v for k, v in emulator.calls().items() if k.startswith(WRITES)}
 
 
 def _ids(emulator: Emulator) -> set[str]:
@@ -99,14 +85,14 @@ def test_gc_finds_our_orphans_and_nothing_else(lib: Library, emulator: Emulator)
     }
     emulator.advance(gc.CREDENTIAL_LIFETIME + 1)
     young = c.create_upload_video(title="Young", file_name="y.mp4", reference_id=reference_id("young")).media_id
-    calls = _writes(emulator)
+    calls = writes(emulator)
 
     dry = lib.cli("gc")
     assert dry.code == 0, dry
     listed = {mid for mid in _ids(emulator) if mid in dry.out}
     assert listed == ours, dry.out
     assert "Dry run: nothing was changed" in dry.out
-    assert _writes(emulator) == calls, "a dry run makes no write call"
+    assert writes(emulator) == calls, "a dry run makes no write call"
 
     run = lib.cli("gc", "--yes")
     assert run.code == 0, run

@@ -31,13 +31,6 @@ PART = 128 * 1024
 
 
 @pytest.fixture
-def sources():
-    server = SourceServer()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def lib(tmp_path: Path, emulator: Emulator, sources: SourceServer) -> Library:
     return Library(tmp_path, emulator, sources)
 
@@ -153,7 +146,7 @@ def _files_under(*roots: Path) -> list[Path]:
     return out
 
 
-def test_no_secret_in_anything_a_run_writes(lib: Library, emulator: Emulator, minted: Minted,
+def test_no_secret_in_anything_a_runwrites(lib: Library, emulator: Emulator, minted: Minted,
                                             tmp_path: Path) -> None:
     items = lib.mixed(videos=3, big=1, images=2, attached=2, urls=2, registers=1)
     lib.write(items)
