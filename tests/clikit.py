@@ -9,25 +9,21 @@ emulator's credentials and `--endpoint`, capturing stdout, stderr and the exit c
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import os
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from clirun import ACCOUNT_ENV, Run, run_cli
 from sources import SourceServer
 
 from vodsync.emulator import Emulator
 
-ENV = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "emulator", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "emulator-secret"}
+ENV = ACCOUNT_ENV
 SEED_BUCKET = "customer-media"
 # Write calls: anything that creates, changes or deletes media or objects.
 READ_CALLS = frozenset({
@@ -43,19 +39,6 @@ def mp4(size: int, fill: bytes = b"v") -> bytes:
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 200
 VTT = b"WEBVTT\n\n00:00.000 --> 00:01.000\nhello\n"
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def json(self) -> Any:
-        return json.loads(self.out)
-
-    def __str__(self) -> str:  # shown by pytest when an assertion about a run fails
-        return f"exit {self.code}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
 
 
 class Workspace:
@@ -119,8 +102,6 @@ class Workspace:
     def cli(self, *argv: str, manifests: bool = True, state: bool = True, endpoint: bool = True,
             env: dict[str, str] | None = None) -> Run:
         """`vodsync ARGV` in-process, pointed at this workspace and the emulator."""
-        from vodsync.cli import main
-
         args = list(argv)
         command = args[0]
         if manifests and command in ("plan", "apply", "validate", "watch"):
@@ -131,19 +112,7 @@ class Workspace:
             args += ["--endpoint", self.emulator.url]
         if command == "apply" and "--yes" not in args:
             args.append("--yes")
-        out, err = io.StringIO(), io.StringIO()
-        saved = {k: os.environ.get(k) for k in (*ENV, *(env or {}))}
-        os.environ.update({**ENV, **(env or {})})
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = main(args)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        return Run(code, out.getvalue(), err.getvalue())
+        return run_cli(args, env)
 
     def apply(self, *extra: str) -> Run:
         return self.cli("apply", "--wait", "20", *extra)

@@ -14,8 +14,6 @@ media exist, what is left in `Uploading` and which media no record owns.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -25,11 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from clirun import ACCOUNT_ENV, Run, run_cli
 from sources import SourceServer
 
 from vodsync.emulator import Emulator
 
-ACCOUNT_ENV = {"ALIBABA_CLOUD_ACCESS_KEY_ID": "emulator", "ALIBABA_CLOUD_ACCESS_KEY_SECRET": "emulator-secret"}
 SEED_BUCKET = "customer-media"
 VODSYNC = str(Path(sys.executable).with_name("vodsync"))
 PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -46,16 +44,6 @@ def png(seed: int) -> bytes:
 
 def vtt(seed: int) -> bytes:
     return f"WEBVTT\n\n00:00.000 --> 00:01.000\nline {seed}\n".encode()
-
-
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    def __str__(self) -> str:  # what pytest shows when an assertion about a run fails
-        return f"exit {self.code}\n--- stdout\n{self.out[-4000:]}\n--- stderr\n{self.err[-4000:]}"
 
 
 # Calls that change something: what a no-op or refused run must not make.
@@ -149,22 +137,7 @@ class Library:
 
     def cli(self, command: str, *extra: str, env: dict[str, str] | None = None) -> Run:
         """`vodsync COMMAND ...` in-process, stdout and stderr captured."""
-        from vodsync.cli import main
-
-        out, err = io.StringIO(), io.StringIO()
-        merged = {**ACCOUNT_ENV, **(env or {})}
-        saved = {k: os.environ.get(k) for k in merged}
-        os.environ.update(merged)
-        try:
-            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                code = main(self.argv(command, *extra))
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
-        return Run(code, out.getvalue(), err.getvalue())
+        return run_cli(self.argv(command, *extra), env)
 
     def spawn(self, command: str, *extra: str, log: Path | None = None) -> subprocess.Popen[bytes]:
         """`vodsync COMMAND ...` as a real process (so it can be killed with SIGKILL)."""
