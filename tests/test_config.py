@@ -244,3 +244,11 @@ def test_credentials_repr_and_str_hide_secret_and_token():
     assert "LTAI" in repr(creds)
     with pytest.raises(AttributeError):
         creds.access_key_secret = "x"  # type: ignore[misc]
+
+
+def test_title_template_may_name_the_folder(tmp_path):
+    # docs/daemon.md offers {folder}; the drop folder fills it (and its alias {parent}).
+    cfg = tmp_path / "vodsync.yaml"
+    cfg.write_text("drop_folders:\n  - path: in\n    defaults: {title_template: '{folder}: {stem}'}\n")
+    (folder,) = load_config(cfg).drop_folders
+    assert folder.defaults.title_template == "{folder}: {stem}"

@@ -312,10 +312,11 @@ def _host_port(value: str) -> str:
 
 def _title_template(value: str) -> str:
     try:
-        value.format(stem="x", name="x.mp4", parent="x", ext="mp4")
+        value.format(stem="x", name="x.mp4", parent="x", folder="x", ext="mp4")
     except (KeyError, IndexError, ValueError) as exc:
         raise ValueError(
-            f"can only use {{stem}}, {{name}}, {{parent}} and {{ext}} ({exc.__class__.__name__}: {exc})"
+            f"can only use {{stem}}, {{name}}, {{ext}} and {{folder}} (or {{parent}}) "
+            f"({exc.__class__.__name__}: {exc})"
         ) from None
     return value
 
