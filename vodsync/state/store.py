@@ -120,6 +120,16 @@ def _cause(exc: sqlite3.Error) -> tuple[str, bool]:
     return text, name in _RETRYABLE or base in _RETRYABLE
 
 
+def _open_failure(exc: BaseException, path: Path, verb: str) -> BaseException:
+    """What opening the state file raises for `exc`: sqlite3 and OS errors as StateError."""
+    if isinstance(exc, sqlite3.Error):
+        text, retryable = _cause(exc)
+        return StateError(f"state file {path}: cannot {verb}: {text}", retryable=retryable)
+    if isinstance(exc, OSError):
+        return StateError(f"state file {path}: cannot {verb}: {exc.strerror or exc}")
+    return exc  # StateError, KeyboardInterrupt, ...: as they are
+
+
 def _dumps(value: Any) -> str:
     # sort_keys: a stable text makes the file diffable and the tests deterministic.
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -356,19 +366,12 @@ class StateStore:
             for suffix in ("-wal", "-shm"):
                 _tighten(path.with_name(path.name + suffix))
             cls._migrate(conn, path)
-        except StateError:
+        except BaseException as exc:
             cls._abandon(conn, writer_lock)
-            raise
-        except sqlite3.Error as exc:
-            cls._abandon(conn, writer_lock)
-            text, retryable = _cause(exc)
-            raise StateError(f"state file {path}: cannot open: {text}", retryable=retryable) from exc
-        except OSError as exc:
-            cls._abandon(conn, writer_lock)
-            raise StateError(f"state file {path}: cannot open: {exc.strerror or exc}") from exc
-        except BaseException:
-            cls._abandon(conn, writer_lock)
-            raise
+            failure = _open_failure(exc, path, "open")
+            if failure is exc:
+                raise
+            raise failure from exc
         return cls(path, conn, readonly=False, lock=writer_lock, clock=clock)
 
     @classmethod
@@ -397,16 +400,12 @@ class StateStore:
             cls._migrate(conn, path)
             conn.execute("PRAGMA query_only=ON")
             return cls(path, conn, readonly=True, lock=None, clock=clock)
-        except StateError:
+        except BaseException as exc:
             cls._abandon(conn, None)
-            raise
-        except sqlite3.Error as exc:
-            cls._abandon(conn, None)
-            text, retryable = _cause(exc)
-            raise StateError(f"state file {path}: cannot read: {text}", retryable=retryable) from exc
-        except OSError as exc:
-            cls._abandon(conn, None)
-            raise StateError(f"state file {path}: cannot read: {exc.strerror or exc}") from exc
+            failure = _open_failure(exc, path, "read")
+            if failure is exc:
+                raise
+            raise failure from exc
 
     @staticmethod
     def _abandon(conn: sqlite3.Connection | None, lock: _WriterLock | None) -> None:
