@@ -48,7 +48,8 @@ from vodsync.daemon.manifests import LoadedManifests, load_lenient
 from vodsync.daemon.metrics import Health, Metrics, MetricsServer
 from vodsync.daemon.notify import Notifier
 from vodsync.daemon.watch import ChangeWatcher
-from vodsync.desired.dropfolder import DropCandidate, DropFolder, drop_folders, sha256_file
+from vodsync.desired.digest import file_digest
+from vodsync.desired.dropfolder import DropCandidate, DropFolder, drop_folders
 from vodsync.desired.items import DesiredItem
 from vodsync.engine.diff import Action
 from vodsync.engine.executor import ExecOptions, Executor, Outcome, Reporter, records_by_status
@@ -273,7 +274,7 @@ class Daemon:
         cached = self.store.cached_hash(path, before.st_size, before.st_mtime_ns)
         if cached:
             return cached
-        digest = sha256_file(path)
+        digest = file_digest(path)
         after = os.stat(path)
         if (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns):
             self.store.remember_hash(path, before.st_size, before.st_mtime_ns, digest)

@@ -33,7 +33,6 @@ not be able to upload any file the daemon can read.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -54,6 +53,7 @@ from vodsync.config import (
     parse_yaml_document,
     yaml_error_words,
 )
+from vodsync.desired.digest import file_digest
 from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile
 from vodsync.desired.manifest import (
     ATTACHED_EXTENSIONS,
@@ -81,15 +81,6 @@ _BUSINESS_TYPE_ORDER = ("subtitle", "watermark", "material")
 
 HashFile = Callable[[str], str]
 Clock = Callable[[], float]
-
-
-def sha256_file(path: str) -> str:
-    """Hex SHA-256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(4 * 1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Sidecar(MediaMetadata):
@@ -250,7 +241,7 @@ def _move_no_clobber(src: Path, directory: Path, name: str) -> Path:
 class DropFolder:
     """One configured drop folder. Not thread-safe: the daemon loop owns it.
 
-    `hash_file(path) -> hex sha256` (default: read the file); `clock()` returns
+    `hash_file(path) -> hex digest` (default: read the file); `clock()` returns
     seconds (monotonic is fine: only differences are used); `label` defaults to
     `folder_label(path)` and must be unique among the daemon's drop folders.
     """
@@ -259,7 +250,7 @@ class DropFolder:
         self,
         settings: DropFolderSettings,
         *,
-        hash_file: HashFile = sha256_file,
+        hash_file: HashFile = file_digest,
         clock: Clock = time.monotonic,
         label: str | None = None,
     ) -> None:

@@ -1,4 +1,4 @@
-"""Content identity of local files: SHA-256, computed only when size or mtime moved.
+"""Which local files to hash for a plan: only those whose size or mtime moved (`desired.digest`).
 
 This is the one place the engine reads file bytes for planning. Digests are
 cached in the state file keyed by (path, size, mtime_ns), so an unchanged
@@ -7,24 +7,13 @@ library is never re-read, and a file touched by `git checkout` is read once.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from vodsync.desired.digest import file_digest
 from vodsync.desired.items import DesiredItem
 from vodsync.engine.diff import needs_hash
 from vodsync.state.store import Record
-
-CHUNK = 4 * 1024 * 1024
-
-
-def sha256_file(path: str) -> str:
-    """Hex SHA-256 of a file, streamed (hashlib releases the GIL on large chunks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def hashes_needed(
@@ -33,7 +22,7 @@ def hashes_needed(
     *,
     cached: Callable[[str, int, int], str | None],
     remember: Callable[[str, int, int, str], None] | None = None,
-    hash_file: Callable[[str], str] = sha256_file,
+    hash_file: Callable[[str], str] = file_digest,
     threads: int = 4,
 ) -> dict[str, str]:
     """Digests of the items whose stat moved since they were recorded, by item name."""

@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vodsync.cloud.types import RegisterEntry, UploadTicket, UrlUploadEntry
+from vodsync.desired.digest import file_digest
 from vodsync.desired.items import DesiredItem, Kind
-from vodsync.engine.content import sha256_file
 from vodsync.engine.diff import Action, Change, changed_fields
 from vodsync.engine.plan import Plan
 from vodsync.errors import CloudError, CredentialExpired, VodsyncError
@@ -137,7 +137,7 @@ class Executor:
         uploader: Callable[..., Any] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
-        hash_file: Callable[[str], str] = sha256_file,
+        hash_file: Callable[[str], str] = file_digest,
     ) -> None:
         self.store = store
         self.client = client
@@ -380,7 +380,7 @@ class Executor:
         verb = {Action.CREATE: "created", Action.REPLACE: "replaced", Action.RESUME: "resumed"}[change.action]
         self._record_outcome(Outcome(
             item.name, str(change.action), True,
-            f"{verb} {done.remote_id} ({item.local.size} bytes, sha256 {digest[:12]})",
+            f"{verb} {done.remote_id} ({item.local.size} bytes, digest {digest[:12]})",
             pending=done.status is RecordStatus.PROCESSING,
         ))
 

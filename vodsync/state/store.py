@@ -601,7 +601,7 @@ class StateStore:
     # -- content-hash cache -------------------------------------------------------------------
 
     def cached_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
-        """The sha256 remembered for `path` if its size and mtime are unchanged, else None."""
+        """The digest remembered for `path` if its size and mtime are unchanged, else None."""
         with self._using("read the hash cache") as conn:
             row = conn.execute(
                 "SELECT digest FROM hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
@@ -621,7 +621,7 @@ class StateStore:
             )
 
     def cached_hashes(self) -> dict[tuple[str, int, int], str]:
-        """The whole hash cache, for the planner: `(path, size, mtime_ns) -> sha256 hex`."""
+        """The whole hash cache, for the planner: `(path, size, mtime_ns) -> digest`."""
         with self._using("read the hash cache") as conn:
             rows = conn.execute("SELECT path, size, mtime_ns, digest FROM hashes").fetchall()
         return {(p, s, m): d for p, s, m, d in rows}
