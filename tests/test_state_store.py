@@ -512,3 +512,24 @@ def test_100k_records_read_time(state_path: Path, capsys: pytest.CaptureFixture[
             f"\n[state] put_many {n} records: {wrote:.2f} s; "
             f"records() of {n}: best {min(timings):.3f} s, runs {', '.join(f'{t:.3f}' for t in timings)}"
         )
+
+
+def test_records_can_be_read_by_status_and_open_intent(state_path: Path):
+    store = StateStore.open(state_path)
+
+    def rec(name: str, status: RecordStatus, intent: dict | None = None) -> Record:
+        return Record(name=name, kind="video", status=status, source=f"/m/{name}.mp4", intent=intent)
+
+    store.put_many([
+        rec("a", RecordStatus.READY),
+        rec("b", RecordStatus.INGESTING),
+        rec("c", RecordStatus.PROCESSING, {"op": "cleanup", "supersedes": "old"}),
+        rec("d", RecordStatus.CREATING, {"op": "create", "at": 1.0}),
+    ])
+    assert set(store.records()) == {"a", "b", "c", "d"}
+    assert set(store.records(statuses=[RecordStatus.INGESTING, RecordStatus.PROCESSING])) == {"b", "c"}
+    assert set(store.records(with_intent=True)) == {"c", "d"}
+    assert set(store.records(statuses=[RecordStatus.CREATING], with_intent=True)) == {"d"}
+    assert store.records(statuses=[]) == {}
+    assert store.records(statuses=[RecordStatus.PROCESSING])["c"] == store.get("c")
+    store.close()

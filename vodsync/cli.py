@@ -181,8 +181,8 @@ def _has_async_work(store: Any) -> bool:
     from vodsync.state.store import RecordStatus
 
     # A pruned item whose URL job was already downloading waits (DELETING) for the job to deliver.
-    return any(r.status in (RecordStatus.INGESTING, RecordStatus.PROCESSING)
-               or r.status is RecordStatus.DELETING and r.job_id for r in store.records().values())
+    waiting = store.records(statuses=(RecordStatus.INGESTING, RecordStatus.PROCESSING, RecordStatus.DELETING))
+    return any(r.status is not RecordStatus.DELETING or r.job_id for r in waiting.values())
 
 
 def _confirm() -> bool:

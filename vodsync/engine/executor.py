@@ -182,10 +182,8 @@ class Executor:
         self._delete(deletes)
         touched = {c.name for c in actions}
         self._follow(touched)
-        settled = (RecordStatus.INGESTING, RecordStatus.PROCESSING)
-        self._result.unsettled = sorted(
-            r.name for r in self.store.records().values() if r.name in touched and r.status in settled
-        )
+        unsettled = self.store.records(statuses=(RecordStatus.INGESTING, RecordStatus.PROCESSING))
+        self._result.unsettled = sorted(name for name in unsettled if name in touched)
         return self._result
 
     def _partition(self, actions: Iterable[Change]) -> tuple[list[Change], ...]:
@@ -267,16 +265,17 @@ class Executor:
 
     def recover(self, names: Iterable[str] | None = None) -> None:
         """Settle the intents an interrupted run left behind, before anything new is created."""
-        records = self.store.records()
-        for rec in records.values():
+        # Only records with an open intent matter here: after a clean run, none.
+        for rec in self.store.records(with_intent=True).values():
             if rec.intent and rec.intent.get("op") == "cleanup":
                 self._cleanup(rec.name)
-        pending = [r for r in records.values() if r.status is RecordStatus.CREATING]
+        pending = list(self.store.records(statuses=(RecordStatus.CREATING,)).values())
         if names is not None:
             wanted = set(names)
             pending = [r for r in pending if r.name in wanted]
         if not pending:
             return
+        records = self.store.records()  # the whole state, but only after an interrupted create
         # Media a record serves, and media a replace keeps serving until its successor is complete.
         owned = {r.remote_id for r in records.values() if r.remote_id} | {
             r.intent.get("supersedes") for r in records.values() if r.intent and r.intent.get("supersedes")}
@@ -562,7 +561,8 @@ class Executor:
         first = True
         delay = min(0.25, self.options.poll_interval)  # quick first looks, then back off
         while True:
-            records = self.store.records()
+            records = self.store.records(
+                statuses=(RecordStatus.INGESTING, RecordStatus.DELETING, RecordStatus.PROCESSING))
             # A pruned item whose URL job could not be cancelled is followed too: its video is
             # deleted when the job delivers it.
             ingesting = [r for r in records.values()

@@ -552,8 +552,20 @@ class StateStore:
 
     # -- records ------------------------------------------------------------------------------
 
-    def records(self) -> dict[str, Record]:
-        """Every record, by name, read in one query."""
+    def records(
+        self, *, statuses: Iterable[RecordStatus] | None = None, with_intent: bool = False
+    ) -> dict[str, Record]:
+        """Every record, by name, read in one query; or only those in `statuses` and/or
+        carrying an intent (`with_intent`), which after a normal run are a handful of rows:
+        reading them does not cost a full decode of a large library."""
+        where, args = [], []
+        if statuses is not None:
+            wanted = [str(s) for s in statuses]
+            where.append(f"status IN ({', '.join('?' * len(wanted))})" if wanted else "0")
+            args.extend(wanted)
+        if with_intent:
+            where.append("intent IS NOT NULL")
+        query = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
         # The collector would scan the growing heap again and again while 100,000 rows and
         # records (none of them cyclic) are built; pausing it roughly halves the time.
         was_enabled = gc.isenabled()
@@ -564,7 +576,7 @@ class StateStore:
                 # One statement (one snapshot), turned into records a slice at a time: all
                 # 100,000 rows and their JSON texts at once raised the peak RSS of a no-op
                 # plan by ~50 MiB (bench/memory.py).
-                cursor = conn.execute(_SELECT)
+                cursor = conn.execute(query, args)
                 while rows := cursor.fetchmany(_READ_SLICE):
                     for record in _records(rows):
                         out[record.name] = record
