@@ -533,3 +533,16 @@ def test_records_can_be_read_by_status_and_open_intent(state_path: Path):
     assert store.records(statuses=[]) == {}
     assert store.records(statuses=[RecordStatus.PROCESSING])["c"] == store.get("c")
     store.close()
+
+
+def test_status_counts_and_retry_times_come_from_the_table(state_path: Path):
+    store = StateStore.open(state_path)
+    store.put_many([
+        Record(name="a", kind="video", status=RecordStatus.READY, source="/m/a"),
+        Record(name="b", kind="video", status=RecordStatus.READY, source="/m/b"),
+        Record(name="c", kind="url", status=RecordStatus.FAILED, source="http://x/c.mp4", next_attempt_at=50.0),
+        Record(name="d", kind="url", status=RecordStatus.INGESTING, source="http://x/d.mp4"),
+    ])
+    assert store.status_counts() == {"ready": 2, "failed": 1, "ingesting": 1}
+    assert store.retry_times() == [50.0]
+    store.close()

@@ -52,7 +52,7 @@ from vodsync.desired.digest import file_digest
 from vodsync.desired.dropfolder import DropCandidate, DropFolder, drop_folders
 from vodsync.desired.items import DesiredItem
 from vodsync.engine.diff import Action
-from vodsync.engine.executor import ExecOptions, Executor, Outcome, Reporter, records_by_status
+from vodsync.engine.executor import ExecOptions, Executor, Outcome, Reporter
 from vodsync.engine.plan import Plan, PlanOptions
 from vodsync.engine.reconcile import build_plan, checkpoint_dir
 from vodsync.errors import ConfigError, VodsyncError
@@ -493,7 +493,8 @@ class Daemon:
     def poll(self) -> dict[str, Outcome]:
         """Look at URL jobs and transcoding once (an empty plan: recovery + one follow)."""
         started = time.monotonic()
-        before = self.store.records()
+        # A poll can only touch what waits on VOD (or an interrupted create): not the whole library.
+        before = self.store.records(statuses=(*_ASYNC, RecordStatus.DELETING, RecordStatus.CREATING))
         self.reporter.begin()
         try:
             self._executor().run(Plan(actions=()))
@@ -590,12 +591,11 @@ class Daemon:
 
     def _refresh_schedule(self) -> None:
         now = self.clock()
-        records = self.store.records()
-        retries = [r.next_attempt_at for r in records.values() if r.next_attempt_at and r.next_attempt_at > now]
+        retries = [t for t in self.store.retry_times() if t > now]
         self._next_retry = min(retries) if retries else None
-        busy = any(r.status in _ASYNC for r in records.values())
+        self._counts = self.store.status_counts()
+        busy = any(self._counts.get(str(s)) for s in _ASYNC)
         self._next_poll = now + self.async_poll if busy else None
-        self._counts = records_by_status(records)
         self.metrics.set_items(self._counts)
         self.metrics.queue_depth.set(len(retries))
 

@@ -910,10 +910,3 @@ def _register_entry(item: DesiredItem) -> RegisterEntry:
         file_url=item.source, title=m.get("title"), description=m.get("description"),
         tags=tuple(m.get("tags", ())), cate_id=m.get("cate_id"), cover_url=m.get("cover_url"),
     )
-
-
-def records_by_status(records: Mapping[str, Record]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for r in records.values():
-        counts[str(r.status)] = counts.get(str(r.status), 0) + 1
-    return counts

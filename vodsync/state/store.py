@@ -585,6 +585,17 @@ class StateStore:
             if was_enabled:
                 gc.enable()
 
+    def status_counts(self) -> dict[str, int]:
+        """How many records are in each status (one aggregate query, no record decoded)."""
+        with self._using("count records") as conn:
+            return dict(conn.execute("SELECT status, COUNT(*) FROM records GROUP BY status").fetchall())
+
+    def retry_times(self) -> list[float]:
+        """Every recorded `next_attempt_at` (items waiting out a retry backoff)."""
+        with self._using("read retry times") as conn:
+            rows = conn.execute("SELECT next_attempt_at FROM records WHERE next_attempt_at IS NOT NULL")
+            return [row[0] for row in rows.fetchall()]
+
     def get(self, name: str) -> Record | None:
         with self._using(f"read record {name!r}") as conn:
             row = conn.execute(_SELECT + " WHERE name = ?", (name,)).fetchone()
