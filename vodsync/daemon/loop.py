@@ -420,7 +420,7 @@ class Daemon:
         desired: list[DesiredItem] = [*loaded.items, *drop_items]
         prune = self.settings.prune and loaded.complete
         options = PlanOptions(prune=prune, max_delete=self.settings.max_delete)
-        plan = self._plan(desired, options, refresh=full)
+        plan = self._plan(desired, options, records, refresh=full)
         if plan.refusal:
             log.error("%s", plan.refusal)  # the deletes are already out of the actions; the rest goes ahead
             plan = dataclasses.replace(plan, refusal=None)
@@ -463,14 +463,16 @@ class Daemon:
             self._reported_error = None
         return loaded
 
-    def _plan(self, desired: list[DesiredItem], options: PlanOptions, *, refresh: bool) -> Plan:
+    def _plan(self, desired: list[DesiredItem], options: PlanOptions, records: dict[str, Record], *,
+              refresh: bool) -> Plan:
         if refresh:
             try:
-                return build_plan(desired, self.store, options, refresh_with=self.client, remember_hashes=True)
+                return build_plan(desired, self.store, options, refresh_with=self.client, remember_hashes=True,
+                                  records=records)
             except VodsyncError as err:
                 log.warning("could not read VOD to check for drift, planning from the state file: %s",
                             err.message)
-        return build_plan(desired, self.store, options, remember_hashes=True)
+        return build_plan(desired, self.store, options, remember_hashes=True, records=records)
 
     def _executor(self) -> Executor:
         kwargs: dict[str, Any] = {}

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +14,7 @@ from vodsync.desired.items import DesiredItem
 from vodsync.engine.content import hashes_needed
 from vodsync.engine.diff import diff
 from vodsync.engine.plan import Plan, PlanOptions, check_plan, make_plan
-from vodsync.state.store import StateStore
+from vodsync.state.store import Record, StateStore
 
 if TYPE_CHECKING:  # `plan` never executes: it does not pay for the executor's imports
     from vodsync.cloud.vod import VodClient
@@ -33,8 +33,11 @@ def build_plan(
     *,
     refresh_with: VodClient | None = None,
     remember_hashes: bool = False,
+    records: Mapping[str, Record] | None = None,
 ) -> Plan:
-    records = store.records()
+    """Plan `desired` against the state; `records`, if the caller already read them, saves a read."""
+    if records is None:
+        records = store.records()
     hashes = hashes_needed(
         desired, records, cached=store.cached_hash, remember=store.remember_hash if remember_hashes else None
     )
