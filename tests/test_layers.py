@@ -2,7 +2,7 @@
 
 `cli -> daemon -> engine -> {desired, state, cloud} -> {errors, config}`;
 desired, state and cloud do not import one another; the SDKs live only in
-cloud/, watchdog only in daemon/, yaml only in desired/ and config; the emulator
+cloud/, watchdog only in daemon/, yaml only in desired/, config and yamldoc; the emulator
 imports nothing from the rest of vodsync.
 """
 
@@ -24,6 +24,7 @@ FORBIDDEN = {
     "daemon": {"cli", "emulator"},
     "errors": {"desired", "state", "cloud", "engine", "daemon", "cli", "emulator", "config", "ui"},
     "config": {"desired", "state", "cloud", "engine", "daemon", "cli", "emulator", "ui"},
+    "yamldoc": {"desired", "state", "cloud", "engine", "daemon", "cli", "emulator", "config", "ui", "errors"},
 }
 # third-party module -> the packages allowed to import it
 CONFINED = {
@@ -31,7 +32,7 @@ CONFINED = {
     "aliyunsdkvod": {"cloud"},
     "oss2": {"cloud"},
     "watchdog": {"daemon"},
-    "yaml": {"desired", "config"},
+    "yaml": {"desired", "config", "yamldoc"},
 }
 
 

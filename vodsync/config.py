@@ -5,10 +5,9 @@ resolve (the config file's directory), the permission check that refuses a
 group/world-readable file holding a secret, and `resolve_credentials` (env
 first, then the file). No secret reaches an error message or a repr.
 
-It also owns two small YAML/pydantic helpers that both this module and the
-manifest loader (`vodsync.desired.loader`, a layer above) use to report
-problems as "file:line: field: words a person understands":
-`parse_yaml_document`, `node_line` and `explain_error`.
+It also owns `explain_error`, the words for a pydantic error that this module,
+the manifest loader and the drop-folder sidecars share, so every problem reads
+"file:line: field: words a person understands" (lines come from `vodsync.yamldoc`).
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -35,6 +33,7 @@ from pydantic import (
 )
 
 from vodsync.errors import ConfigError
+from vodsync.yamldoc import node_line, parse_yaml_document, yaml_error_words
 
 CONFIG_FILE_NAME = "vodsync.yaml"
 ENV_ENDPOINT = "VODSYNC_ENDPOINT"
@@ -42,148 +41,7 @@ ENV_ACCESS_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
 ENV_ACCESS_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"
 ENV_SECURITY_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"
 
-# --- YAML with line numbers, and pydantic errors in words ---------------------------------------
-
-_FAST_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-# Deeper than any real manifest or config needs; far below what libyaml's recursive composer survives.
-MAX_YAML_DEPTH = 100
-# Below this bound on the nesting depth, composing cannot exhaust the C stack (it crashes near
-# 30,000 levels), so the depth is checked on the composed tree instead of by a second parse.
-_DEPTH_SCAN_THRESHOLD = 4000
-
-
-def _nesting_bound(text: str) -> int:
-    """A cheap upper bound on the nesting depth of a YAML text (C-speed string operations only).
-
-    Flow collections nest one level per `[`/`{`; block collections need either more
-    indentation or another `- `/`? `/`: ` on the same line, so their depth is at
-    most about twice the longest line.
-    """
-    flow = text.count("[") + text.count("{")
-    if flow > _DEPTH_SCAN_THRESHOLD:
-        return flow
-    return flow + 2 * max(map(len, text.split("\n")), default=0) + 2
-
-
-def _check_depth(text: str, loader_class: type, max_depth: int) -> None:
-    """Refuse documents nested deeper than `max_depth` before composing them.
-
-    libyaml's composer (used by CSafeLoader) recurses in C without a limit: about
-    30,000 nested `[` crash the interpreter with a segfault instead of raising.
-    Walking the event stream is flat, so it is safe on any input.
-    """
-    parser = loader_class(text)
-    try:
-        depth = 0
-        opening = (yaml.SequenceStartEvent, yaml.MappingStartEvent)
-        closing = (yaml.SequenceEndEvent, yaml.MappingEndEvent)
-        while (event := parser.get_event()) is not None:
-            if isinstance(event, opening):
-                depth += 1
-                if depth > max_depth:
-                    raise yaml.MarkedYAMLError(
-                        problem=f"nested more than {max_depth} levels deep", problem_mark=event.start_mark
-                    )
-            elif isinstance(event, closing):
-                depth -= 1
-    finally:
-        parser.dispose()
-
-
-def _check_node_depth(root: yaml.Node, max_depth: int) -> None:
-    """`_check_depth` on an already composed tree: an iterative walk over collection nodes only.
-
-    Aliases make the tree a graph (shared, even cyclic, nodes); like the event stream, the
-    walk counts each node once, where it was written (anchors come before their aliases).
-    """
-    collections = (yaml.MappingNode, yaml.SequenceNode)
-    stack: list[tuple[yaml.Node, int]] = [(root, 1)] if isinstance(root, collections) else []
-    seen: set[int] = set()
-    while stack:
-        node, depth = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        if depth > max_depth:
-            raise yaml.MarkedYAMLError(
-                problem=f"nested more than {max_depth} levels deep", problem_mark=node.start_mark
-            )
-        if isinstance(node, yaml.MappingNode):
-            children = [c for pair in node.value for c in pair if isinstance(c, collections)]
-        else:
-            children = [c for c in node.value if isinstance(c, collections)]
-        # reversed: the first too-deep node in document order is the one reported
-        stack.extend((c, depth + 1) for c in reversed(children))
-
-
-def parse_yaml_document(
-    text: str, *, fast: bool = True, max_depth: int = MAX_YAML_DEPTH
-) -> tuple[Any, yaml.Node | None]:
-    """Parse one YAML document; return the data and its node tree (nodes carry `start_mark.line`).
-
-    This is exactly what `yaml.load` does (compose, then construct), but keeps the
-    node tree so problems can be located without parsing again. Raises
-    `yaml.YAMLError` (also for nesting deeper than `max_depth`) or whatever a
-    constructor raises (a `ValueError` for a timestamp such as 2024-13-01);
-    callers turn those into their own errors.
-    """
-    loader_class = _FAST_LOADER if fast else yaml.SafeLoader
-    bound = _nesting_bound(text)
-    if bound > _DEPTH_SCAN_THRESHOLD:
-        _check_depth(text, loader_class, max_depth)  # before composing: it could crash
-    loader = loader_class(text)
-    try:
-        node = loader.get_single_node()
-        if node is not None and max_depth < bound <= _DEPTH_SCAN_THRESHOLD:
-            _check_node_depth(node, max_depth)
-        data = loader.construct_document(node) if node is not None else None
-    finally:
-        loader.dispose()
-    return data, node
-
-
-def yaml_error_words(exc: BaseException) -> tuple[int | None, str]:
-    """(1-based line or None, message) for an exception raised while parsing YAML."""
-    if isinstance(exc, yaml.MarkedYAMLError):
-        mark = exc.problem_mark or exc.context_mark
-        parts = [p for p in (exc.context, exc.problem) if p]
-        message = "; ".join(parts) or "invalid YAML"
-        return (mark.line + 1 if mark else None), f"invalid YAML: {message}"
-    if isinstance(exc, RecursionError):
-        return None, "invalid YAML: nested too deeply"
-    return None, f"invalid YAML: {exc}"[:300]
-
-
-def node_at(node: yaml.Node | None, loc: Sequence[Any], *, key: bool = False) -> yaml.Node | None:
-    """The deepest node along `loc` (mapping keys and sequence indexes); the key node if `key`."""
-    current = node
-    for i, part in enumerate(loc):
-        if isinstance(current, yaml.MappingNode):
-            found = None
-            for k, v in current.value:  # the last duplicate key wins, as in the constructed data
-                if isinstance(k, yaml.ScalarNode) and k.value == str(part):
-                    found = (k, v)
-            if found is None:
-                return current
-            current = found[0] if key and i == len(loc) - 1 else found[1]
-        elif (
-            isinstance(current, yaml.SequenceNode)
-            and isinstance(part, int)
-            and 0 <= part < len(current.value)
-        ):
-            current = current.value[part]
-        else:
-            return current
-    return current
-
-
-def node_line(node: yaml.Node | None, loc: Sequence[Any] = (), *, key: bool = False) -> int | None:
-    """1-based line of the node at `loc` (or of the nearest ancestor found)."""
-    found = node_at(node, loc, key=key)
-    return found.start_mark.line + 1 if found is not None else None
-
+# --- pydantic errors in words ------------------------------------------------------------
 
 _VALUE_KINDS: tuple[tuple[type, str], ...] = (
     (bool, "true/false"),

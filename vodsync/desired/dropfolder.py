@@ -45,14 +45,7 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from vodsync.config import (
-    DropFolderSettings,
-    describe_value,
-    explain_error,
-    node_line,
-    parse_yaml_document,
-    yaml_error_words,
-)
+from vodsync.config import DropFolderSettings, describe_value, explain_error
 from vodsync.desired.digest import file_digest
 from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile
 from vodsync.desired.manifest import (
@@ -64,6 +57,7 @@ from vodsync.desired.manifest import (
     MediaMetadata,
 )
 from vodsync.errors import ConfigError, Location
+from vodsync.yamldoc import node_line, parse_yaml_document, yaml_error_words
 
 log = logging.getLogger(__name__)
 

@@ -31,14 +31,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from vodsync.config import (
-    describe_value,
-    explain_error,
-    node_at,
-    node_line,
-    parse_yaml_document,
-    yaml_error_words,
-)
+from vodsync.config import describe_value, explain_error
 from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile
 from vodsync.desired.manifest import (
     DEFAULTABLE,
@@ -51,6 +44,7 @@ from vodsync.desired.manifest import (
 )
 from vodsync.desired.paths import PathConfiner, default_roots
 from vodsync.errors import Location, ManifestError, ManifestProblem, PathNotAllowed
+from vodsync.yamldoc import node_at, node_line, parse_yaml_document, yaml_error_words
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
 _TOP_LEVEL = ("defaults", "media")
