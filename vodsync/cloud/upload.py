@@ -25,6 +25,7 @@ from typing import Any
 
 import fastcrc
 import oss2
+import requests.adapters
 from oss2 import exceptions as oss_errors
 from oss2.credentials import Credentials
 
@@ -359,8 +360,24 @@ class _Progress:
         self._callback(done, self._total)
 
 
+class _LargeBlockAdapter(requests.adapters.HTTPAdapter):
+    """requests' adapter, sending file bodies in large blocks.
+
+    urllib3 reads a file-like body (oss2 hands it a part as a file adapter) and calls
+    `sendall` once per block of 16 KiB: two system calls and a few Python frames per
+    16 KiB, about a quarter of the client's CPU on a fast link. One block per MiB sends
+    the same bytes with 1/64 of that overhead; memory grows by 1 MiB per part thread.
+    """
+
+    BLOCKSIZE = 1 << 20
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block, blocksize=self.BLOCKSIZE, **pool_kwargs)
+
+
 def _session(endpoint: str, threads: int) -> oss2.Session:
-    session = oss2.Session(pool_size=max(threads + 2, 10))
+    size = max(threads + 2, 10)
+    session = oss2.Session(adapter=_LargeBlockAdapter(pool_connections=size, pool_maxsize=size))
     if is_loopback_url(endpoint):
         # requests would honour HTTP(S)_PROXY for 127.0.0.1 unless NO_PROXY says otherwise.
         session.session.trust_env = False
