@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import fastcrc
 import pytest
 
 pytest.register_assert_rewrite("clikit")
@@ -199,6 +200,8 @@ def test_new_bytes_replace_the_video_and_keep_its_id(ws: Workspace) -> None:
     obj = next(o for o in ws.vod()["objects"] if o["bucket"] == old["Bucket"] and o["key"] == old["FileName"])
     assert obj["size"] == len(new_bytes)
     assert obj["etag"].strip('"').lower() == hashlib.md5(new_bytes).hexdigest()
+    # The content identity the state records is the CRC-64 OSS keeps for the object.
+    assert ws.records()["intro"]["content_hash"] == f"{obj['crc64']:016x}" == f"{fastcrc.crc64.xz(new_bytes):016x}"
     assert ws.cli("plan", "--detailed-exitcode").code == 0
 
 

@@ -24,6 +24,7 @@ FORBIDDEN = {
     "daemon": {"cli", "emulator"},
     "errors": {"desired", "state", "cloud", "engine", "daemon", "cli", "emulator", "config", "ui"},
     "config": {"desired", "state", "cloud", "engine", "daemon", "cli", "emulator", "ui"},
+    "checksum": {"desired", "state", "cloud", "engine", "daemon", "cli", "emulator", "config", "ui", "errors"},
     "yamldoc": {"desired", "state", "cloud", "engine", "daemon", "cli", "emulator", "config", "ui", "errors"},
 }
 # third-party module -> the packages allowed to import it

@@ -44,7 +44,7 @@ class UploadTicket:
 @dataclass(frozen=True)
 class UploadResult:
     etag: str
-    crc64: int | None  # as OSS reported it (x-oss-hash-crc64ecma); verified against ours when both are known
+    crc64: int  # the local file's CRC-64/XZ, equal to OSS's x-oss-hash-crc64ecma when OSS reported one
     size: int
 
 

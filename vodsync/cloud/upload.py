@@ -7,7 +7,8 @@ reactively on a 403 from OSS, resuming from the parts already sent), retries of
 network errors and 5xx with the shared backoff policy, and translation of oss2
 exceptions into `CloudError` / `CredentialExpired`.
 
-The file is read once, by oss2 while sending; nothing here hashes it. For `vodsync gc`
+The file is read by oss2 while sending and once more, on a thread, for its CRC-64 (which
+is also its content identity, `vodsync.checksum`); that value is returned. For `vodsync gc`
 it also reads the checkpoints interrupted multipart uploads left (`list_checkpoints`)
 and aborts such an upload with a credential for its key (`abort_upload`).
 """
@@ -23,12 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import fastcrc
 import oss2
 import requests.adapters
 from oss2 import exceptions as oss_errors
 from oss2.credentials import Credentials
 
+from vodsync.checksum import file_crc64
 from vodsync.cloud.retry import RetryPolicy, install_sdk_log_scrubber, is_retryable_code, scrub
 from vodsync.cloud.settings import is_loopback_url
 from vodsync.cloud.types import UploadCredential, UploadResult, UploadTicket
@@ -58,7 +59,9 @@ def upload_file(
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], object] = time.sleep,
 ) -> UploadResult:
-    """Upload `path` to `ticket.address`; returns what OSS reported (ETag, CRC-64, size).
+    """Upload `path` to `ticket.address`; returns the ETag, the file's CRC-64 and size.
+
+    The CRC-64 is the local file's, checked equal to the whole object's when OSS reports one.
 
     `refresh` must return a ticket for the same address with a new credential
     (RefreshUploadVideo). Without it an expired token raises `CredentialExpired`.
@@ -114,9 +117,12 @@ def upload_file(
             break
         except oss_errors.OssError as exc:
             err = _translate(exc)
-            if isinstance(exc, oss_errors.InconsistentError) and store is not None:
-                # A part that failed its CRC may already be listed by the server: start over.
-                store.forget(address.bucket, address.key, path)
+            if isinstance(exc, oss_errors.InconsistentError):
+                # The file may have changed under us: read it again for the next attempt. And a
+                # part that failed its CRC may already be listed by the server: start over.
+                local_crc = _FileCrc(path)
+                if store is not None:
+                    store.forget(address.bucket, address.key, path)
         if isinstance(err, CredentialExpired):
             if refresh is None or reactive_left == 0:
                 raise err
@@ -137,13 +143,14 @@ def upload_file(
         sleep(delay)
 
     reporter(size, size)
-    return UploadResult(etag=result.etag, crc64=result.crc, size=size)
+    crc = local_crc.value()
+    if crc is None:  # the file could not be read for its checksum (oss2 could, moments before)
+        raise CloudError("LocalReadError", f"cannot read {path.name} for its CRC-64", retryable=True)
+    return UploadResult(etag=result.etag, crc64=crc, size=size)
 
 
 class _FileCrc:
     """CRC-64/XZ of a local file, computed on a thread while the upload runs."""
-
-    CHUNK = 4 * 1024 * 1024
 
     def __init__(self, path: Path) -> None:
         self._value: int | None = None
@@ -151,11 +158,10 @@ class _FileCrc:
         self._thread.start()
 
     def _run(self, path: Path) -> None:
-        crc = 0
-        with open(path, "rb") as f:
-            while chunk := f.read(self.CHUNK):
-                crc = fastcrc.crc64.xz(chunk, initial=crc)
-        self._value = crc
+        try:
+            self._value = file_crc64(str(path))
+        except OSError:
+            self._value = None
 
     def value(self) -> int | None:
         self._thread.join()

@@ -42,13 +42,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vodsync.checksum import file_digest
 from vodsync.cloud.vod import VodClient
 from vodsync.daemon.backoff import ItemBackoff
 from vodsync.daemon.manifests import LoadedManifests, load_lenient
 from vodsync.daemon.metrics import Health, Metrics, MetricsServer
 from vodsync.daemon.notify import Notifier
 from vodsync.daemon.watch import ChangeWatcher
-from vodsync.desired.digest import file_digest
 from vodsync.desired.dropfolder import DropCandidate, DropFolder, drop_folders
 from vodsync.desired.items import DesiredItem
 from vodsync.engine.diff import Action
@@ -269,7 +269,7 @@ class Daemon:
         self.folders = folders
 
     def _hash_file(self, path: str) -> str:
-        """SHA-256 through the state's cache, so a restart does not re-read every kept file."""
+        """The content digest through the state's cache, so a restart does not re-read every kept file."""
         before = os.stat(path)
         cached = self.store.cached_hash(path, before.st_size, before.st_mtime_ns)
         if cached:

@@ -16,7 +16,7 @@ Owns, for one configured drop folder:
   both are stable; an invalid sidecar fails the pair, the reason naming the
   sidecar file, line and field. Write the sidecar first (or the media as
   `*.part` and rename it), or the media may be taken without it.
-- *Identity*: the item name is `drop/<label>/<first 16 hex of SHA-256>`, so
+- *Identity*: the item name is `drop/<label>/<content digest>` (`vodsync.checksum`), so
   a file is ingested once however often it is renamed, the daemon restarts or
   the same bytes are dropped again; two copies in one scan become one candidate.
   `hash_file` is injected so the caller can use the state's hash cache.
@@ -45,8 +45,8 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
+from vodsync.checksum import file_digest
 from vodsync.config import DropFolderSettings, describe_value, explain_error
-from vodsync.desired.digest import file_digest
 from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile
 from vodsync.desired.manifest import (
     ATTACHED_EXTENSIONS,

@@ -1,4 +1,4 @@
-"""Which local files to hash for a plan: only those whose size or mtime moved (`desired.digest`).
+"""Which local files to hash for a plan: only those whose size or mtime moved (`vodsync.checksum`).
 
 This is the one place the engine reads file bytes for planning. Digests are
 cached in the state file keyed by (path, size, mtime_ns), so an unchanged
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from vodsync.desired.digest import file_digest
+from vodsync.checksum import file_digest
 from vodsync.desired.items import DesiredItem
 from vodsync.engine.diff import needs_hash
 from vodsync.state.store import Record

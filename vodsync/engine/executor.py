@@ -34,8 +34,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vodsync.checksum import digest_of
 from vodsync.cloud.types import RegisterEntry, UploadTicket, UrlUploadEntry
-from vodsync.desired.digest import file_digest
 from vodsync.desired.items import DesiredItem, Kind
 from vodsync.engine.diff import Action, Change, changed_fields
 from vodsync.engine.plan import Plan
@@ -137,7 +137,6 @@ class Executor:
         uploader: Callable[..., Any] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
-        hash_file: Callable[[str], str] = file_digest,
     ) -> None:
         self.store = store
         self.client = client
@@ -149,7 +148,6 @@ class Executor:
         self.uploader = uploader
         self.clock = clock
         self.sleep = sleep
-        self.hash_file = hash_file
         self._result = Result()
         self._lock = threading.Lock()
         self.stopping = threading.Event()  # set by the daemon on SIGTERM: no new work is started
@@ -495,16 +493,12 @@ class Executor:
 
     def _transfer(self, item: DesiredItem, ticket: UploadTicket,
                   refresh: Callable[[], UploadTicket] | None) -> str:
-        """Upload the file while hashing it on another thread (the bytes come from the page cache twice)."""
+        """Upload the file; its content identity is the CRC-64 the uploader checked against OSS's."""
         assert item.local is not None
         total = item.local.size
-        digest: dict[str, str] = {}
-        hasher = threading.Thread(target=lambda: digest.setdefault("v", self.hash_file(item.local.path)),
-                                  daemon=True)
-        hasher.start()
         self.reporter.upload_started(item.name, total)
         try:
-            self.uploader(
+            result = self.uploader(
                 ticket, item.local.path, refresh=refresh,
                 checkpoint_dir=self.checkpoint_dir, part_size=self.options.part_size,
                 multipart_threshold=self.options.multipart_threshold, threads=self.options.upload_threads,
@@ -512,10 +506,9 @@ class Executor:
             )
         finally:
             self.reporter.upload_finished(item.name)
-            hasher.join()
         with self._lock:
             self._result.uploaded_bytes += total
-        return digest["v"]
+        return digest_of(result.crc64)
 
     # --------------------------------------------------------------- URL ingest
 

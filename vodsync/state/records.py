@@ -58,7 +58,7 @@ class Record:
     remote_id: str | None = None  # VideoId / ImageId / MediaId
     reference_id: str | None = None  # ReferenceId used for videos
     job_id: str | None = None  # URL ingest job
-    content_hash: str | None = None  # content digest (BLAKE3 hex) of the local file last uploaded
+    content_hash: str | None = None  # content digest (`vodsync.checksum`) of the local file last uploaded
     size: int | None = None
     mtime_ns: int | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)  # metadata last applied remotely
