@@ -3,18 +3,22 @@
     python bench/upload_throughput.py [--quick] [--concurrency 4]
 
 Default batch: 8 files of 128 MiB and 1 file of 1 GiB (2 GiB); --quick: 4 x 32 MiB + 256 MiB.
-Runs, each against the same emulator process (reset in between):
+Every contender is timed the same way: as a whole process, from fork to exit (interpreter
+start-up, imports, one CreateUploadVideo per file, the upload), against the same emulator
+process (reset in between):
 
 - emulator sink: the emulator's own intake, measured with a client that costs almost
-  nothing (presigned-URL PUTs sent with sendfile on `concurrency` connections);
-- vodsync: `vodsync apply --yes --wait 0` as a whole process (start-up, planning,
-  SHA-256 of every file and the state file included);
+  nothing (presigned-URL PUTs sent with sendfile on `concurrency` connections; in-process);
+- vodsync: `vodsync apply --yes --wait 0` (planning, content identity and the state file
+  included);
 - (a) the official upload SDK's method: per file CreateUploadVideo, then oss2
   InitiateMultipartUpload, 10 MiB parts sent one after another, Complete; files one
   after another;
 - (b) raw `oss2.resumable_upload` with vodsync's concurrency (files at once x part
-  threads per file), tickets created beforehand (not timed); a few settings are tried
-  and the best is the baseline.
+  threads per file); a few settings are tried and the best is the baseline.
+
+vodsync and the (b) settings run in `--rounds` interleaved rounds (the best run of each
+counts), so a slow moment of a shared machine does not land on one contender only.
 
 Targets: vodsync >= 3x (a); vodsync within 10% of (b).
 
@@ -82,7 +86,7 @@ def _bucket(address: dict, auth: dict, enable_crc: bool = True):  # noqa: ANN202
     return oss2.Bucket(sts, address["Endpoint"], address["Bucket"], session=session, enable_crc=enable_crc)
 
 
-def sdk_method(url: str, files: list[Path], part_size: int = 10 * MiB) -> None:
+def sdk_method(url: str, files: list[Path], *, part_size: int = 10 * MiB) -> None:
     """What the official VOD upload SDK does: CreateUploadVideo, then parts one after another."""
     import oss2
     from oss2.models import PartInfo
@@ -108,25 +112,44 @@ def sdk_method(url: str, files: list[Path], part_size: int = 10 * MiB) -> None:
 
 
 def raw_oss2(url: str, files: list[Path], *, concurrency: int, threads: int, part_size: int,
-             checkpoints: Path, largest_first: bool = False, enable_crc: bool = True) -> float:
-    """oss2.resumable_upload, `concurrency` files at once, `threads` parts each; returns seconds."""
+             checkpoints: Path, largest_first: bool = False, enable_crc: bool = True) -> None:
+    """oss2.resumable_upload, `concurrency` files at once, `threads` parts each (a ticket per file first)."""
     import oss2
 
     client = sdk_client(url)
-    tickets = [(path, *_create_upload_video(client, path.stem, path)) for path in files]
     if largest_first:
-        tickets.sort(key=lambda t: -t[0].stat().st_size)
+        files = sorted(files, key=lambda p: -p.stat().st_size)
     store = oss2.ResumableStore(root=str(checkpoints))
 
-    def one(ticket: tuple[Path, dict, dict]) -> None:
-        path, address, auth = ticket
+    def one(path: Path) -> None:
+        address, auth = _create_upload_video(client, path.stem, path)
         oss2.resumable_upload(_bucket(address, auth, enable_crc), address["FileName"], str(path), store=store,
                               multipart_threshold=16 * MiB, part_size=part_size, num_threads=threads)
 
-    started = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(one, tickets))
-    return time.perf_counter() - started
+        list(pool.map(one, files))
+
+
+def contender_main(argv: list[str]) -> int:
+    """`--contender sdk|raw`: run one baseline in this process (the parent times the process)."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--contender", choices=["sdk", "raw"], required=True)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--media", type=Path, required=True)
+    parser.add_argument("--checkpoints", type=Path, required=True)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--part-size", type=int, default=8 * MiB)
+    parser.add_argument("--largest-first", action="store_true")
+    parser.add_argument("--no-crc", action="store_true")
+    args = parser.parse_args(argv)
+    files = sorted(args.media.glob("*.mp4"))
+    if args.contender == "sdk":
+        sdk_method(args.url, files, part_size=args.part_size)
+    else:
+        raw_oss2(args.url, files, concurrency=args.concurrency, threads=args.threads, part_size=args.part_size,
+                 checkpoints=args.checkpoints, largest_first=args.largest_first, enable_crc=not args.no_crc)
+    return 0
 
 
 def emulator_sink(emu: EmulatorProcess, files: list[Path], concurrency: int) -> float:
@@ -162,10 +185,13 @@ def emulator_sink(emu: EmulatorProcess, files: list[Path], concurrency: int) -> 
 
 
 def main() -> int:
+    if "--contender" in sys.argv:
+        return contender_main(sys.argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="4 x 32 MiB + 256 MiB instead of 8 x 128 MiB + 1 GiB")
     parser.add_argument("--concurrency", type=int, default=4, help="files at once (vodsync's default: 4)")
     parser.add_argument("--threads", type=int, default=4, help="part threads per file (vodsync's default: 4)")
+    parser.add_argument("--rounds", type=int, default=2, help="interleaved runs of vodsync and each (b) setting")
     parser.add_argument("--skip-sdk", action="store_true", help="skip baseline (a), the slowest run")
     parser.add_argument("--latency-ms", type=int, default=0,
                         help="delay every OSS request this long at the emulator (its 'slow' fault), as a "
@@ -178,7 +204,7 @@ def main() -> int:
     total = small * count + big
     print_machine()
     print(f"batch: {count} x {small // MiB} MiB + 1 x {big // MiB} MiB = {total / MiB:.0f} MiB; "
-          f"concurrency {args.concurrency} files x {args.threads} part threads"
+          f"concurrency {args.concurrency} files x {args.threads} part threads; {args.rounds} rounds"
           + (f"; every OSS request delayed {args.latency_ms} ms" if args.latency_ms else "")
           + (f"; each stream capped at {args.stream_mib_s:g} MiB/s" if args.stream_mib_s else "")
           + ("" if args.latency_ms or args.stream_mib_s else "; loopback"))
@@ -190,10 +216,10 @@ def main() -> int:
         files.append(make_file(media / "feature.mp4", big))
         write_yaml(root / "manifests" / "batch.yaml", "media:\n" + "".join(
             f"  - {{name: {p.stem}, type: video, file: media/{p.name}}}\n" for p in files))
-        results: dict[str, tuple[float, float]] = {}  # name -> (seconds, emulator CPU seconds)
+        best: dict[str, float] = {}  # contender -> best seconds
 
         with EmulatorProcess(root / "emulator-data") as emu:
-            def timed(name: str, fn, link: bool = True) -> float:  # noqa: ANN001
+            def timed(name: str, fn, link: bool = True) -> None:  # noqa: ANN001
                 emu.reset()
                 if link and (args.latency_ms or args.stream_mib_s):
                     rule = {"match": "oss:*", "error": "slow", "delay_ms": args.latency_ms}
@@ -201,58 +227,67 @@ def main() -> int:
                         rule["bytes_per_second"] = int(args.stream_mib_s * MiB)
                     emu.control("faults", {"rules": [rule]})
                 cpu0 = emu.cpu_seconds()
-                seconds = fn()
-                results[name] = (seconds, emu.cpu_seconds() - cpu0)
-                print(f"  {name:<44} {seconds:7.2f} s  {mbps(total, seconds):7.1f} MiB/s  "
-                      f"(emulator CPU {results[name][1]:.1f} s)", flush=True)
-                return seconds
+                seconds, client = fn()
+                best[name] = min(seconds, best.get(name, seconds))
+                print(f"  {name:<46} {seconds:6.2f} s  {mbps(total, seconds):6.1f} MiB/s  "
+                      f"CPU: emulator {emu.cpu_seconds() - cpu0:4.1f} s{client}", flush=True)
 
-            timed("emulator sink (sendfile PUTs, no link model)",
-                  lambda: emulator_sink(emu, files, args.concurrency), link=False)
+            def process(cmd: list[str]) -> tuple[float, str]:
+                r = run_process(cmd, cwd=root)
+                if r.returncode != 0:
+                    raise SystemExit(f"{cmd[:4]} failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-3000:]}")
+                return r.seconds, f", client {r.cpu_seconds:3.1f} s (peak RSS {r.max_rss / MiB:.0f} MiB)"
 
-            def vodsync_run() -> float:
+            def vodsync_run() -> tuple[float, str]:
                 state = root / f"state-{time.monotonic_ns()}" / "state.db"
-                r = run_process(vodsync_cmd(
+                return process(vodsync_cmd(
                     "apply", "-f", str(root / "manifests"), "--state", str(state), "--endpoint", emu.url,
                     "--yes", "--wait", "0", "--concurrency", str(args.concurrency), "--log-level", "warning",
-                ), cwd=root)
-                if r.returncode != 0:
-                    raise SystemExit(f"vodsync apply failed ({r.returncode}):\n{r.stdout}\n{r.stderr[-3000:]}")
-                print(f"    (vodsync process: CPU {r.cpu_seconds:.1f} s, peak RSS {r.max_rss / MiB:.0f} MiB)")
-                return r.seconds
+                ))
 
-            timed("vodsync apply", vodsync_run)
-            configs = [
-                ("(b) raw resumable_upload, 8 MiB parts", dict(part_size=8 * MiB)),
-                ("(b) raw resumable_upload, 8 MiB, largest first", dict(part_size=8 * MiB, largest_first=True)),
-                ("(b) raw resumable_upload, 32 MiB parts", dict(part_size=32 * MiB)),
+            def contender(kind: str, *extra: str) -> tuple[float, str]:
+                return process([sys.executable, __file__, "--contender", kind, "--url", emu.url,
+                                "--media", str(media), "--checkpoints", str(root / f"ckpt-{time.monotonic_ns()}"),
+                                "--concurrency", str(args.concurrency), "--threads", str(args.threads), *extra])
+
+            def sink() -> tuple[float, str]:
+                return emulator_sink(emu, files, args.concurrency), ""
+
+            timed(SINK, sink, link=False)
+            raw_settings = {
+                "(b) raw resumable_upload, 8 MiB parts": (),
+                "(b) raw resumable_upload, 32 MiB parts": ("--part-size", str(32 * MiB)),
                 # oss2 without its own per-byte CRC (vodsync checks the whole object's CRC instead)
-                ("(b) raw resumable_upload, 32 MiB parts, no CRC", dict(part_size=32 * MiB, enable_crc=False)),
-                ("(b) raw resumable_upload, 8 MiB parts, no CRC", dict(part_size=8 * MiB, enable_crc=False)),
-            ]
-            for name, kw in configs:
-                timed(name, lambda kw=kw: raw_oss2(emu.url, files, concurrency=args.concurrency,
-                                                    threads=args.threads, checkpoints=root / "ckpt", **kw))
+                "(b) raw resumable_upload, 8 MiB parts, no CRC": ("--no-crc",),
+                "(b) raw, 8 MiB parts, no CRC, largest first": ("--no-crc", "--largest-first"),
+                "(b) raw resumable_upload, 32 MiB parts, no CRC": ("--part-size", str(32 * MiB), "--no-crc"),
+            }
+            for round_ in range(args.rounds):
+                print(f" round {round_ + 1}")
+                timed(VODSYNC, vodsync_run)
+                for name, extra in raw_settings.items():
+                    timed(name, lambda extra=extra: contender("raw", *extra))
             if not args.skip_sdk:
-                timed("(a) SDK method: 10 MiB parts, one after another",
-                      lambda: (lambda t0: (sdk_method(emu.url, files), time.perf_counter() - t0)[1])(
-                          time.perf_counter()))
-            timed("vodsync apply (again)", vodsync_run)
+                timed(SDK, lambda: contender("sdk", "--part-size", str(10 * MiB)))
 
-    vod = min(results["vodsync apply"][0], results["vodsync apply (again)"][0])
-    best_b_name = min((n for n in results if n.startswith("(b)")), key=lambda n: results[n][0])
-    best_b = results[best_b_name][0]
-    sink = results["emulator sink (sendfile PUTs, no link model)"][0]
+    vod = best[VODSYNC]
+    best_b_name = min((n for n in best if n.startswith("(b)")), key=lambda n: best[n])
+    best_b = best[best_b_name]
+    sink_s = best[SINK]
     print()
-    print(f"vodsync (best of 2): {mbps(total, vod):.1f} MiB/s; emulator sink {mbps(total, sink):.1f} MiB/s "
-          f"({sink / vod:.2f}x vodsync's time: {'not ' if sink < 0.7 * vod else ''}the bottleneck)")
-    ok = True
-    if "(a) SDK method: 10 MiB parts, one after another" in results:
-        a = results["(a) SDK method: 10 MiB parts, one after another"][0]
-        ok &= verdict("vodsync >= 3x the SDK method (a)", a / vod >= 3, f"{a / vod:.2f}x")
-    ok &= verdict(f"vodsync within 10% of raw oss2 (b) [{best_b_name[4:]}]", vod <= best_b * 1.10,
-                  f"vodsync takes {vod / best_b:.2f}x (b)'s time ({mbps(total, best_b):.1f} MiB/s)")
+    print(f"vodsync (best of {args.rounds}): {mbps(total, vod):.1f} MiB/s; emulator sink {mbps(total, sink_s):.1f} MiB/s "
+          f"({sink_s / vod:.2f}x vodsync's time: {'not ' if sink_s < 0.7 * vod else ''}the bottleneck)")
+    if SDK in best:
+        a = best[SDK]
+        verdict("vodsync >= 3x the SDK method (a)", a / vod >= 3, f"{a / vod:.2f}x")
+    verdict(f"vodsync within 10% of raw oss2 (b) [{best_b_name[4:]}]", vod <= best_b * 1.10,
+            f"vodsync takes {vod / best_b:.2f}x (b)'s time ({mbps(total, best_b):.1f} MiB/s)")
     return 0
+
+
+SINK = "emulator sink (sendfile PUTs, in-process)"
+VODSYNC = "vodsync apply"
+SDK = "(a) SDK method: 10 MiB parts, one after another"
 
 
 if __name__ == "__main__":
