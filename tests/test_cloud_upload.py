@@ -18,7 +18,7 @@ from conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET, REGION
 from vodsync.cloud.retry import RetryPolicy
 from vodsync.cloud.settings import CloudSettings
 from vodsync.cloud.types import UploadAddress, UploadCredential, UploadTicket
-from vodsync.cloud.upload import _CredentialHolder, upload_file
+from vodsync.cloud.upload import _CredentialHolder, choose_part_size, upload_file
 from vodsync.cloud.vod import VodClient
 from vodsync.errors import CloudError, CredentialExpired
 
@@ -69,6 +69,31 @@ def refresher(client: VodClient, ticket: UploadTicket, log: list | None = None):
 
 
 # ---------------------------------------------------------------- the happy paths
+
+
+@pytest.mark.parametrize(
+    ("size", "threads", "part"),
+    [
+        (17 * MiB, 4, 8 * MiB),  # small files: the 8 MiB floor
+        (40 * MiB, 4, 10 * MiB),  # one part per thread
+        (128 * MiB, 4, 32 * MiB),
+        (128 * MiB + 1, 4, 32 * MiB),  # never above the ceiling
+        (61 * MiB, 4, 16 * MiB),  # 15.25 MiB per thread, rounded up to whole MiB
+        (4096 * MiB, 4, 32 * MiB),  # large files: the 32 MiB ceiling
+        (40 * MiB, 0, 32 * MiB),
+    ],
+)
+def test_default_part_size_is_one_part_per_thread_within_8_to_32_mib(size, threads, part):
+    assert choose_part_size(size, threads) == part
+
+
+def test_without_a_part_size_each_thread_sends_one_part(emulator, client, tmp_path, big_file):
+    path, crc = big_file
+    ticket = client.create_upload_video(title="b", file_name="big.mp4")
+    result = upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck", threads=4)
+    assert result.crc64 == crc == stored(emulator, ticket)["crc64"]
+    assert puts(emulator) == 4 and result.etag.endswith("-4")  # 40 MiB: 4 parts of 10 MiB
+
 
 
 def test_small_file_is_one_put_with_crc(emulator, client, tmp_path):

@@ -222,7 +222,7 @@ def test_sigterm_mid_upload_exits_cleanly_and_a_restart_finishes_without_a_secon
     (project / "media" / "big.mp4").write_bytes(os.urandom(1024) * (parts * 8 * 1024))  # 10 parts of 8 MiB
     write_manifest(project, "m.yaml", video_manifest("big", "big.mp4", "Big"))
     emulator.set_faults([{"match": "oss:PUT", "error": "slow", "delay_ms": 1000, "rate": 1.0}])
-    d = start(daemons, project, emulator)
+    d = start(daemons, project, emulator, "--part-size", str(8 * MiB))
 
     def parts_done() -> int:
         return sum(u["parts"] for u in emulator.state()["multipart_uploads"])
@@ -236,7 +236,7 @@ def test_sigterm_mid_upload_exits_cleanly_and_a_restart_finishes_without_a_secon
     assert 1 <= parts_done() < parts and sent_first < parts
 
     emulator.set_faults([])
-    d2 = start(daemons, project, emulator)
+    d2 = start(daemons, project, emulator)  # the default part size: the checkpoint's 8 MiB wins
     eventually(lambda: records(project)["big"].status is RecordStatus.READY, timeout=30, what="READY")
     state = emulator.state()
     assert len(state["videos"]) == 1 and emulator.calls()["CreateUploadVideo"] == 1

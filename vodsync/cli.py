@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from vodsync.cloud.settings import CloudSettings
     from vodsync.config import Config
     from vodsync.desired.items import DesiredItem
+    from vodsync.engine.executor import ExecOptions
 
 log = logging.getLogger("vodsync")
 
@@ -58,6 +58,15 @@ class Context:
         from vodsync.desired.loader import load_manifests
 
         return load_manifests(self.manifests, roots=self.roots)
+
+    def exec_options(self, **fields: Any) -> ExecOptions:
+        """How the executor works: `fields`, plus the multipart tuning flags where given."""
+        from vodsync.engine.executor import ExecOptions
+
+        for name in ("part_size", "multipart_threshold"):
+            if getattr(self.args, name, None):
+                fields[name] = getattr(self.args, name)
+        return ExecOptions(**fields)
 
     def cloud_settings(self, endpoint_override: str | None = None) -> CloudSettings:
         from vodsync.cloud.settings import CloudSettings
@@ -142,7 +151,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from vodsync.engine.executor import ExecOptions
     from vodsync.engine.plan import PlanOptions
     from vodsync.engine.reconcile import apply, build_plan
     from vodsync.state.store import StateStore
@@ -164,12 +172,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         if plan.has_changes and not args.yes and sys.stdin.isatty() and not _confirm():
             print("Nothing applied.", file=sys.stderr)
             return EXIT_ERROR
-        concurrency = args.concurrency or ctx.config.concurrency
-        exec_options = ExecOptions(concurrency=concurrency, wait=args.wait)
-        if args.part_size:
-            exec_options = dataclasses.replace(exec_options, part_size=args.part_size)
-        if args.multipart_threshold:
-            exec_options = dataclasses.replace(exec_options, multipart_threshold=args.multipart_threshold)
+        exec_options = ctx.exec_options(concurrency=args.concurrency or ctx.config.concurrency, wait=args.wait)
         started = time.monotonic()
         with reporter_for(out) as reporter:
             result = apply(plan, store, client, options=exec_options, reporter=reporter)
@@ -268,6 +271,14 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------- parser
 
 
+def _add_upload_tuning(p: argparse.ArgumentParser) -> None:
+    """OSS multipart tuning (also what lets tests interrupt an upload between parts)."""
+    p.add_argument("--part-size", type=int, metavar="BYTES",
+                   help="multipart part size (default: 8-32 MiB, one part per upload thread; OSS minimum 100 KiB)")
+    p.add_argument("--multipart-threshold", type=int, metavar="BYTES",
+                   help="files this large or larger are uploaded in parts, resumably (default 16 MiB)")
+
+
 def _add_common(p: argparse.ArgumentParser, *, manifests: bool = True, cloud: bool = True) -> None:
     p.add_argument("--config", metavar="FILE", help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
     if manifests:
@@ -314,10 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
                    help="follow URL ingests and transcoding this long before returning (default 300)")
-    # OSS multipart tuning (also what lets tests interrupt an upload between parts).
-    p.add_argument("--part-size", type=int, metavar="BYTES", help="multipart part size (default 8 MiB; OSS minimum 100 KiB)")
-    p.add_argument("--multipart-threshold", type=int, metavar="BYTES",
-                   help="files this large or larger are uploaded in parts, resumably (default 16 MiB)")
+    _add_upload_tuning(p)
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("status", help="every recorded item with its remote ID, status and last result")
@@ -339,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--http", metavar="HOST:PORT", help="serve /healthz and /metrics here (loopback; off by default)")
     p.add_argument("--prune", action="store_true", help="delete media whose items left the manifests")
     p.add_argument("--once", action="store_true", help="one reconcile pass (drop folders included), then exit")
+    _add_upload_tuning(p)
     p.set_defaults(func=cmd_watch)
 
     p = sub.add_parser("gc", help="find (and with --yes remove) what interrupted runs left behind")

@@ -42,6 +42,21 @@ MAX_REACTIVE_REFRESHES = 3
 PROACTIVE_RETRY_AFTER = 30.0  # seconds to keep a still-valid token when a proactive refresh failed
 NETWORK_ERROR = "SDK.HttpError"
 RETRY_LIST_PARTS = (0.05, 0.2, 0.5)  # waits between ListParts attempts (idempotent, cheap)
+MiB = 1024 * 1024
+MIN_AUTO_PART, MAX_AUTO_PART = 8 * MiB, 32 * MiB
+
+
+def choose_part_size(size: int, threads: int) -> int:
+    """The part size for a file of `size` bytes sent by `threads` threads: one part per thread
+    where that gives 8-32 MiB parts, else the nearest bound (whole MiB).
+
+    Every part costs a request and a round trip, so parts should be large; but a file's
+    threads each need a part, and a part lost to a network error is sent again whole,
+    so not larger than that. (oss2 raises it further if OSS's 10,000-part limit needs.)
+    """
+    per_thread = -(-size // max(threads, 1))
+    rounded = -(-per_thread // MiB) * MiB
+    return min(MAX_AUTO_PART, max(MIN_AUTO_PART, rounded))
 
 
 def upload_file(
@@ -50,7 +65,7 @@ def upload_file(
     *,
     refresh: Callable[[], UploadTicket] | None,
     checkpoint_dir: Path,
-    part_size: int = 8 * 1024**2,
+    part_size: int | None = None,
     multipart_threshold: int = 16 * 1024**2,
     threads: int = 4,
     progress: Callable[[int, int], None] | None = None,
@@ -85,6 +100,8 @@ def upload_file(
         on_part=reporter.part_done,
     )
     multipart = size >= multipart_threshold
+    if part_size is None:
+        part_size = choose_part_size(size, threads)
     _abort_stale_upload(bucket, Path(checkpoint_dir), address.key, path, resumable=multipart)
     store = _PrivateStore(Path(checkpoint_dir)) if multipart else None
 

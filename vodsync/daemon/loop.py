@@ -750,7 +750,8 @@ def serve(ctx: Context) -> int:
     server = MetricsServer.from_setting(settings.http, metrics, health) if settings.http else None
     with StateStore.open(ctx.state) as store, ctx.cloud() as cloud_settings:
         client = VodClient(cloud_settings, observer=metrics.api_call)
-        daemon = Daemon(settings, store, client, metrics=metrics, health=health, notifier=notifier)
+        daemon = Daemon(settings, store, client, metrics=metrics, health=health, notifier=notifier,
+                        exec_options=ctx.exec_options())
         # A new Context re-reads flags, environment and the config file, as at start.
         daemon.reread_settings = lambda: DaemonSettings.from_context(type(ctx)(args))
         if getattr(args, "once", False):

@@ -70,7 +70,7 @@ class ExecOptions:
     wait: float = 300.0  # seconds to follow URL ingests and transcoding before returning
     poll_interval: float = 2.0
     upload_threads: int = 4
-    part_size: int = 8 * 1024 * 1024
+    part_size: int | None = None  # None: 8-32 MiB, by file size (cloud.upload.choose_part_size)
     multipart_threshold: int = 16 * 1024 * 1024
 
 
