@@ -149,6 +149,7 @@ class Executor:
         self.clock = clock
         self.sleep = sleep
         self._result = Result()
+        self._upload_bytes = 0  # of the plan being run: what `_part_threads` shares out
         self._lock = threading.Lock()
         self.stopping = threading.Event()  # set by the daemon on SIGTERM: no new work is started
 
@@ -159,6 +160,7 @@ class Executor:
         actions = list(plan.actions)
         self.recover([c.name for c in actions])
         uploads, urls, registers, updates, deletes, follows = self._partition(actions)
+        self._upload_bytes = sum(c.upload_bytes for c in uploads)
         with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
             futures: list[Future[None]] = []
             # Largest first: a big file started last would upload alone at the end, on one
@@ -491,6 +493,20 @@ class Executor:
             file_name=os.path.basename(item.local.path), file_size=item.local.size, **common,
         )
 
+    def _part_threads(self, size: int) -> int:
+        """Part threads for one file: its share of the run's upload streams (concurrency x
+        upload_threads) by bytes, at least `upload_threads`.
+
+        With the same threads for every file, a 1 GiB file among 128 MiB ones ends the run
+        alone on 4 streams while the other workers' streams sit idle; over a WAN, where each
+        stream is capped, that tail is most of the run (bench/upload_throughput.py).
+        """
+        base = max(1, self.options.upload_threads)
+        streams = base * max(1, self.options.concurrency)
+        if self._upload_bytes <= 0:
+            return base
+        return max(base, min(streams, round(streams * size / self._upload_bytes)))
+
     def _transfer(self, item: DesiredItem, ticket: UploadTicket,
                   refresh: Callable[[], UploadTicket] | None) -> str:
         """Upload the file; its content identity is the CRC-64 the uploader checked against OSS's."""
@@ -501,7 +517,7 @@ class Executor:
             result = self.uploader(
                 ticket, item.local.path, refresh=refresh,
                 checkpoint_dir=self.checkpoint_dir, part_size=self.options.part_size,
-                multipart_threshold=self.options.multipart_threshold, threads=self.options.upload_threads,
+                multipart_threshold=self.options.multipart_threshold, threads=self._part_threads(total),
                 progress=lambda done, tot: self.reporter.upload_progress(item.name, done, tot),
             )
         finally:
