@@ -222,6 +222,9 @@ def test_sigterm_mid_upload_exits_cleanly_and_a_restart_finishes_without_a_secon
     (project / "media" / "big.mp4").write_bytes(os.urandom(1024) * (parts * 8 * 1024))  # 10 parts of 8 MiB
     write_manifest(project, "m.yaml", video_manifest("big", "big.mp4", "Big"))
     emulator.set_faults([{"match": "oss:PUT", "error": "slow", "delay_ms": 1000, "rate": 1.0}])
+    # One item at a time: its 4 part threads (a lone file would get all 16 streams, every part at once).
+    with open(project / "vodsync.yaml", "a") as f:
+        f.write("concurrency: 1\n")
     d = start(daemons, project, emulator, "--part-size", str(8 * MiB))
 
     def parts_done() -> int:
