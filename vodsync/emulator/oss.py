@@ -2,7 +2,11 @@
 
 Metadata (sizes, ETags, CRC-64s, in-progress uploads) lives in memory behind one lock
 and can be snapshotted; bytes live in files under `root` and are written to a temp file
-first, then renamed into place, so a reader never sees half an object. Nothing here
+first, then renamed into place, so a reader never sees half an object. A completed
+multipart upload keeps its parts as the object's segments (a directory of files, renamed
+into place) instead of copying every byte into one file: completing a 1 GiB upload costs
+renames, not a second write of 1 GiB. Readers get all segments opened at once (`open`),
+so a concurrent overwrite or delete never cuts a download short. Nothing here
 knows about HTTP or signatures (see server.py and auth.py); listeners (the VOD model)
 are told when an object is complete.
 """
@@ -96,6 +100,7 @@ class ObjectInfo:
     crc64: int
     last_modified: float
     content_type: str = "application/octet-stream"
+    segments: tuple[int, ...] = ()  # sizes of the part files of a completed multipart upload
 
     @property
     def object_type(self) -> str:
@@ -197,14 +202,24 @@ class OssStore:
         with self._lock:
             return [(b, k, info) for (b, k), info in sorted(self._objects.items())]
 
-    def open(self, bucket: str, key: str) -> tuple[ObjectInfo, BinaryIO]:
-        """The object's metadata and an open binary file, consistent with each other."""
+    def open(self, bucket: str, key: str) -> tuple[ObjectInfo, ObjectReader]:
+        """The object's metadata and its bytes, opened together (close the reader)."""
         with self._lock:
             info = self._objects.get((bucket, key))
             if info is None:
                 self._require_bucket(bucket)
                 raise OssApiError("NoSuchKey", "The specified key does not exist.", 404, "0026-00000001")
-            return info, open(self._object_path(bucket, key), "rb")
+            path = self._object_path(bucket, key)
+            if not info.segments:
+                return info, ObjectReader([(open(path, "rb"), info.size)])
+            files: list[tuple[BinaryIO, int]] = []
+            try:
+                for i, size in enumerate(info.segments, 1):
+                    files.append((open(path / str(i), "rb"), size))
+            except BaseException:
+                ObjectReader(files).close()
+                raise
+            return info, ObjectReader(files)
 
     def put_stream(
         self,
@@ -230,11 +245,24 @@ class OssStore:
         return info
 
     def _commit(self, bucket: str, key: str, tmp: Path, info: ObjectInfo) -> None:
+        """Rename `tmp` (a file, or a directory of segments) into place as bucket/key."""
         target = self._object_path(bucket, key)
         target.parent.mkdir(exist_ok=True)
         with self._lock:
+            old = self._retire(target)
             os.replace(tmp, target)
             self._objects[(bucket, key)] = info
+        _remove(old)
+
+    def _retire(self, target: Path) -> Path | None:
+        """Move the object at `target` aside (the caller holds the lock); `_remove` it afterwards.
+
+        A file can replace a file, but not a directory of segments or the other way round."""
+        if not os.path.lexists(target):
+            return None
+        aside = self._tmp_path()
+        os.replace(target, aside)
+        return aside
 
     def _notify(self, bucket: str, key: str, info: ObjectInfo) -> None:
         with self._lock:
@@ -248,9 +276,9 @@ class OssStore:
     def delete(self, bucket: str, key: str) -> bool:
         with self._lock:
             info = self._objects.pop((bucket, key), None)
-            if info is not None:
-                self._object_path(bucket, key).unlink(missing_ok=True)
-            return info is not None
+            old = self._retire(self._object_path(bucket, key)) if info is not None else None
+        _remove(old)
+        return info is not None
 
     # ------------------------------------------------------------------ multipart
 
@@ -355,23 +383,26 @@ class OssStore:
                 )
 
         part_dir = self.root / "uploads" / upload_id
+        crc, size, md5s = 0, 0, hashlib.md5()
+        for p in chosen:
+            crc = crc64_combine(crc, p.crc64, p.size)
+            size += p.size
+            md5s.update(bytes.fromhex(p.etag))
+        etag = f"{md5s.hexdigest().upper()}-{len(chosen)}"
+        segments = tuple(p.size for p in chosen)
+        info = ObjectInfo(size, etag, crc, self._clock.now(), upload.content_type, segments)
         tmp = self._tmp_path()
         try:
-            _concatenate([part_dir / str(p.number) for p in chosen], tmp)
-            crc, size, md5s = 0, 0, hashlib.md5()
-            for p in chosen:
-                crc = crc64_combine(crc, p.crc64, p.size)
-                size += p.size
-                md5s.update(bytes.fromhex(p.etag))
-            etag = f"{md5s.hexdigest().upper()}-{len(chosen)}"
-            info = ObjectInfo(size, etag, crc, self._clock.now(), upload.content_type)
             with self._lock:
                 if self._uploads.pop(upload_id, None) is None:  # a concurrent complete/abort won
                     raise _no_such_upload()
+                tmp.mkdir()
+                for i, p in enumerate(chosen, 1):  # the parts become the object's segments: renames only
+                    os.rename(part_dir / str(p.number), tmp / str(i))
                 self._commit(bucket, key, tmp, info)
         finally:
-            tmp.unlink(missing_ok=True)
-        shutil.rmtree(part_dir, ignore_errors=True)
+            _remove(tmp if os.path.lexists(tmp) else None)
+        shutil.rmtree(part_dir, ignore_errors=True)  # parts uploaded but not listed
         self._notify(bucket, key, info)
         return info
 
@@ -398,7 +429,7 @@ class OssStore:
                 o = dict(o)
                 bucket, key = o.pop("bucket"), o.pop("key")
                 if self._object_path(bucket, key).exists():
-                    self._objects[(bucket, key)] = ObjectInfo(**o)
+                    self._objects[(bucket, key)] = ObjectInfo(**{**o, "segments": tuple(o.get("segments", ()))})
             self._uploads = {}
             for u in data.get("uploads", []):
                 u = dict(u)
@@ -456,17 +487,52 @@ def _check_md5(content_md5: str | None, md5) -> None:
         raise OssApiError("InvalidDigest", "The Content-MD5 you specified was invalid.", 400, "0016-00000001")
 
 
-def _concatenate(sources: list[Path], target: Path) -> None:
-    with open(target, "wb") as out:
-        for src in sources:
-            with open(src, "rb") as f:
-                remaining = os.fstat(f.fileno()).st_size
-                while remaining > 0:  # kernel-side copy; no bytes pass through Python
-                    try:
-                        copied = os.copy_file_range(f.fileno(), out.fileno(), remaining)
-                    except (AttributeError, OSError):
-                        shutil.copyfileobj(f, out, CHUNK)
-                        break
-                    if copied == 0:
-                        break
-                    remaining -= copied
+def _remove(path: Path | None) -> None:
+    """Delete a retired object (a file, or a directory of segments); open readers keep their bytes."""
+    if path is None:
+        return
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+class ObjectReader:
+    """An object's bytes as opened files (one, or one per segment), for `read_range` and `sendfile`."""
+
+    def __init__(self, files: list[tuple[BinaryIO, int]]) -> None:
+        self._files = files
+
+    def ranges(self, start: int, length: int) -> Iterable[tuple[BinaryIO, int, int]]:
+        """(file, offset in it, count) covering `length` bytes from `start` of the object."""
+        for f, size in self._files:
+            if length <= 0:
+                return
+            if start >= size:
+                start -= size
+                continue
+            count = min(size - start, length)
+            yield f, start, count
+            length -= count
+            start = 0
+
+    def chunks(self, size: int = CHUNK) -> Iterable[bytes]:
+        """The whole object, in chunks of at most `size` bytes."""
+        for f, offset, count in self.ranges(0, sum(n for _, n in self._files)):
+            f.seek(offset)
+            while count > 0:
+                chunk = f.read(min(size, count))
+                if not chunk:
+                    return
+                count -= len(chunk)
+                yield chunk
+
+    def close(self) -> None:
+        for f, _ in self._files:
+            f.close()
+
+    def __enter__(self) -> ObjectReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -439,8 +439,8 @@ class _Handler(BaseHTTPRequestHandler):
         raise OssApiError("NotImplemented", "This object operation is not emulated.", 501)
 
     def _get_object(self, bucket: str, key: str, headers: dict) -> None:
-        info, f = self.app.oss.open(bucket, key)
-        with f:
+        info, reader = self.app.oss.open(bucket, key)
+        with reader:
             start, end, status = 0, info.size - 1, 200
             wanted = _parse_range(headers.get("range", ""), info.size)
             extra = []
@@ -452,7 +452,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(status, self._oss_headers(*self._object_headers(info), *extra,
                                                  ("Content-Length", str(length))))
             if self.command == "GET" and length:
-                self.connection.sendfile(f, offset=start, count=length)
+                for f, offset, count in reader.ranges(start, length):
+                    self.connection.sendfile(f, offset=offset, count=count)
 
     def _complete(self, bucket: str, key: str, upload_id: str, headers: dict) -> None:
         store = self.app.oss
