@@ -8,7 +8,8 @@ start-up, imports, one CreateUploadVideo per file, the upload), against the same
 process (reset in between):
 
 - emulator sink: the emulator's own intake, measured with a client that costs almost
-  nothing (presigned-URL PUTs sent with sendfile on `concurrency` connections; in-process);
+  nothing (multipart uploads of 32 MiB parts sent as presigned-URL PUTs with sendfile,
+  on concurrency x threads connections; in-process);
 - vodsync: `vodsync apply --yes --wait 0` (planning, content identity and the state file
   included);
 - (a) the official upload SDK's method: per file CreateUploadVideo, then oss2
@@ -152,35 +153,49 @@ def contender_main(argv: list[str]) -> int:
     return 0
 
 
-def emulator_sink(emu: EmulatorProcess, files: list[Path], concurrency: int) -> float:
-    """PUT every file with presigned URLs and sendfile: the emulator's cost, almost none of the client's."""
+def emulator_sink(emu: EmulatorProcess, files: list[Path], streams: int, part_size: int = 32 * MiB) -> float:
+    """The emulator's own intake: every file as a multipart upload whose parts are presigned-URL
+    PUTs sent with sendfile on `streams` connections at once, so the client costs almost nothing."""
     import oss2
+    from oss2.models import PartInfo
 
     bucket_name = "bench-sink"
     account = oss2.Bucket(oss2.Auth(ACCESS_KEY_ID, ACCESS_KEY_SECRET), emu.url, bucket_name)
     account.session.session.trust_env = False
     account.create_bucket()
-    urls = [(path, account.sign_url("PUT", f"sink/{i}/{path.name}", 3600)) for i, path in enumerate(files)]
-
-    def put(item: tuple[Path, str]) -> None:
-        path, signed = item
-        parts = urlsplit(signed)
+    uploads = []  # (key, upload id, [(path, part number, offset, size)])
+    for i, path in enumerate(sorted(files, key=lambda p: -p.stat().st_size)):
+        key = f"sink/{i}/{path.name}"
+        upload_id = account.init_multipart_upload(key).upload_id
         size = path.stat().st_size
-        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=300)
-        conn.putrequest("PUT", f"{parts.path}?{parts.query}", skip_accept_encoding=True)
+        parts = [(path, n, offset, min(part_size, size - offset))
+                 for n, offset in enumerate(range(0, size, part_size), 1)]
+        uploads.append((key, upload_id, parts))
+
+    def put(job: tuple[str, str, Path, int, int, int]) -> PartInfo:
+        key, upload_id, path, number, offset, size = job
+        signed = urlsplit(account.sign_url("PUT", key, 3600, params={"partNumber": str(number),
+                                                                    "uploadId": upload_id}))
+        conn = http.client.HTTPConnection(signed.hostname, signed.port, timeout=300)
+        conn.putrequest("PUT", f"{signed.path}?{signed.query}", skip_accept_encoding=True)
         conn.putheader("Content-Length", str(size))
         conn.endheaders()
         with open(path, "rb") as f:
-            conn.sock.sendfile(f)
+            conn.sock.sendfile(f, offset=offset, count=size)
         resp = conn.getresponse()
         body = resp.read()
         conn.close()
         if resp.status != 200:
             raise RuntimeError(f"sink PUT failed: {resp.status} {body[:200]!r}")
+        return PartInfo(number, resp.getheader("ETag", "").strip('"'), size=size)
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(concurrency) as pool:
-        list(pool.map(put, sorted(urls, key=lambda u: -u[0].stat().st_size)))
+    jobs = [(key, upload_id, *part) for key, upload_id, parts in uploads for part in parts]
+    with ThreadPoolExecutor(streams) as pool:
+        done = list(pool.map(put, jobs))
+    for key, upload_id, _ in uploads:
+        mine = [p for (k, u, *_), p in zip(jobs, done, strict=True) if (k, u) == (key, upload_id)]
+        account.complete_multipart_upload(key, upload_id, mine)
     return time.perf_counter() - started
 
 
@@ -251,7 +266,7 @@ def main() -> int:
                                 "--concurrency", str(args.concurrency), "--threads", str(args.threads), *extra])
 
             def sink() -> tuple[float, str]:
-                return emulator_sink(emu, files, args.concurrency), ""
+                return emulator_sink(emu, files, args.concurrency * args.threads), ""
 
             timed(SINK, sink, link=False)
             raw_settings = {
@@ -285,7 +300,7 @@ def main() -> int:
     return 0
 
 
-SINK = "emulator sink (sendfile PUTs, in-process)"
+SINK = "emulator sink (sendfile parts, in-process)"
 VODSYNC = "vodsync apply"
 SDK = "(a) SDK method: 10 MiB parts, one after another"
 
