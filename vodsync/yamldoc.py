@@ -119,10 +119,22 @@ def _construct(loader: Any, root: yaml.Node, max_depth: int) -> Any:
     nesting depth on the way down (depth-first, so the first too-deep node in
     document order is the one reported).
     """
-    constructors = loader.yaml_constructors
-    seen: set[int] = set()
+    return _Builder(loader, max_depth).build(root, 1)
 
-    def build(node: yaml.Node, depth: int) -> Any:
+
+class _Builder:
+    """`_construct`'s walk. A class, not a recursive closure: a closure that calls itself is a
+    reference cycle, which would keep each document's `seen` set alive until the cyclic GC ran."""
+
+    __slots__ = ("loader", "constructors", "max_depth", "seen")
+
+    def __init__(self, loader: Any, max_depth: int) -> None:
+        self.loader = loader
+        self.constructors = loader.yaml_constructors
+        self.max_depth = max_depth
+        self.seen: set[int] = set()
+
+    def build(self, node: yaml.Node, depth: int) -> Any:
         cls = node.__class__
         if cls is ScalarNode:
             tag = node.tag
@@ -130,24 +142,22 @@ def _construct(loader: Any, root: yaml.Node, max_depth: int) -> Any:
                 return node.value
             if tag not in _SCALAR_TAGS:  # `<<`, `=`, `!!map ""`, `!custom`: PyYAML handles or words them
                 raise _Unusual
-            return constructors[tag](loader, node)
-        if depth > max_depth:
-            raise _too_deep(max_depth, node)
-        if id(node) in seen:  # an alias: identity (and cycles) are PyYAML's business
+            return self.constructors[tag](self.loader, node)
+        if depth > self.max_depth:
+            raise _too_deep(self.max_depth, node)
+        if id(node) in self.seen:  # an alias: identity (and cycles) are PyYAML's business
             raise _Unusual
-        seen.add(id(node))
+        self.seen.add(id(node))
         if cls is MappingNode and node.tag == _MAP:
             mapping = {}
             for key_node, value_node in node.value:
                 if key_node.__class__ is not ScalarNode:  # a complex key
                     raise _Unusual
-                mapping[build(key_node, depth + 1)] = build(value_node, depth + 1)
+                mapping[self.build(key_node, depth + 1)] = self.build(value_node, depth + 1)
             return mapping
         if cls is SequenceNode and node.tag == _SEQ:
-            return [build(child, depth + 1) for child in node.value]
+            return [self.build(child, depth + 1) for child in node.value]
         raise _Unusual  # !!set, !!omap, !!pairs, ...
-
-    return build(root, 1)
 
 
 def parse_yaml_document(
