@@ -5,7 +5,8 @@
 Default batch: 8 files of 128 MiB and 1 file of 1 GiB (2 GiB); --quick: 4 x 32 MiB + 256 MiB.
 Every contender is timed the same way: as a whole process, from fork to exit (interpreter
 start-up, imports, one CreateUploadVideo per file, the upload), against the same emulator
-process (reset in between):
+process (reset in between), whose data lives in memory when /dev/shm has room (see
+`_common.service_dir`: the service's storage is not the client machine's cost):
 
 - emulator sink: the emulator's own intake, measured with a client that costs almost
   nothing (multipart uploads of 32 MiB parts sent as presigned-URL PUTs with sendfile,
@@ -57,6 +58,7 @@ from _common import (  # noqa: E402
     require_disk,
     run_process,
     sdk_client,
+    service_dir,
     verdict,
     vodsync_cmd,
     workdir,
@@ -233,7 +235,9 @@ def main() -> int:
             f"  - {{name: {p.stem}, type: video, file: media/{p.name}}}\n" for p in files))
         best: dict[str, float] = {}  # contender -> best seconds
 
-        with EmulatorProcess(root / "emulator-data") as emu:
+        with service_dir("upload-emulator", 2 * total) as data, EmulatorProcess(data) as emu:
+            print(f"emulator data in {data}", flush=True)
+
             def timed(name: str, fn, link: bool = True) -> None:  # noqa: ANN001
                 emu.reset()
                 if link and (args.latency_ms or args.stream_mib_s):
