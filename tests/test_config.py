@@ -112,6 +112,10 @@ def test_env_endpoint_overrides_the_file(tmp_path):
         ),
         ("drop_folders:\n  - kind: video\n", "vodsync.yaml:2: drop_folders[0].path: is required"),
         (
+            "drop_folders:\n  - path: in\n    label: My Inbox\n",
+            "vodsync.yaml:3: drop_folders[0].label: must be 1-64 of a-z, 0-9",
+        ),
+        (
             "drop_folders:\n  - path: in\n    defaults: {title_template: '{nope}'}\n",
             "vodsync.yaml:3: drop_folders[0].defaults.title_template: can only use {stem}",
         ),

@@ -442,6 +442,23 @@ def test_missing_folder_is_empty(tmp_path: Path) -> None:
     assert result.ready == [] and result.failed == []
 
 
+def test_a_configured_label_keeps_item_names_when_the_directory_moves(tmp_path: Path) -> None:
+    old, new = tmp_path / "Incoming", tmp_path / "renamed" / "elsewhere"
+    old.mkdir()
+    (old / "clip.mp4").write_bytes(b"v")
+    clock = Clock()
+    before = DropFolder(settings(old, label="inbox", after="keep"), hash_file=CountingHash(), clock=clock)
+    [first] = settle(before, clock).ready
+    new.parent.mkdir()
+    old.rename(new)
+    after = DropFolder(settings(new, label="inbox", after="keep"), hash_file=CountingHash(), clock=clock)
+    [second] = settle(after, clock).ready
+    assert first.item.name == second.item.name == f"drop/inbox/{digest_of(b'v')[:16]}"
+    assert after.origin == before.origin == "drop:inbox"
+    # Without a label the name follows the directory, so a move would mean new items.
+    assert DropFolder(settings(new)).label == "elsewhere"
+
+
 def test_labels_must_be_unique(tmp_path: Path) -> None:
     (tmp_path / "a" / "inbox").mkdir(parents=True)
     (tmp_path / "b" / "Inbox").mkdir(parents=True)
@@ -449,3 +466,6 @@ def test_labels_must_be_unique(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="'inbox'"):
         drop_folders([settings(tmp_path / "a" / "inbox"), settings(tmp_path / "b" / "Inbox")])
     assert len(drop_folders([settings(tmp_path / "a" / "inbox")])) == 1
+    # A label tells them apart.
+    assert [f.label for f in drop_folders([settings(tmp_path / "a" / "inbox"),
+                                           settings(tmp_path / "b" / "Inbox", label="inbox-b")])] == ["inbox", "inbox-b"]

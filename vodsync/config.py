@@ -210,6 +210,9 @@ class DropFolderDefaults(_Settings):
 
 class DropFolderSettings(_Settings):
     path: PathSetting
+    # The folder's segment in item names (drop/<label>/<digest>); by default derived from the
+    # directory's name. Set it to move or rename the directory without ingesting kept files again.
+    label: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")] | None = None
     kind: Literal["auto", "video", "image", "attached"] = "auto"
     defaults: DropFolderDefaults = DropFolderDefaults()
     after: Literal["keep", "move", "delete"] = "keep"
@@ -253,7 +256,10 @@ _CONFIG_EXPECTED = {
     "prune": "true or false",
     "credentials": "a mapping with access_key_id and access_key_secret",
 }
-_CONFIG_PATTERNS = {"region": "must be a region ID such as cn-shanghai"}
+_CONFIG_PATTERNS = {
+    "region": "must be a region ID such as cn-shanghai",
+    "label": "must be 1-64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+}
 _PATH_FIELDS = ("manifests", "state")
 
 

@@ -265,7 +265,8 @@ class Daemon:
         labels: dict[str, Path] = {}
         for f in folders:  # drop_folders checks labels only among the new ones
             if labels.setdefault(f.label, f.path) != f.path:
-                raise ConfigError(f"drop folders {labels[f.label]} and {f.path} would both be labelled {f.label!r}")
+                raise ConfigError(f"drop folders {labels[f.label]} and {f.path} would both be labelled {f.label!r}; "
+                                  "give one of them another `label:`")
         self.folders = folders
 
     def _hash_file(self, path: str) -> str:

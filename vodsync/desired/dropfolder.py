@@ -236,8 +236,9 @@ class DropFolder:
     """One configured drop folder. Not thread-safe: the daemon loop owns it.
 
     `hash_file(path) -> hex digest` (default: read the file); `clock()` returns
-    seconds (monotonic is fine: only differences are used); `label` defaults to
-    `folder_label(path)` and must be unique among the daemon's drop folders.
+    seconds (monotonic is fine: only differences are used); `label` defaults to the
+    setting's `label`, else `folder_label(path)`, and must be unique among the daemon's
+    drop folders.
     """
 
     def __init__(
@@ -250,7 +251,7 @@ class DropFolder:
     ) -> None:
         self.settings = settings
         self.path = Path(os.path.abspath(settings.path))
-        self.label = label or folder_label(self.path)
+        self.label = label or settings.label or folder_label(self.path)
         self.hash_file = hash_file
         self.clock = clock
         self.tracker = StabilityTracker(settings.stable_seconds)
@@ -659,7 +660,7 @@ def drop_folders(settings: Sequence[DropFolderSettings], **kwargs: Any) -> list[
         if folder.label in seen and seen[folder.label] != folder.path:
             raise ConfigError(
                 f"drop folders {seen[folder.label]} and {folder.path} would both be labelled "
-                f"{folder.label!r} in item names; rename one of the directories"
+                f"{folder.label!r} in item names; give one of them another `label:`"
             )
         seen[folder.label] = folder.path
     return folders
