@@ -1,0 +1,245 @@
+"""Work VOD finishes on its own: URL ingests (submitted in batches, then followed), registrations
+of OSS objects, and following ingests and transcoding until they settle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from vodsync.cloud.types import RegisterEntry, UrlUploadEntry
+from vodsync.desired.items import DesiredItem, Kind
+from vodsync.engine.diff import Action, Change
+from vodsync.engine.execution import (
+    URL_QUERY_BATCH,
+    VIDEO_BATCH,
+    Outcome,
+    chunks,
+    cleanup_intent,
+    log,
+    meta_json,
+    superseded_media,
+)
+from vodsync.errors import CloudError, VodsyncError
+from vodsync.state.store import Record, RecordStatus
+
+
+class Ingests:
+    """Part of `Executor`: URL ingests, registrations and following asynchronous jobs."""
+
+    # --------------------------------------------------------------- URL ingest
+
+    def _submit_urls(self, batch: Sequence[Change]) -> None:
+        todo: list[Change] = []
+        for c in batch:
+            rec = self.store.get(c.name)
+            if rec is not None and rec.status is RecordStatus.INGESTING:
+                continue  # adopted by recovery
+            old, old_kind = superseded_media(c, rec)
+            if rec is not None and rec.remote_id and c.action is Action.CREATE:
+                # Deleted remotely: forget the dead ID, so a failed ingest is retried (RESUME).
+                self._save(rec.replace(remote_id=None))
+            assert c.item is not None
+            self._intent(c, supersedes=old, supersedes_kind=old_kind, url=c.item.source,
+                         metadata=meta_json(c.item), options=dict(c.item.options))
+            todo.append(c)
+        if not todo:
+            return
+        entries = [_url_entry(c.item) for c in todo if c.item is not None]
+        jobs = self.client.upload_media_by_url(entries)
+        with self.store.transaction():
+            for c in todo:
+                assert c.item is not None
+                rec = self.store.get(c.name)
+                assert rec is not None
+                job = jobs.get(c.item.source)
+                if job is None:
+                    raise CloudError("MissingJob", f"UploadMediaByURL returned no job for {c.item.source}")
+                # What the record said before: a failed ingest puts it back, so the next plan retries.
+                previous = {"previous_source": rec.source, "previous_metadata": dict(rec.metadata)}
+                self._save(rec.replace(status=RecordStatus.INGESTING, job_id=job, source=c.item.source,
+                                       metadata=meta_json(c.item), options=dict(c.item.options),
+                                       intent={**(rec.intent or {}), "op": "ingest", **previous},
+                                       protect=c.item.protect))
+        for c in todo:
+            self._record_outcome(Outcome(c.name, str(c.action), True, f"submitted URL ingest {jobs[c.item.source]}",
+                                         pending=True))
+
+    def _follow(self, names: set[str]) -> None:
+        """Follow URL jobs and transcoding until they settle or the wait runs out."""
+        deadline = self._now() + self.options.wait
+        first = True
+        delay = min(0.25, self.options.poll_interval)  # quick first looks, then back off
+        while True:
+            records = self.store.records(
+                statuses=(RecordStatus.INGESTING, RecordStatus.DELETING, RecordStatus.PROCESSING))
+            # A pruned item whose URL job could not be cancelled is followed too: its video is
+            # deleted when the job delivers it.
+            ingesting = [r for r in records.values()
+                         if r.status in (RecordStatus.INGESTING, RecordStatus.DELETING) and r.job_id]
+            processing = [r for r in records.values() if r.status is RecordStatus.PROCESSING and r.remote_id]
+            if not ingesting and not processing:
+                return
+            if not first and (self._now() >= deadline or self.stopping.is_set()):
+                for r in ingesting:
+                    if r.name in names:
+                        self._record_outcome(Outcome(r.name, "follow", True, f"still ingesting (job {r.job_id})",
+                                                     pending=True))
+                return
+            if not first:
+                self.sleep(delay)
+                delay = min(delay * 2, self.options.poll_interval)
+            first = False
+            try:
+                self._poll_jobs(ingesting, names)
+                self._poll_processing(processing)
+            except VodsyncError as err:
+                log.warning("could not poll VOD for progress: %s", err.message)
+                if self._now() >= deadline:
+                    return
+
+    def _poll_jobs(self, ingesting: list[Record], names: set[str]) -> None:
+        by_job = {r.job_id: r for r in ingesting}
+        for batch in chunks(list(by_job), URL_QUERY_BATCH):
+            jobs, missing = self.client.get_url_upload_infos(batch)
+            for job in jobs:
+                rec = by_job[job.job_id]
+                if rec.status is RecordStatus.DELETING:
+                    if job.terminal:
+                        self._delete_remote(Kind.URL, [job.media_id] if job.media_id else [])
+                        self.store.delete(rec.name)
+                        self._record_outcome(Outcome(rec.name, "delete", True,
+                                                     f"deleted {job.media_id or '(ingest never delivered)'}"))
+                    continue
+                if not job.terminal:
+                    if job.status != rec.remote_status:
+                        self._save(rec.replace(remote_status=job.status))
+                    continue
+                if job.succeeded and job.media_id:
+                    intent = rec.intent or {}
+                    self._save(rec.replace(
+                        status=RecordStatus.PROCESSING, remote_id=job.media_id, job_id=None,
+                        remote_status=job.status, last_result="ingested", last_error=None, attempts=0,
+                        intent=cleanup_intent(intent.get("supersedes"), intent.get("supersedes_kind"), job.media_id),
+                    ))
+                    self._cleanup(rec.name)
+                    self._record_outcome(Outcome(rec.name, "ingest", True, f"ingested as {job.media_id}"))
+                else:
+                    why = f"{job.status}: {job.error_code or ''} {job.error_message or ''}".strip()
+                    self._save(_ingest_failed(rec).replace(
+                        status=RecordStatus.FAILED, job_id=None, remote_status=job.status,
+                        last_result=f"failed: {why}", last_error=why, attempts=rec.attempts + 1))
+                    self._record_outcome(Outcome(rec.name, "ingest", False, why))
+            for job_id in missing:
+                rec = by_job[job_id]
+                if rec.status is RecordStatus.DELETING:
+                    self.store.delete(rec.name)
+                    continue
+                self._save(_ingest_failed(rec).replace(status=RecordStatus.FAILED, job_id=None,
+                                                       last_error=f"URL job {job_id} no longer exists"))
+                self._record_outcome(Outcome(rec.name, "ingest", False, f"URL job {job_id} no longer exists"))
+
+    def _poll_processing(self, processing: list[Record]) -> None:
+        by_id = {r.remote_id: r for r in processing if Kind(r.kind).remote_is_video}
+        for batch in chunks(list(by_id), VIDEO_BATCH):
+            found, missing = self.client.get_video_infos(batch)
+            for vid, media in found.items():
+                rec = by_id[vid]
+                if media.status == "Normal":
+                    self._save(rec.replace(status=RecordStatus.READY, remote_status="Normal"))
+                elif media.status in ("TranscodeFail", "UploadFail", "Blocked"):
+                    self._save(rec.replace(status=RecordStatus.FAILED, remote_status=media.status,
+                                           last_error=f"VOD status {media.status}"))
+                    self._record_outcome(Outcome(rec.name, "transcode", False, f"VOD status {media.status}"))
+                elif media.status != rec.remote_status:
+                    self._save(rec.replace(remote_status=media.status))
+            for vid in missing:
+                rec = by_id[vid]
+                self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None, last_error="deleted remotely"))
+        for r in processing:
+            if not Kind(r.kind).remote_is_video:
+                self._save(r.replace(status=RecordStatus.READY))
+
+
+    # ------------------------------------------------------------ registration
+
+    def _register_groups(self, changes: list[Change]) -> list[list[Change]]:
+        groups: dict[tuple[Any, Any], list[Change]] = {}
+        for c in changes:
+            opts = c.item.options if c.item else {}
+            groups.setdefault((opts.get("template_group_id"), opts.get("workflow_id")), []).append(c)
+        return list(groups.values())
+
+    def _register(self, batch: Sequence[Change]) -> None:
+        olds: dict[str, tuple[str, str]] = {}
+        for c in batch:
+            rec = self.store.get(c.name)
+            old, old_kind = superseded_media(c, rec)
+            if old:
+                olds[c.name] = (old_kind or c.kind, old)
+            elif rec is not None and rec.remote_id and c.action is Action.CREATE:
+                # Deleted remotely: forget the dead ID, so a failed registration is retried (RESUME).
+                self._save(rec.replace(remote_id=None))
+            self._intent(c, supersedes=old, supersedes_kind=old_kind)
+        first = batch[0].item
+        assert first is not None
+        registered, failed = self.client.register_media(
+            [_register_entry(c.item) for c in batch if c.item is not None],
+            template_group_id=first.options.get("template_group_id"),
+            workflow_id=first.options.get("workflow_id"),
+        )
+        by_url = {r.file_url: r for r in registered}
+        failed_set = set(failed)
+        for c in batch:
+            assert c.item is not None
+            rec = self.store.get(c.name)
+            assert rec is not None
+            got = by_url.get(c.item.source)
+            if got is None:
+                why = ("the object does not exist or is not a media file" if c.item.source in failed_set
+                       else "RegisterMedia did not return it")
+                self._save(rec.replace(status=RecordStatus.FAILED, last_error=why, last_result=f"failed: {why}",
+                                       attempts=rec.attempts + 1))
+                self._record_outcome(Outcome(c.name, str(c.action), False, f"{c.item.source}: {why}"))
+                continue
+            old_kind, old_id = olds.get(c.name, (None, None))
+            self._save(rec.replace(
+                status=RecordStatus.PROCESSING, remote_id=got.media_id, source=c.item.source,
+                metadata=meta_json(c.item), options=dict(c.item.options), last_result="registered",
+                last_error=None, attempts=0, intent=cleanup_intent(old_id, old_kind, got.media_id),
+            ))
+            if not got.new_register:
+                # Registered before (by us or someone): make its metadata match the manifest.
+                self.client.update_video_info(got.media_id, dict(c.item.metadata))
+            self._cleanup(c.name)
+            self._record_outcome(Outcome(c.name, str(c.action), True, f"registered {got.media_id}"))
+
+
+def _ingest_failed(rec: Record) -> Record:
+    """A failed URL ingest leaves the record as it was before the submission (source, metadata).
+
+    Otherwise a failed replace would look done: the record would name the new URL while
+    the old media still serves, and the next plan would see nothing to do.
+    """
+    intent = rec.intent or {}
+    if "previous_source" not in intent:
+        return rec
+    return rec.replace(source=intent["previous_source"], metadata=intent.get("previous_metadata", rec.metadata),
+                       intent=None)
+
+
+def _url_entry(item: DesiredItem) -> UrlUploadEntry:
+    m, o = item.metadata, item.options
+    return UrlUploadEntry(
+        url=item.source, title=m.get("title"), description=m.get("description"), tags=tuple(m.get("tags", ())),
+        cate_id=m.get("cate_id"), cover_url=m.get("cover_url"), template_group_id=o.get("template_group_id"),
+        workflow_id=o.get("workflow_id"), file_extension=o.get("file_extension"),
+    )
+
+
+def _register_entry(item: DesiredItem) -> RegisterEntry:
+    m = item.metadata
+    return RegisterEntry(
+        file_url=item.source, title=m.get("title"), description=m.get("description"),
+        tags=tuple(m.get("tags", ())), cate_id=m.get("cate_id"), cover_url=m.get("cover_url"),
+    )

@@ -1,0 +1,195 @@
+"""Local files to VOD: create the media (intent first), move the bytes to OSS, record the result."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from vodsync.checksum import digest_of
+from vodsync.cloud.types import UploadTicket
+from vodsync.desired.items import DesiredItem, Kind
+from vodsync.engine.diff import Action, Change, changed_fields
+from vodsync.engine.execution import (
+    Outcome,
+    cleanup_intent,
+    meta_json,
+    reference_id,
+    user_data,
+)
+from vodsync.errors import CloudError, CredentialExpired
+from vodsync.state.store import Record, RecordStatus
+
+MAX_FRESH_CREATES = 3  # images/attached: new media after an expired credential, at most
+
+
+class Uploads:
+    """Part of `Executor`: creates, replaces and resumes of videos, images and attached media."""
+
+    def _upload(self, change: Change) -> None:
+        item = change.item
+        assert item is not None and item.local is not None
+        rec = self.store.get(item.name)
+        if rec is not None and rec.remote_id and (
+            rec.status is RecordStatus.DELETING or rec.kind != item.kind
+        ):
+            # An interrupted delete, or a change of type: the old media goes first, then the
+            # item is created afresh. Repeating a delete after a crash is harmless.
+            self._delete_remote(Kind(rec.kind), [rec.remote_id])
+            rec = self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None, kind=str(item.kind)))
+        elif rec is not None and change.reason == "deleted remotely":
+            rec = self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None))
+        if item.kind is Kind.VIDEO:
+            digest = self._upload_video(change, rec)
+        else:
+            digest = self._upload_other(change, rec)
+        done = self.store.get(item.name)
+        assert done is not None
+        verb = {Action.CREATE: "created", Action.REPLACE: "replaced", Action.RESUME: "resumed"}[change.action]
+        self._record_outcome(Outcome(
+            item.name, str(change.action), True,
+            f"{verb} {done.remote_id} ({item.local.size} bytes, digest {digest[:12]})",
+            pending=done.status is RecordStatus.PROCESSING,
+        ))
+
+    def _upload_video(self, change: Change, rec: Record | None) -> str:
+        item = change.item
+        assert item is not None and item.local is not None
+        if rec is None or rec.remote_id is None:
+            rec = self._intent(change)
+            ticket = self._create_video(item)
+            rec = self._save(rec.replace(status=RecordStatus.UPLOADING, remote_id=ticket.media_id,
+                                         metadata=meta_json(item), options=dict(item.options)))
+        else:
+            try:
+                ticket = self.client.refresh_upload_video(video_id=rec.remote_id)
+            except CloudError as err:
+                if err.code != "InvalidVideo.NotFound":
+                    raise
+                # Deleted behind our back: start over; the deletion freed the ReferenceId.
+                rec = self._intent(change)
+                ticket = self._create_video(item)
+                rec = self._save(rec.replace(metadata=meta_json(item), options=dict(item.options)))
+            rec = self._save(rec.replace(status=RecordStatus.UPLOADING, remote_id=ticket.media_id,
+                                         intent={"op": "upload", "at": self._now()}))
+        video_id = ticket.media_id
+        digest = self._transfer(item, ticket, refresh=lambda: self.client.refresh_upload_video(video_id=video_id))
+        fields = changed_fields(item, rec.metadata)
+        if fields:
+            self.client.update_video_info(video_id, {f: item.metadata[f] for f in fields})
+        self._save(rec.replace(
+            status=RecordStatus.PROCESSING, remote_status="UploadSucc", content_hash=digest,
+            source=item.local.path, size=item.local.size, mtime_ns=item.local.mtime_ns,
+            metadata=meta_json(item), intent=None, protect=item.protect,
+            last_result=f"uploaded {item.local.size} bytes", last_error=None, attempts=0, next_attempt_at=None,
+        ))
+        return digest
+
+    def _create_video(self, item: DesiredItem) -> UploadTicket:
+        assert item.local is not None
+        return self.client.create_upload_video(
+            title=item.metadata.get("title"),
+            file_name=os.path.basename(item.local.path),
+            file_size=item.local.size,
+            description=item.metadata.get("description"),
+            tags=tuple(item.metadata.get("tags", ())),
+            cate_id=item.metadata.get("cate_id"),
+            cover_url=item.metadata.get("cover_url"),
+            template_group_id=item.options.get("template_group_id"),
+            workflow_id=item.options.get("workflow_id"),
+            storage_location=item.options.get("storage_location"),
+            app_id=item.options.get("app_id"),
+            reference_id=reference_id(item.name),
+            user_data=user_data(item.name),
+        )
+
+    def _upload_other(self, change: Change, rec: Record | None) -> str:
+        """Images and attached media: no refresh exists, so a new credential means new media.
+
+        `serving` is the media the item had before this change (kept until the new one is
+        complete, then deleted); `unfinished` is media an earlier run created but could not
+        fill (deleted at once: it can never receive its bytes).
+        """
+        item = change.item
+        assert item is not None and item.local is not None
+        intent = dict(rec.intent or {}) if rec is not None else {}
+        serving = intent.get("supersedes") if intent else (rec.remote_id if rec is not None else None)
+        unfinished = rec.remote_id if rec is not None and intent.get("op") == "upload" else None
+        if unfinished and unfinished != serving:
+            self._delete_remote(item.kind, [unfinished])
+        last_err: Exception | None = None
+        for _ in range(MAX_FRESH_CREATES):
+            rec = self._intent(change, supersedes=serving)
+            ticket = self._create_other(item)
+            rec = self._save(rec.replace(status=RecordStatus.UPLOADING, remote_id=ticket.media_id,
+                                         metadata=meta_json(item), options=dict(item.options),
+                                         intent={"op": "upload", "at": self._now(), "supersedes": serving}))
+            try:
+                digest = self._transfer(item, ticket, refresh=None)
+            except CredentialExpired as err:
+                last_err = err
+                self._delete_remote(item.kind, [ticket.media_id])
+                continue
+            self._save(rec.replace(
+                status=RecordStatus.READY, remote_status="Normal", content_hash=digest,
+                source=item.local.path, size=item.local.size, mtime_ns=item.local.mtime_ns,
+                intent=cleanup_intent(serving, item.kind, ticket.media_id), protect=item.protect,
+                last_result=f"uploaded {item.local.size} bytes", last_error=None, attempts=0, next_attempt_at=None,
+            ))
+            self._cleanup(item.name)
+            return digest
+        assert last_err is not None
+        raise last_err
+
+    def _create_other(self, item: DesiredItem) -> UploadTicket:
+        assert item.local is not None
+        ext = os.path.splitext(item.local.path)[1].lstrip(".").lower()
+        common = {
+            "description": item.metadata.get("description"),
+            "tags": tuple(item.metadata.get("tags", ())),
+            "cate_id": item.metadata.get("cate_id"),
+            "storage_location": item.options.get("storage_location"),
+            "app_id": item.options.get("app_id"),
+            "user_data": user_data(item.name),
+        }
+        if item.kind is Kind.IMAGE:
+            return self.client.create_upload_image(
+                image_type=item.options.get("image_type", "default"), image_ext=ext,
+                title=item.metadata.get("title"), original_file_name=os.path.basename(item.local.path), **common,
+            )
+        return self.client.create_upload_attached_media(
+            business_type=item.options["business_type"], media_ext=ext, title=item.metadata.get("title"),
+            file_name=os.path.basename(item.local.path), file_size=item.local.size, **common,
+        )
+
+    def _part_threads(self, size: int) -> int:
+        """Part threads for one file: its share of the run's upload streams (concurrency x
+        upload_threads) by bytes, at least `upload_threads`.
+
+        With the same threads for every file, a 1 GiB file among 128 MiB ones ends the run
+        alone on 4 streams while the other workers' streams sit idle; over a WAN, where each
+        stream is capped, that tail is most of the run (bench/upload_throughput.py).
+        """
+        base = max(1, self.options.upload_threads)
+        streams = base * max(1, self.options.concurrency)
+        if self._upload_bytes <= 0:
+            return base
+        return max(base, min(streams, round(streams * size / self._upload_bytes)))
+
+    def _transfer(self, item: DesiredItem, ticket: UploadTicket,
+                  refresh: Callable[[], UploadTicket] | None) -> str:
+        """Upload the file; its content identity is the CRC-64 the uploader checked against OSS's."""
+        assert item.local is not None
+        total = item.local.size
+        self.reporter.upload_started(item.name, total)
+        try:
+            result = self.uploader(
+                ticket, item.local.path, refresh=refresh,
+                checkpoint_dir=self.checkpoint_dir, part_size=self.options.part_size,
+                multipart_threshold=self.options.multipart_threshold, threads=self._part_threads(total),
+                progress=lambda done, tot: self.reporter.upload_progress(item.name, done, tot),
+            )
+        finally:
+            self.reporter.upload_finished(item.name)
+        with self._lock:
+            self._result.uploaded_bytes += total
+        return digest_of(result.crc64)
