@@ -607,6 +607,10 @@ def test_the_installed_console_script_converges(ws: Workspace) -> None:
         return subprocess.run([str(VODSYNC), *argv], capture_output=True, text=True, env=env, cwd=ws.root,
                               timeout=120, stdin=subprocess.DEVNULL)
 
+    # The process ends with os._exit after flushing: the whole (buffered) output and the code arrive.
+    planned = vodsync("plan", *common, "--json", "--detailed-exitcode")
+    assert planned.returncode == 2, planned
+    assert sorted(c["name"] for c in json.loads(planned.stdout)["changes"]) == ["intro", "intro-subs", "logo"]
     apply = vodsync("apply", *common, "--yes", "--wait", "20")
     assert apply.returncode == 0, apply
     assert "Apply complete" in apply.stdout

@@ -1,5 +1,5 @@
 """`python -m vodsync` runs the command line."""
 
-from vodsync.cli import main
+from vodsync.cli import run
 
-raise SystemExit(main())
+run()

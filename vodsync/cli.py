@@ -373,6 +373,22 @@ def _setup_logging(args: argparse.Namespace) -> None:
     setup_logging(level, getattr(args, "log_format", "auto"), sys.stderr)
 
 
+def run() -> None:
+    """The `vodsync` process: `main()`, then exit without tearing the interpreter down.
+
+    Freeing the SDKs' module state at exit took 0.1-0.15 s of every command (oss2 alone
+    ~70 ms) and does nothing a finished command needs: the state is committed and its file
+    closed by then. Log handlers and the standard streams are flushed first. (`main` itself
+    returns normally, so tests and embedders can call it.)
+    """
+    code = main()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe (`vodsync plan | head`)
+            stream.flush()
+    os._exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from vodsync.errors import VodsyncError
 
