@@ -364,3 +364,50 @@ def test_whole_object_crc_matches_the_local_file(emulator, client, tmp_path, big
     ticket = client.create_upload_video(title="c", file_name="big.mp4")
     result = upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck", part_size=PART)
     assert result.crc64 == crc == stored(emulator, ticket)["crc64"]
+
+
+# ---------------------------------------------------------------- damage in transit
+
+
+def _stored_bytes(emulator, ticket: UploadTicket) -> bytes:
+    _, reader = emulator.oss.open(ticket.address.bucket, ticket.address.key)
+    with reader:
+        return b"".join(reader.chunks())
+
+
+def test_a_part_damaged_in_transit_is_caught_and_the_upload_sent_again(emulator, client, tmp_path, big_file):
+    path, crc = big_file
+    ticket = client.create_upload_video(title="b", file_name="big.mp4")
+    # One bit of one part flipped on its way in: OSS stores and checksums what it received.
+    emulator.set_faults([{"match": "oss:PUT", "error": "corrupt", "count": 1}])
+    slept: list[float] = []
+    result = upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck", part_size=PART, threads=4,
+                         policy=RetryPolicy(seed=1), sleep=slept.append)
+    assert result.crc64 == crc == stored(emulator, ticket)["crc64"]
+    assert _stored_bytes(emulator, ticket) == path.read_bytes()
+    assert puts(emulator) == 10 and len(slept) == 1  # the whole object again: the damaged part is not known
+
+
+def test_a_small_file_damaged_in_transit_is_put_again(emulator, client, tmp_path):
+    data = os.urandom(300 * 1024)
+    path = tmp_path / "small.mp4"
+    path.write_bytes(data)
+    ticket = client.create_upload_video(title="s", file_name="small.mp4")
+    emulator.set_faults([{"match": "oss:PUT", "error": "corrupt", "count": 1}])
+    result = upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck",
+                         policy=RetryPolicy(seed=1), sleep=lambda s: None)
+    assert result.crc64 == _crc64(data) and _stored_bytes(emulator, ticket) == data
+    assert puts(emulator) == 2
+
+
+def test_damage_on_every_attempt_fails_the_upload_instead_of_claiming_it(emulator, client, tmp_path):
+    data = os.urandom(300 * 1024)
+    path = tmp_path / "small.mp4"
+    path.write_bytes(data)
+    ticket = client.create_upload_video(title="s", file_name="small.mp4")
+    emulator.set_faults([{"match": "oss:PUT", "error": "corrupt", "rate": 1.0}])
+    with pytest.raises(CloudError) as caught:
+        upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck",
+                    policy=RetryPolicy(attempts=3, seed=1), sleep=lambda s: None)
+    assert caught.value.code == "InconsistentError" and caught.value.retryable
+    assert stored(emulator, ticket)["crc64"] != _crc64(data)  # what OSS holds is damaged, and we said so

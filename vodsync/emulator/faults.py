@@ -1,6 +1,9 @@
 """Fault injection: rules that make matching calls fail, stall or lose their connection.
 
 A rule matches a call name (`CreateUploadVideo`, `oss:PUT`, globs like `oss:*` or `*`).
+Besides error codes, a rule can `reset` the connection, be `slow` (and pace the body), or
+`corrupt` the body: one bit flipped as it arrives, as damage in transit would, and then
+stored and checksummed like any body (so only a client that checks its CRC notices).
 `count` limits it to the next N matching calls, `rate` makes it fire with that
 probability (seeded, so runs repeat), both together mean "with probability `rate`,
 at most `count` times". The first rule that fires wins. Rendering the error in
@@ -17,6 +20,7 @@ from fnmatch import fnmatchcase
 
 RESET = "reset"  # drop the connection without a response
 SLOW = "slow"  # wait delay_ms, then serve normally
+CORRUPT = "corrupt"  # flip a bit of the request body as it arrives, then serve normally
 
 # Status of each error code the emulator knows how to inject (VOD RPC and OSS share codes
 # where they overlap; a rule may also name any code and give "status" itself).
@@ -81,7 +85,7 @@ class FaultRule:
         if not isinstance(delay_ms, int | float) or delay_ms < 0:
             raise ValueError("'delay_ms' must be a non-negative number")
         status = raw.get("status")
-        if error not in (RESET, SLOW) and status is None and error not in ERROR_STATUS:
+        if error not in (RESET, SLOW, CORRUPT) and status is None and error not in ERROR_STATUS:
             raise ValueError(f"unknown error {error!r}: give its HTTP 'status' too")
         bps = raw.get("bytes_per_second")
         if bps is not None and not (isinstance(bps, int) and bps > 0 and error == SLOW):

@@ -38,7 +38,7 @@ from xml.sax.saxutils import escape
 from vodsync.emulator.auth import OssAuthorizer, RpcVerifier, StsIssuer
 from vodsync.emulator.clock import Clock
 from vodsync.emulator.errors import OssApiError, VodApiError
-from vodsync.emulator.faults import RESET, SLOW, FaultInjector, FaultRule
+from vodsync.emulator.faults import CORRUPT, RESET, SLOW, FaultInjector, FaultRule
 from vodsync.emulator.oss import ObjectInfo, OssStore
 
 API_VERSION = "2017-03-21"
@@ -101,12 +101,20 @@ class _Body:
         self._rate: int | None = None
         self._started = 0.0
         self._taken = 0
+        self._corrupt = False
+
+    def corrupt(self) -> None:
+        """Flip the lowest bit of the next byte read (a `corrupt` fault: damage in transit)."""
+        self._corrupt = True
 
     def pace(self, bytes_per_second: int) -> None:
         """Deliver the body no faster than `bytes_per_second`, as one TCP stream over a WAN does."""
         self._rate, self._started, self._taken = bytes_per_second, time.monotonic(), 0
 
     def _paced(self, data: bytes) -> bytes:
+        if self._corrupt and data:
+            self._corrupt = False
+            data = bytes([data[0] ^ 1]) + data[1:]
         if self._rate:
             self._taken += len(data)
             ahead = self._taken / self._rate - (time.monotonic() - self._started)
@@ -249,6 +257,10 @@ class _Handler(BaseHTTPRequestHandler):
         if rule.error == SLOW:
             if rule.bytes_per_second and self._body is not None:
                 self._body.pace(rule.bytes_per_second)
+            return None
+        if rule.error == CORRUPT:
+            if self._body is not None:
+                self._body.corrupt()
             return None
         return rule
 
