@@ -153,10 +153,13 @@ def print_summary(result: Result, elapsed: float, console: Console) -> None:
     parts = [f"{len(last) - len(failed)} item(s) succeeded", f"{len(failed)} failed"]
     if result.unsettled:
         parts.append(f"{len(result.unsettled)} still ingesting or transcoding at VOD (vodsync status shows them)")
-    big = result.uploaded_bytes >= 1024 * 1024
-    rate = f" ({human_bytes(result.uploaded_bytes / max(elapsed, 1e-6))}/s)" if big else ""
+    # The rate is over the uploads themselves: `elapsed` also holds planning and --wait's following.
+    upload_s = result.upload_seconds
+    rate = f" ({human_bytes(result.uploaded_bytes / upload_s)}/s)" if result.uploaded_bytes >= 1024 * 1024 and upload_s else ""
+    moved = (f"{human_bytes(result.uploaded_bytes)} uploaded in {upload_s:.1f} s{rate}, "
+             if result.uploaded_bytes else "nothing uploaded, ")
     line = (f"Apply {'complete' if not failed else 'finished with failures'}: {', '.join(parts)}; "
-            f"{human_bytes(result.uploaded_bytes)} uploaded in {elapsed:.1f} s{rate}.")
+            f"{moved}{elapsed:.1f} s in all.")
     console.print(line, style="bold red" if failed else "bold", markup=False)
     for o in failed:
         console.print(f"  ✗ {o.name}: {o.message}", style="red", markup=False)

@@ -56,6 +56,12 @@ class Result:
     outcomes: list[Outcome] = field(default_factory=list)
     uploaded_bytes: int = 0
     unsettled: list[str] = field(default_factory=list)  # still ingesting or transcoding when the run ended
+    # time.monotonic() when the first counted upload began and the last one ended
+    upload_span: tuple[float, float] | None = None
+
+    @property
+    def upload_seconds(self) -> float:
+        return self.upload_span[1] - self.upload_span[0] if self.upload_span else 0.0
 
     @property
     def failed(self) -> list[Outcome]:

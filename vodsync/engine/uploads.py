@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 
 from vodsync.checksum import digest_of
@@ -181,6 +182,7 @@ class Uploads:
         assert item.local is not None
         total = item.local.size
         self.reporter.upload_started(item.name, total)
+        began = time.monotonic()
         try:
             result = self.uploader(
                 ticket, item.local.path, refresh=refresh,
@@ -190,6 +192,9 @@ class Uploads:
             )
         finally:
             self.reporter.upload_finished(item.name)
+        ended = time.monotonic()
         with self._lock:
             self._result.uploaded_bytes += total
+            span = self._result.upload_span
+            self._result.upload_span = (min(span[0], began), max(span[1], ended)) if span else (began, ended)
         return digest_of(result.crc64)
