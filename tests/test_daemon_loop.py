@@ -374,3 +374,20 @@ def test_reload_adds_a_drop_folder_and_keeps_the_old_ones_memory(world: World) -
     world.daemon.reload(settings)
     assert world.daemon.folders[0] is first and world.daemon.folders[1].path == other
     assert world.daemon.health.interval_seconds == 60
+
+
+def test_reload_refuses_a_new_drop_folder_whose_label_a_kept_one_has(world: World) -> None:
+    import dataclasses
+
+    from vodsync.errors import ConfigError
+
+    twin = world.tmp / "elsewhere" / world.drop.name  # same directory name: same default label
+    twin.mkdir(parents=True)
+    settings = dataclasses.replace(world.settings, drop_settings=(
+        *world.settings.drop_settings, DropFolderSettings(path=twin, stable_seconds=5)))
+    with pytest.raises(ConfigError, match=f"would both be labelled '{world.daemon.folders[0].label}'"):
+        world.daemon.reload(settings)
+    relabelled = dataclasses.replace(settings, drop_settings=(
+        *world.settings.drop_settings, DropFolderSettings(path=twin, stable_seconds=5, label="twin")))
+    world.daemon.reload(relabelled)
+    assert [f.label for f in world.daemon.folders] == [world.daemon.folders[0].label, "twin"]

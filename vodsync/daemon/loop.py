@@ -49,13 +49,13 @@ from vodsync.daemon.manifests import LoadedManifests, load_lenient
 from vodsync.daemon.metrics import Health, Metrics, MetricsServer
 from vodsync.daemon.notify import Notifier
 from vodsync.daemon.watch import ChangeWatcher
-from vodsync.desired.dropfolder import DropCandidate, DropFolder, drop_folders
+from vodsync.desired.dropfolder import DropCandidate, DropFolder, check_labels, drop_folders
 from vodsync.desired.items import DesiredItem
 from vodsync.engine.diff import Action
 from vodsync.engine.executor import ExecOptions, Executor, Outcome, Reporter
 from vodsync.engine.plan import Plan, PlanOptions
 from vodsync.engine.reconcile import build_plan, checkpoint_dir
-from vodsync.errors import ConfigError, VodsyncError
+from vodsync.errors import VodsyncError
 from vodsync.state.store import Record, RecordStatus, StateStore
 
 # `ctx` below is the CLI's `Context` (config, manifests, roots, state, args, cloud()); the daemon
@@ -262,11 +262,7 @@ class Daemon:
         fresh = [s for s in settings.drop_settings if not any(f.settings == s for f in old)]
         built = drop_folders(fresh, hash_file=self._hash_file, clock=self.clock)
         folders = [next(f for f in [*old, *built] if f.settings == s) for s in settings.drop_settings]
-        labels: dict[str, Path] = {}
-        for f in folders:  # drop_folders checks labels only among the new ones
-            if labels.setdefault(f.label, f.path) != f.path:
-                raise ConfigError(f"drop folders {labels[f.label]} and {f.path} would both be labelled {f.label!r}; "
-                                  "give one of them another `label:`")
+        check_labels(folders)  # drop_folders checked the new ones only among themselves
         self.folders = folders
 
     def _hash_file(self, path: str) -> str:

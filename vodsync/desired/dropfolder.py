@@ -655,12 +655,16 @@ class DropFolder:
 def drop_folders(settings: Sequence[DropFolderSettings], **kwargs: Any) -> list[DropFolder]:
     """One `DropFolder` per setting; refuses two folders with the same label (their item names would collide)."""
     folders = [DropFolder(s, **kwargs) for s in settings]
+    check_labels(folders)
+    return folders
+
+
+def check_labels(folders: Iterable[DropFolder]) -> None:
+    """Raise `ConfigError` if two folders (different paths) share a label: their item names would collide."""
     seen: dict[str, Path] = {}
     for folder in folders:
-        if folder.label in seen and seen[folder.label] != folder.path:
+        if seen.setdefault(folder.label, folder.path) != folder.path:
             raise ConfigError(
                 f"drop folders {seen[folder.label]} and {folder.path} would both be labelled "
                 f"{folder.label!r} in item names; give one of them another `label:`"
             )
-        seen[folder.label] = folder.path
-    return folders
