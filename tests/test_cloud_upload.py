@@ -59,6 +59,14 @@ def stored(emulator, ticket: UploadTicket) -> dict:
     return obj
 
 
+def small_upload(client: VodClient, tmp_path: Path) -> tuple[bytes, Path, UploadTicket]:
+    """300 KiB of random bytes (one PUT, below the multipart threshold) and a video ticket for them."""
+    data = os.urandom(300 * 1024)
+    path = tmp_path / "small.mp4"
+    path.write_bytes(data)
+    return data, path, client.create_upload_video(title="s", file_name="small.mp4")
+
+
 def refresher(client: VodClient, ticket: UploadTicket, log: list | None = None):
     def refresh() -> UploadTicket:
         if log is not None:
@@ -97,10 +105,7 @@ def test_without_a_part_size_each_thread_sends_one_part(emulator, client, tmp_pa
 
 
 def test_small_file_is_one_put_with_crc(emulator, client, tmp_path):
-    data = os.urandom(300 * 1024)
-    path = tmp_path / "small.mp4"
-    path.write_bytes(data)
-    ticket = client.create_upload_video(title="s", file_name="small.mp4")
+    data, path, ticket = small_upload(client, tmp_path)
     seen: list[tuple[int, int]] = []
     result = upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck", progress=lambda d, t: seen.append((d, t)))
     assert result.size == len(data)
@@ -389,10 +394,7 @@ def test_a_part_damaged_in_transit_is_caught_and_the_upload_sent_again(emulator,
 
 
 def test_a_small_file_damaged_in_transit_is_put_again(emulator, client, tmp_path):
-    data = os.urandom(300 * 1024)
-    path = tmp_path / "small.mp4"
-    path.write_bytes(data)
-    ticket = client.create_upload_video(title="s", file_name="small.mp4")
+    data, path, ticket = small_upload(client, tmp_path)
     emulator.set_faults([{"match": "oss:PUT", "error": "corrupt", "count": 1}])
     result = upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck",
                          policy=RetryPolicy(seed=1), sleep=lambda s: None)
@@ -401,10 +403,7 @@ def test_a_small_file_damaged_in_transit_is_put_again(emulator, client, tmp_path
 
 
 def test_damage_on_every_attempt_fails_the_upload_instead_of_claiming_it(emulator, client, tmp_path):
-    data = os.urandom(300 * 1024)
-    path = tmp_path / "small.mp4"
-    path.write_bytes(data)
-    ticket = client.create_upload_video(title="s", file_name="small.mp4")
+    data, path, ticket = small_upload(client, tmp_path)
     emulator.set_faults([{"match": "oss:PUT", "error": "corrupt", "rate": 1.0}])
     with pytest.raises(CloudError) as caught:
         upload_file(ticket, path, refresh=None, checkpoint_dir=tmp_path / "ck",
