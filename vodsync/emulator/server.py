@@ -111,7 +111,8 @@ class _Body:
         """Deliver the body no faster than `bytes_per_second`, as one TCP stream over a WAN does."""
         self._rate, self._started, self._taken = bytes_per_second, time.monotonic(), 0
 
-    def _paced(self, data: bytes) -> bytes:
+    def _arrived(self, data: bytes) -> bytes:
+        """Every chunk of the body passes here on its way in: a `corrupt` fault, then pacing."""
         if self._corrupt and data:
             self._corrupt = False
             data = bytes([data[0] ^ 1]) + data[1:]
@@ -138,7 +139,7 @@ class _Body:
             self._left = 0
             return b""
         self._left -= len(data)
-        return self._paced(data)
+        return self._arrived(data)
 
     def _read_chunked(self, n: int) -> bytes:
         if self._eof:
@@ -162,7 +163,7 @@ class _Body:
         self._chunk_left -= len(data)
         if self._chunk_left == 0:
             self._rfile.readline(16)  # CRLF after the chunk
-        return self._paced(data)
+        return self._arrived(data)
 
     def read_all(self, limit: int = SMALL_BODY_LIMIT) -> bytes:
         parts, total = [], 0
