@@ -19,7 +19,7 @@ from safetykit import Library, SourceServer, mp4, writes
 
 import vodsync.engine.gc as gc
 from vodsync.cloud.settings import CloudSettings
-from vodsync.cloud.upload import upload_file
+from vodsync.cloud.upload import settle_checkpoints, upload_file
 from vodsync.cloud.vod import VodClient
 from vodsync.emulator import Emulator
 from vodsync.engine.executor import reference_id, user_data
@@ -190,3 +190,29 @@ def test_an_upload_that_cannot_resume_aborts_the_old_one(emulator: Emulator, tmp
     upload_file(c.refresh_upload_video(video_id=t.media_id), path, refresh=None, checkpoint_dir=cp_dir)
     assert old not in {u["upload_id"] for u in emulator.state()["multipart_uploads"]}
     assert emulator.state()["multipart_uploads"] == []
+
+
+def test_checkpoint_writes_cut_by_a_kill_are_settled(emulator: Emulator, tmp_path: Path) -> None:
+    """A process killed between writing a checkpoint's temp file and renaming it: a whole one
+    takes its place and its upload is resumed, one cut short goes; a write of this process stays."""
+    c = _client(emulator)
+    path = tmp_path / "v.mp4"
+    path.write_bytes(mp4(500_000))
+    t = c.create_upload_video(title="V", file_name="v.mp4")
+    cp_dir = tmp_path / "cp"
+    upload_id = _interrupted_multipart(emulator, t, path, cp_dir, parts=2)
+    root = cp_dir / ".py-oss-upload"
+    (name,) = [p.name for p in root.iterdir()]
+    (root / name).rename(root / f"{name}.4194305.140.tmp")  # the rename never happened
+    (root / "other.4194306.141.tmp").write_text('{"upload_id": "')  # killed mid-write
+    mine = root / f"busy.{os.getpid()}.142.tmp"
+    mine.write_text("")
+
+    settle_checkpoints(cp_dir)
+    assert sorted(p.name for p in root.iterdir()) == sorted([name, mine.name])
+
+    puts = emulator.calls()["oss:PUT"]
+    upload_file(c.refresh_upload_video(video_id=t.media_id), path, refresh=None, checkpoint_dir=cp_dir,
+                part_size=102400, multipart_threshold=204800)
+    assert emulator.calls()["oss:PUT"] - puts == 3, "the two parts already sent are not sent again"
+    assert upload_id not in {u["upload_id"] for u in emulator.state()["multipart_uploads"]}

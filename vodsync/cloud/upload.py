@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -35,7 +36,7 @@ from vodsync.cloud.settings import is_loopback_url
 from vodsync.cloud.types import UploadCredential, UploadResult, UploadTicket
 from vodsync.errors import CloudError, CredentialExpired
 
-__all__ = ["Checkpoint", "UploadResult", "abort_upload", "list_checkpoints", "upload_file"]
+__all__ = ["Checkpoint", "UploadResult", "abort_upload", "list_checkpoints", "settle_checkpoints", "upload_file"]
 
 AUTH_ERRORS = frozenset({"SecurityTokenExpired", "InvalidAccessKeyId"})
 MAX_REACTIVE_REFRESHES = 3
@@ -441,6 +442,19 @@ class Checkpoint:
     parts: int  # parts recorded as sent
 
 
+_TEMP_NAME = re.compile(r"(?P<name>.+)\.(?P<pid>\d+)\.\d+\.tmp")  # as `_PrivateStore.put` names them
+
+
+def _read_checkpoint(path: Path) -> Checkpoint | None:
+    """The checkpoint in `path`, or None when it is not one (unreadable, or cut short)."""
+    try:
+        data = json.loads(path.read_text())
+        return Checkpoint(path, str(data["bucket"]), str(data["key"]), str(data["upload_id"]),
+                          str(data["file_path"]), len(data.get("parts") or ()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
 def list_checkpoints(checkpoint_dir: Path) -> tuple[list[Checkpoint], list[Path]]:
     """The checkpoints under `checkpoint_dir`, and files there that are not checkpoints (a temp
     file a killed process left before its rename, or an unreadable one)."""
@@ -452,13 +466,40 @@ def list_checkpoints(checkpoint_dir: Path) -> tuple[list[Checkpoint], list[Path]
     for path in sorted(root.iterdir()):
         if not path.is_file():
             continue
-        try:
-            data = json.loads(path.read_text())
-            found.append(Checkpoint(path, str(data["bucket"]), str(data["key"]), str(data["upload_id"]),
-                                    str(data["file_path"]), len(data.get("parts") or ())))
-        except (OSError, ValueError, KeyError, TypeError):
+        checkpoint = _read_checkpoint(path)
+        if checkpoint is None:
             junk.append(path)
+        else:
+            found.append(checkpoint)
     return found, junk
+
+
+def settle_checkpoints(checkpoint_dir: Path) -> None:
+    """Finish the checkpoint writes that killed processes left half done.
+
+    A checkpoint is written to `<name>.<pid>.<thread>.tmp`, then renamed over `<name>`. A temp
+    file of another process that holds a whole checkpoint is newer than the file it was to
+    replace, so it takes that file's place: the upload it names is resumed (or aborted) like
+    any other. One cut short names nothing usable and is removed. Call only while no other
+    process uploads with this directory (under the state file's writer lock).
+    """
+    root = Path(checkpoint_dir) / oss2.resumable._UPLOAD_TEMP_DIR
+    if not root.is_dir():
+        return
+    ours = str(os.getpid())
+    for tmp in root.glob("*.tmp"):
+        match = _TEMP_NAME.fullmatch(tmp.name)
+        if match is None or match["pid"] == ours or not tmp.is_file():
+            continue  # not ours to settle, or a write of this process (a daemon's) under way
+        target = root / match["name"]
+        try:
+            if _read_checkpoint(tmp) is not None and (
+                    not target.exists() or target.stat().st_mtime <= tmp.stat().st_mtime):
+                os.replace(tmp, target)
+            else:
+                tmp.unlink()
+        except OSError:
+            continue  # `vodsync gc` still reports it
 
 
 def abort_upload(ticket: UploadTicket, upload_id: str) -> None:

@@ -87,6 +87,9 @@ class Executor(Recovery, Uploads, Ingests, Edits):
     def run(self, plan: Plan) -> Result:
         self._result = Result()
         actions = list(plan.actions)
+        from vodsync.cloud.upload import settle_checkpoints
+
+        settle_checkpoints(self.checkpoint_dir)  # before recovery resumes what they name
         self.recover([c.name for c in actions])
         uploads, urls, registers, updates, deletes, follows = self._partition(actions)
         self._upload_bytes = sum(c.upload_bytes for c in uploads)
