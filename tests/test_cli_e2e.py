@@ -557,6 +557,38 @@ def test_a_pending_url_ingest_is_continued_not_resubmitted(ws: Workspace) -> Non
     assert ws.cli("plan", "--detailed-exitcode").code == 0
 
 
+@pytest.mark.parametrize("edit", ["title", "url"])
+def test_an_edit_made_while_the_ingest_runs_is_applied_when_it_delivers(ws: Workspace, edit: str) -> None:
+    """The job delivers what was submitted; the edit made since is carried out in the same
+    apply, once the media exists: one run converges."""
+    gate = ws.sources.gates["/src/slow.mp4"] = threading.Event()
+    item = {"name": "slow", "type": "url", "url": ws.url("/src/slow.mp4", mp4(2000, b"s")), "title": "Slow"}
+    ws.manifest([item])
+    assert ws.cli("apply", "--wait", "0").code == 0
+    assert ws.status()["slow"]["status"] == "ingesting"
+
+    if edit == "title":
+        item["title"] = "Slow, renamed"
+    else:
+        item["url"] = ws.url("/src/new.mp4", mp4(2100, b"n"))
+    ws.manifest([item])
+    plan = ws.cli("plan", "--json")
+    (change,) = plan.json()["changes"]
+    then = "title changed" if edit == "title" else "url changed"
+    assert (change["action"], change["reason"]) == ("follow", f"URL ingest in progress; then {then}"), change
+
+    gate.set()
+    run = ws.apply()
+    assert run.code == 0, run
+    videos = ws.vod()["videos"]
+    assert [v["Title"] for v in videos] == [item["title"]], videos
+    assert ws.status()["slow"]["remote_id"] == videos[0]["VideoId"]
+    if edit == "url":
+        assert ws.calls()["UploadMediaByURL"] == 2
+        assert ws.vod()["url_jobs"][-1]["UploadURL"] == item["url"]
+    assert ws.cli("plan", "--detailed-exitcode").code == 0, "converged in one apply"
+
+
 def test_pruning_an_item_whose_ingest_is_running_leaves_no_orphan(ws: Workspace) -> None:
     gate = ws.sources.gates["/src/slow.mp4"] = threading.Event()
     ws.file("media/a.mp4", mp4(100))

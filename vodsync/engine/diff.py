@@ -126,7 +126,11 @@ def _diff_one(
         why = f"last attempt failed: {record.last_error}" if record.last_error else "last attempt failed"
         return Change(Action.RESUME, item.name, item.kind, why, item=item, record=record, upload_bytes=size)
     if record.status is RecordStatus.INGESTING:
-        return Change(Action.FOLLOW, item.name, item.kind, "URL ingest in progress", item=item, record=record)
+        # The job delivers what was submitted; an edit since waits for it (`Executor._held_back`).
+        fields = changed_fields(item, record.metadata)
+        then = "url changed" if item.source != record.source else fields and f"{', '.join(fields)} changed"
+        return Change(Action.FOLLOW, item.name, item.kind, "URL ingest in progress" + (f"; then {then}" if then else ""),
+                      fields=fields, item=item, record=record)
 
     if remote is not None and item.name in remote and remote[item.name] is None:
         return Change(
@@ -169,6 +173,12 @@ def _diff_one(
             Action.TOUCH, item.name, item.kind, "bookkeeping", item=item, record=record, content_hash=content_hash
         )
     return None
+
+
+def diff_one(item: DesiredItem, record: Record | None) -> Change | None:
+    """The change one item whose content is a string (a URL, a FileURL) needs against its record.
+    (A local file's content needs its hash: see `diff`.)"""
+    return _diff_one(item, record, {}, None)
 
 
 def diff(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vodsync.desired.items import Kind
-from vodsync.engine.diff import Action, Change
+from vodsync.engine.diff import Action, Change, diff_one
 from vodsync.engine.edits import Edits
 from vodsync.engine.execution import (
     REGISTER_BATCH,
@@ -91,6 +91,18 @@ class Executor(Recovery, Uploads, Ingests, Edits):
 
         settle_checkpoints(self.checkpoint_dir)  # before recovery resumes what they name
         self.recover([c.name for c in actions])
+        self._execute(actions)
+        touched = {c.name for c in actions}
+        self._follow(touched)
+        held = self._held_back(actions)
+        if held:  # the ingests they waited for have finished: carry them out now
+            self._execute(held)
+            self._follow({c.name for c in held})
+        unsettled = self.store.records(statuses=(RecordStatus.INGESTING, RecordStatus.PROCESSING))
+        self._result.unsettled = sorted(name for name in unsettled if name in touched)
+        return self._result
+
+    def _execute(self, actions: Sequence[Change]) -> None:
         uploads, urls, registers, updates, deletes, follows = self._partition(actions)
         self._upload_bytes = sum(c.upload_bytes for c in uploads)
         with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
@@ -108,15 +120,25 @@ class Executor(Recovery, Uploads, Ingests, Edits):
                 futures.append(pool.submit(self._guard_batch, batch, self._update))
             for f in futures:
                 f.result()
-        for c in plan.actions:
+        for c in actions:
             if c.action is Action.TOUCH:
                 self._touch(c)
         self._delete(deletes)
-        touched = {c.name for c in actions}
-        self._follow(touched)
-        unsettled = self.store.records(statuses=(RecordStatus.INGESTING, RecordStatus.PROCESSING))
-        self._result.unsettled = sorted(name for name in unsettled if name in touched)
-        return self._result
+
+    def _held_back(self, actions: Iterable[Change]) -> list[Change]:
+        """The edits an ingest in progress held back (a new title, a new URL: `diff`), for the
+        items whose ingest has since delivered its media."""
+        held: list[Change] = []
+        for c in actions:
+            if c.action is not Action.FOLLOW or c.item is None:
+                continue
+            rec = self.store.get(c.name)
+            if rec is None or rec.status not in (RecordStatus.PROCESSING, RecordStatus.READY):
+                continue
+            change = diff_one(c.item, rec)
+            if change is not None and change.action in (Action.UPDATE, Action.REPLACE):
+                held.append(change)
+        return held
 
     def _partition(self, actions: Iterable[Change]) -> tuple[list[Change], ...]:
         uploads: list[Change] = []
