@@ -5,9 +5,10 @@ contract checked afterwards (issue 5): exactly one media per item, every item
 recorded, nothing left in `Uploading`, no media that no record owns, and the
 state file readable after every kill.
 
-Kill moments are seeded. Slow faults on the create calls and on OSS widen the
-dangerous windows (between "intent recorded" and "ID recorded", between parts
-of a multipart upload) so the kills land in them often.
+Kill moments are seeded. Most are aimed at the dangerous windows (between "intent
+recorded" and "ID recorded", between parts of a multipart upload): right after the
+emulator received a create or an upload request, which slow faults hold back; the
+rest are timed from the spawn.
 """
 
 from __future__ import annotations
@@ -78,17 +79,34 @@ def _wait_until_quiet(emu: Emulator, quiet: float = 0.5, limit: float = 10.0) ->
             return
 
 
-def _wait_for_lock(state: Path, proc: subprocess.Popen[bytes]) -> None:
-    """Until `proc` holds the state file's writer lock (the lock file names the holder's pid)."""
-    lock = state.with_name(state.name + ".lock")
+# What opens a dangerous window: a create whose ID is not recorded yet, a part or object on its way.
+RISKY = ("CreateUploadVideo", "CreateUploadImage", "CreateUploadAttachedMedia", "UploadMediaByURL",
+         "RegisterMedia", "oss:PUT", "oss:POST")
+
+
+def _risky_calls(emu: Emulator) -> int:
+    calls = emu.calls()
+    return sum(calls.get(name, 0) for name in RISKY)
+
+
+def _wait_for_calls(emu: Emulator, proc: subprocess.Popen[bytes], count: int) -> bool:
+    """Until the emulator has received `count` risky calls in all (True), or `proc` ended (False)."""
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if lock.read_text().split()[0] == str(proc.pid):
-                return
-        except (OSError, IndexError):
-            pass
-        time.sleep(0.005)
+    while time.monotonic() < deadline:
+        if _risky_calls(emu) >= count:
+            return True
+        if proc.poll() is not None:
+            return False
+        time.sleep(0.001)
+    return proc.poll() is None
+
+
+def _ended_within(proc: subprocess.Popen[bytes], seconds: float) -> bool:
+    try:
+        proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def test_sigkill_at_random_moments_then_converges(tmp_path: Path, crash_emulator: Emulator,
@@ -113,20 +131,24 @@ def test_sigkill_at_random_moments_then_converges(tmp_path: Path, crash_emulator
     def run_once() -> None:
         nonlocal kills, finished, interrupted, window, seen
         assert time.monotonic() < deadline, f"only {kills} kills in the time budget"
+        calls_before = _risky_calls(emu)
         proc = lib.spawn("apply", *tuning, log=log)
-        # Mostly measured from the moment the run holds the state lock (so a loaded machine's
-        # slow start-up does not eat the window); every fifth kill from the spawn itself.
-        if kills % 5 != 4:
-            _wait_for_lock(lib.state, proc)
-        try:
-            proc.wait(timeout=rng.uniform(0.005, window))
-        except subprocess.TimeoutExpired:  # still working: this is the moment
+        if kills % 5 == 4:
+            # Every fifth kill is timed from the spawn itself: start-up, planning, recovery.
+            ended = _ended_within(proc, rng.uniform(0.005, window))
+        else:
+            # The others are aimed: right after the emulator received the run's n-th create or
+            # upload request (its slow fault is still holding the answer back), whatever the
+            # machine's speed. A run that ends first did all of its work.
+            ended = not _wait_for_calls(emu, proc, calls_before + rng.randint(1, 10))
+            ended = ended or _ended_within(proc, rng.uniform(0.0, 0.02))
+        if ended:
+            finished += 1
+            window = max(0.3, window / 2)
+        else:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             kills += 1
-        else:
-            finished += 1
-            window = max(0.3, window / 2)
         if lib.state.exists():
             now = _state_readable(lib.state)
             left_behind.update(status for status, _ in now.values())
