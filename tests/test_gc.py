@@ -19,6 +19,7 @@ from safetykit import Library, SourceServer, mp4, writes
 
 import vodsync.engine.gc as gc
 from vodsync.cloud.settings import CloudSettings
+from vodsync.cloud.types import UploadTicket
 from vodsync.cloud.upload import settle_checkpoints, upload_file
 from vodsync.cloud.vod import VodClient
 from vodsync.emulator import Emulator
@@ -172,15 +173,21 @@ def test_gc_aborts_abandoned_multipart_uploads(lib: Library, emulator: Emulator,
     assert orphan.media_id not in _ids(emulator)
 
 
-def test_an_upload_that_cannot_resume_aborts_the_old_one(emulator: Emulator, tmp_path: Path) -> None:
-    """The file changed since the interrupted upload (or now goes in one PUT): oss2 would start
-    afresh and leave the old upload's parts in OSS for good; upload_file aborts it first."""
+def _half_uploaded(emulator: Emulator, tmp_path: Path) -> tuple[VodClient, Path, UploadTicket, Path, str]:
+    """A video whose 500 kB file has 2 of its 100 KiB parts in an interrupted upload: the
+    client, the file, the ticket, the checkpoint directory and the upload's ID."""
     c = _client(emulator)
     path = tmp_path / "v.mp4"
     path.write_bytes(mp4(500_000))
     t = c.create_upload_video(title="V", file_name="v.mp4")
     cp_dir = tmp_path / "cp"
-    old = _interrupted_multipart(emulator, t, path, cp_dir, parts=2)
+    return c, path, t, cp_dir, _interrupted_multipart(emulator, t, path, cp_dir, parts=2)
+
+
+def test_an_upload_that_cannot_resume_aborts_the_old_one(emulator: Emulator, tmp_path: Path) -> None:
+    """The file changed since the interrupted upload (or now goes in one PUT): oss2 would start
+    afresh and leave the old upload's parts in OSS for good; upload_file aborts it first."""
+    c, path, t, cp_dir, old = _half_uploaded(emulator, tmp_path)
     path.write_bytes(mp4(500_100, b"w"))  # changed
     upload_file(c.refresh_upload_video(video_id=t.media_id), path, refresh=None, checkpoint_dir=cp_dir,
                 part_size=102400, multipart_threshold=204800)
@@ -195,12 +202,7 @@ def test_an_upload_that_cannot_resume_aborts_the_old_one(emulator: Emulator, tmp
 def test_checkpoint_writes_cut_by_a_kill_are_settled(emulator: Emulator, tmp_path: Path) -> None:
     """A process killed between writing a checkpoint's temp file and renaming it: a whole one
     takes its place and its upload is resumed, one cut short goes; a write of this process stays."""
-    c = _client(emulator)
-    path = tmp_path / "v.mp4"
-    path.write_bytes(mp4(500_000))
-    t = c.create_upload_video(title="V", file_name="v.mp4")
-    cp_dir = tmp_path / "cp"
-    upload_id = _interrupted_multipart(emulator, t, path, cp_dir, parts=2)
+    c, path, t, cp_dir, upload_id = _half_uploaded(emulator, tmp_path)
     root = cp_dir / ".py-oss-upload"
     (name,) = [p.name for p in root.iterdir()]
     (root / name).rename(root / f"{name}.4194305.140.tmp")  # the rename never happened
