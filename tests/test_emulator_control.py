@@ -205,6 +205,9 @@ def test_data_dir_keeps_state_across_a_restart(tmp_path):
         upload_id = account.init_multipart_upload("open.mp4").upload_id
         part = account.upload_part("open.mp4", upload_id, 1, b"p" * 100)
         auth = first.sts.mint("kept-bucket", "later.mp4")
+        (tmp_path / "seed" / "demo-bucket").mkdir(parents=True)
+        (tmp_path / "seed" / "demo-bucket" / "t.mp4").write_bytes(b"anyone may read")
+        first.publish_directory(tmp_path / "seed")
         first.advance(120)
 
     with Emulator(data_dir=data_dir) as second:
@@ -218,6 +221,9 @@ def test_data_dir_keeps_state_across_a_restart(tmp_path):
                           second.url, "kept-bucket")
         sts.put_object("later.mp4", b"token still known")
         assert second.clock.now() - time.time() >= 119
+        # A bucket's public-read ACL persists too (a restored URL job may download from it at once).
+        public = requests.get(f"{second.url}/demo-bucket/t.mp4", timeout=10)
+        assert (public.status_code, public.content) == (200, b"anyone may read")
 
 
 # ---------------------------------------------------------------------- the CLI process

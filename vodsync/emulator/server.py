@@ -775,6 +775,8 @@ class Emulator:
             self.oss.restore(saved.get("oss", {}))
             self.sts.restore(saved.get("sts", {}))
             self.rpc.followed_seconds = float(saved.get("client_followed_seconds", 0.0))
+            # before the server and the URL jobs start: a restored job may download from them
+            self.oss_auth.public_buckets.update(saved.get("public_buckets", ()))
 
         self._server = _HttpServer((self.host, self.port), self)
         self.port = self._server.server_address[1]
@@ -854,6 +856,7 @@ class Emulator:
                     "vod": self.model.snapshot(),
                     "oss": self.oss.snapshot(),
                     "sts": self.sts.snapshot(),
+                    "public_buckets": sorted(self.oss_auth.public_buckets),  # a bucket's ACL persists
                 }
                 target = self._root / SNAPSHOT_FILE
                 tmp = target.with_name(f".{SNAPSHOT_FILE}.{os.getpid()}.tmp")
