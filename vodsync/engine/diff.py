@@ -130,7 +130,7 @@ def _diff_one(
         fields = changed_fields(item, record.metadata)
         then = "url changed" if item.source != record.source else fields and f"{', '.join(fields)} changed"
         return Change(Action.FOLLOW, item.name, item.kind, "URL ingest in progress" + (f"; then {then}" if then else ""),
-                      fields=fields, item=item, record=record)
+                      item=item, record=record)
 
     if remote is not None and item.name in remote and remote[item.name] is None:
         return Change(
