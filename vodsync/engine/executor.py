@@ -93,11 +93,12 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         self.recover([c.name for c in actions])
         self._execute(actions)
         touched = {c.name for c in actions}
-        self._follow(touched)
+        deadline = self._now() + self.options.wait  # one --wait for all the following below
+        self._follow(touched, deadline)
         held = self._held_back(actions)
         if held:  # the ingests they waited for have finished: carry them out now
             self._execute(held)
-            self._follow({c.name for c in held})
+            self._follow({c.name for c in held}, deadline)
         unsettled = self.store.records(statuses=(RecordStatus.INGESTING, RecordStatus.PROCESSING))
         self._result.unsettled = sorted(name for name in unsettled if name in touched)
         return self._result

@@ -65,9 +65,11 @@ class Ingests:
             self._record_outcome(Outcome(c.name, str(c.action), True, f"submitted URL ingest {jobs[c.item.source]}",
                                          pending=True))
 
-    def _follow(self, names: set[str]) -> None:
-        """Follow URL jobs and transcoding until they settle or the wait runs out."""
-        deadline = self._now() + self.options.wait
+    def _follow(self, names: set[str], deadline: float | None = None) -> None:
+        """Follow URL jobs and transcoding until they settle or the wait (`--wait` from now, or
+        until `deadline`) runs out."""
+        if deadline is None:
+            deadline = self._now() + self.options.wait
         first = True
         delay = min(0.25, self.options.poll_interval)  # quick first looks, then back off
         while True:
