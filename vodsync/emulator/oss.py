@@ -136,15 +136,15 @@ class _LimitedReader:
         self._f = fileobj
         self._left = length
 
-    def read(self, n: int) -> bytes:
+    def readinto(self, view: memoryview) -> int:
         if self._left is not None:
             if self._left <= 0:
-                return b""
-            n = min(n, self._left)
-        data = self._f.read(n)
+                return 0
+            view = view[: self._left]
+        got = self._f.readinto(view) or 0
         if self._left is not None:
-            self._left -= len(data)
-        return data
+            self._left -= got
+        return got
 
     @property
     def short(self) -> bool:
@@ -463,15 +463,14 @@ def _no_such_upload() -> OssApiError:
 
 def _copy_hashing(source: _LimitedReader, target: Path, length: int | None):
     md5, crc, size = hashlib.md5(), new_crc64(), 0
+    buffer = memoryview(bytearray(CHUNK))  # reused: a new 1 MiB object per chunk costs page faults
     with open(target, "wb", buffering=0) as out:
-        while True:
-            chunk = source.read(CHUNK)
-            if not chunk:
-                break
+        while got := source.readinto(buffer):
+            chunk = buffer[:got]
             md5.update(chunk)
             crc.update(chunk)
             out.write(chunk)
-            size += len(chunk)
+            size += got
     if length is not None and size != length:
         raise OssApiError(
             "IncompleteBody", "You did not provide the number of bytes specified by the Content-Length.", 400,

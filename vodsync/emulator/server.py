@@ -111,39 +111,46 @@ class _Body:
         """Deliver the body no faster than `bytes_per_second`, as one TCP stream over a WAN does."""
         self._rate, self._started, self._taken = bytes_per_second, time.monotonic(), 0
 
-    def _arrived(self, data: bytes) -> bytes:
-        """Every chunk of the body passes here on its way in: a `corrupt` fault, then pacing."""
-        if self._corrupt and data:
+    def _arrived(self, view: memoryview, n: int) -> None:
+        """Every chunk of the body passes here, in place, on its way in: a `corrupt` fault, then pacing."""
+        if self._corrupt and n:
             self._corrupt = False
-            data = bytes([data[0] ^ 1]) + data[1:]
+            view[0] ^= 1
         if self._rate:
-            self._taken += len(data)
+            self._taken += n
             ahead = self._taken / self._rate - (time.monotonic() - self._started)
             if ahead > 0:
                 time.sleep(ahead)
-        return data
 
     @property
     def done(self) -> bool:
         return self._eof if self.chunked else not self._left
 
-    def read(self, n: int = -1) -> bytes:
-        if self.chunked:
-            return self._read_chunked(n)
-        if not self._left:
-            return b""
-        if n < 0 or n > self._left:
-            n = self._left
-        data = self._rfile.read(n)
-        if not data:  # the client went away mid-body
-            self._left = 0
-            return b""
-        self._left -= len(data)
-        return self._arrived(data)
+    def read(self, n: int = 1 << 16) -> bytes:
+        """Up to `n` bytes of the body (b"" at its end)."""
+        buffer = bytearray(n)
+        got = self.readinto(memoryview(buffer))
+        del buffer[got:]
+        return bytes(buffer)
 
-    def _read_chunked(self, n: int) -> bytes:
+    def readinto(self, view: memoryview) -> int:
+        """Fill `view` with the body's next bytes (fewer at a chunk's or the body's end); 0 at the end.
+        Large bodies are read this way into one reused buffer: no new 1 MiB object per chunk."""
+        if self.chunked:
+            return self._readinto_chunked(view)
+        if not self._left:
+            return 0
+        got = self._rfile.readinto(view[: min(len(view), self._left)])
+        if not got:  # the client went away mid-body
+            self._left = 0
+            return 0
+        self._left -= got
+        self._arrived(view, got)
+        return got
+
+    def _readinto_chunked(self, view: memoryview) -> int:
         if self._eof:
-            return b""
+            return 0
         if self._chunk_left == 0:
             line = self._rfile.readline(1024)
             try:
@@ -154,16 +161,16 @@ class _Body:
                 while self._rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailers
                 self._eof = True
-                return b""
-        want = self._chunk_left if n < 0 else min(n, self._chunk_left)
-        data = self._rfile.read(want)
-        if not data:
+                return 0
+        got = self._rfile.readinto(view[: min(len(view), self._chunk_left)])
+        if not got:
             self._eof = True
-            return b""
-        self._chunk_left -= len(data)
+            return 0
+        self._chunk_left -= got
         if self._chunk_left == 0:
             self._rfile.readline(16)  # CRLF after the chunk
-        return self._arrived(data)
+        self._arrived(view, got)
+        return got
 
     def read_all(self, limit: int = SMALL_BODY_LIMIT) -> bytes:
         parts, total = [], 0
@@ -180,12 +187,12 @@ class _Body:
         """Discard what is left; False if more than `limit` bytes remain (connection must close)."""
         if not self.chunked and self._left is not None and self._left > limit:
             return False
-        total = 0
+        total, scratch = 0, memoryview(bytearray(1 << 20))
         while not self.done:
-            chunk = self.read(1 << 20)
-            if not chunk:
+            got = self.readinto(scratch)
+            if not got:
                 break
-            total += len(chunk)
+            total += got
             if total > limit:
                 return False
         return True

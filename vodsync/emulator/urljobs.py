@@ -145,15 +145,15 @@ class _AbortableReader:
         self._stop = stop
         self.count = 0
 
-    def read(self, n: int = -1) -> bytes:
+    def readinto(self, view: memoryview) -> int:
         if self._stop.is_set():
             raise JobFailed("download_fail", "DownloadFailed", "The download was interrupted.")
         try:
-            chunk = self._raw.read(n)
+            got = self._raw.readinto(view) or 0
         except OSError as exc:
             raise JobFailed("download_fail", "DownloadFailed", f"Reading the source failed: {exc}") from exc
-        self.count += len(chunk)
-        return chunk
+        self.count += got
+        return got
 
 
 def download_into(
