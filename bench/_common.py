@@ -114,10 +114,12 @@ def proc_cpu_seconds(pid: int) -> float:
 class EmulatorProcess:
     """`vodsync emulator` in its own process (its own GIL), data dir on the same disk as the files."""
 
-    def __init__(self, data_dir: Path, *, transcode_seconds: float = 0, url_job_seconds: float = 0) -> None:
+    def __init__(self, data_dir: Path, *, transcode_seconds: float = 0, url_job_seconds: float = 0,
+                 etags: str = "md5") -> None:
         self.data_dir = data_dir
         self.transcode_seconds = transcode_seconds
         self.url_job_seconds = url_job_seconds
+        self.etags = etags
         self.proc: subprocess.Popen[str] | None = None
         self.url = ""
 
@@ -126,7 +128,7 @@ class EmulatorProcess:
         self.proc = subprocess.Popen(
             vodsync_cmd("emulator", "--port", "0", "--data-dir", str(self.data_dir),
                         "--transcode-seconds", str(self.transcode_seconds),
-                        "--url-job-seconds", str(self.url_job_seconds)),
+                        "--url-job-seconds", str(self.url_job_seconds), "--etags", self.etags),
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=clean_env(),
         )
         assert self.proc.stdout is not None

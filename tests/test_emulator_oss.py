@@ -208,6 +208,36 @@ def test_resumable_upload_of_100_mib_with_four_threads(emulator, account_bucket,
             assert bucket.get_object(key, byte_range=(first, last)).read() == f.read(last - first + 1)
 
 
+def test_crc64_etags_skip_the_md5_and_still_check_content_md5(tmp_path, _no_proxies):
+    """`etags="crc64"` (benchmarks): ETags from the CRC-64 and size; parts, completion and
+    oss2's own CRC checks work as before; a Content-MD5 is still checked, and then it is the ETag."""
+    from conftest import ACCESS_KEY_ID, ACCESS_KEY_SECRET
+
+    from vodsync.emulator import Emulator
+
+    with Emulator(access_key_id=ACCESS_KEY_ID, access_key_secret=ACCESS_KEY_SECRET, etags="crc64") as emu:
+        bucket = oss2.Bucket(oss2.Auth(ACCESS_KEY_ID, ACCESS_KEY_SECRET), emu.url, "cheap")
+        bucket.create_bucket()
+        data = os.urandom(300_000)
+        put = bucket.put_object("a.mp4", data)
+        assert put.etag == f"{_crc64(data):016X}{len(data):016X}" != hashlib.md5(data).hexdigest().upper()
+
+        source = tmp_path / "big.mp4"
+        _, crc = _write_random_file(source, 3 * MiB + 7)
+        result = oss2.resumable_upload(bucket, "big.mp4", str(source), store=oss2.ResumableStore(root=str(tmp_path)),
+                                       multipart_threshold=MiB, part_size=MiB, num_threads=2)
+        assert result.crc == crc and result.etag.endswith("-4")
+
+        wrong = base64.b64encode(hashlib.md5(b"something else").digest()).decode()
+        with pytest.raises(oss2.exceptions.InvalidDigest):
+            bucket.put_object("b.mp4", b"payload", headers={"Content-MD5": wrong})
+        right = base64.b64encode(hashlib.md5(b"payload").digest()).decode()
+        assert bucket.put_object("b.mp4", b"payload", headers={"Content-MD5": right}).etag == \
+            hashlib.md5(b"payload").hexdigest().upper()
+    with pytest.raises(ValueError, match="etags must be one of md5, crc64"):
+        Emulator(etags="sha1")
+
+
 # ---------------------------------------------------------------------- multipart rules
 
 

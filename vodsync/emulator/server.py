@@ -39,7 +39,7 @@ from vodsync.emulator.auth import OssAuthorizer, RpcVerifier, StsIssuer
 from vodsync.emulator.clock import Clock
 from vodsync.emulator.errors import OssApiError, VodApiError
 from vodsync.emulator.faults import CORRUPT, RESET, SLOW, FaultInjector, FaultRule
-from vodsync.emulator.oss import ObjectInfo, OssStore
+from vodsync.emulator.oss import ObjectInfo, OssStore, etag_mode
 
 API_VERSION = "2017-03-21"
 SNAPSHOT_FILE = "state.json"
@@ -714,6 +714,7 @@ class Emulator:
         url_job_seconds: float = 0,
         region: str = "cn-shanghai",
         *,
+        etags: str = "md5",
         model_factory: ModelFactory | None = None,
     ) -> None:
         self.host = host
@@ -725,6 +726,7 @@ class Emulator:
         self.transcode_seconds = transcode_seconds
         self.url_job_seconds = url_job_seconds
         self.region = region
+        self.etags = etag_mode(etags)  # "crc64": cheap ETags for benchmarks (see OssStore)
         self._model_factory = model_factory
         self._server: _HttpServer | None = None
         self._threads: list[threading.Thread] = []
@@ -774,7 +776,7 @@ class Emulator:
         saved = self._load_snapshot()
 
         self.clock = Clock(float(saved.get("clock_offset", 0.0)))
-        self.oss = OssStore(root / "oss", self.clock)
+        self.oss = OssStore(root / "oss", self.clock, etags=self.etags)
         self.sts = StsIssuer(self.clock, self.sts_ttl, self.region)
         self.rpc = RpcVerifier(self.clock, self.access_key_id, self.access_key_secret)
         self.oss_auth = OssAuthorizer(self.clock, self.access_key_id, self.access_key_secret, self.sts)
