@@ -8,6 +8,10 @@ says how each kind is found again).
 A failure in one item never stops the others: each task records its own
 outcome and the run goes on.
 
+A run, in order: settle the checkpoint writes a kill cut short, recover intents,
+execute the plan, follow ingests and transcoding (`--wait`), then carry out the
+edits an ingest in progress held back (`_held_back`) once it has delivered.
+
 This module is the driver (ordering, concurrency, outcomes, the intent and
 cleanup bookkeeping every kind shares); the work of each kind lives in
 `recovery.py`, `uploads.py`, `ingests.py` and `edits.py`, mixed into `Executor`.
