@@ -319,6 +319,10 @@ def main() -> int:
     # Were the emulator the bottleneck, vodsync would take about as long as the sink does.
     verdict("the emulator is not the bottleneck (its intake takes < 0.7x vodsync's time)", sink_s < 0.7 * vod,
             f"the sink takes {sink_s / vod:.2f}x vodsync's time (medians)")
+    if args.quick:
+        print("  (--quick is a smoke run: each run lasts about a second, so every process's fixed costs "
+              "(start-up, imports, planning) weigh far more than at the default 2 GiB, which the targets "
+              "are set for)")
     return 0
 
 
