@@ -108,7 +108,7 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         return self._result
 
     def _execute(self, actions: Sequence[Change]) -> None:
-        uploads, urls, registers, updates, deletes, follows = self._partition(actions)
+        uploads, urls, registers, updates, deletes = self._partition(actions)
         self._upload_bytes = sum(c.upload_bytes for c in uploads)
         with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
             futures: list[Future[None]] = []
@@ -151,23 +151,20 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         registers: list[Change] = []
         updates: list[Change] = []
         deletes: list[Change] = []
-        follows: list[Change] = []
         for c in actions:
             if c.action is Action.DELETE:
                 deletes.append(c)
-            elif c.action is Action.FOLLOW:
-                follows.append(c)
             elif c.action is Action.UPDATE:
                 updates.append(c)
-            elif c.action is Action.TOUCH:
-                continue
+            elif c.action in (Action.TOUCH, Action.FOLLOW):
+                continue  # bookkeeping after the pool; following after the run's work
             elif c.kind is Kind.URL:
                 urls.append(c)
             elif c.kind is Kind.REGISTER:
                 registers.append(c)
             else:
                 uploads.append(c)
-        return uploads, urls, registers, updates, deletes, follows
+        return uploads, urls, registers, updates, deletes
 
     def _record_outcome(self, outcome: Outcome) -> None:
         with self._lock:
