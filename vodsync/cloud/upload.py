@@ -320,6 +320,8 @@ def _abort_stale_upload(bucket: oss2.Bucket, checkpoint_dir: Path, key: str, pat
 class _PrivateStore(oss2.ResumableStore):
     """oss2's checkpoint store, with files created 0600 (they name our bucket, key and upload id)."""
 
+    TEMP_NAME = re.compile(r"(?P<name>.+)\.(?P<pid>\d+)\.\d+\.tmp")  # what `put` writes before its rename
+
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(root, 0o700)  # its listing names our uploads too (mkdir's mode is cut by the umask)
@@ -442,9 +444,6 @@ class Checkpoint:
     parts: int  # parts recorded as sent
 
 
-_TEMP_NAME = re.compile(r"(?P<name>.+)\.(?P<pid>\d+)\.\d+\.tmp")  # as `_PrivateStore.put` names them
-
-
 def _read_checkpoint(path: Path) -> Checkpoint | None:
     """The checkpoint in `path`, or None when it is not one (unreadable, or cut short)."""
     try:
@@ -488,7 +487,7 @@ def settle_checkpoints(checkpoint_dir: Path) -> None:
         return
     ours = str(os.getpid())
     for tmp in root.glob("*.tmp"):
-        match = _TEMP_NAME.fullmatch(tmp.name)
+        match = _PrivateStore.TEMP_NAME.fullmatch(tmp.name)
         if match is None or match["pid"] == ours or not tmp.is_file():
             continue  # not ours to settle, or a write of this process (a daemon's) under way
         target = root / match["name"]
