@@ -28,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="emulated time from upload to Normal (default: %(default)s)")
     parser.add_argument("--url-job-seconds", type=float, default=2.0, metavar="S",
                         help="emulated minimum duration of an UploadMediaByURL job (default: %(default)s)")
+    # oss.ETAG_MODES, not imported: every vodsync command builds this parser, none should load the emulator
     parser.add_argument("--etags", choices=("md5", "crc64"), default="md5",
                         help="md5: OSS's ETags (default); crc64: ETags from the CRC-64 and size, which skips "
                              "the MD5 of every byte (for benchmarks: the real service pays it on its own machines)")

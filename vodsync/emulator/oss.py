@@ -147,10 +147,6 @@ class _LimitedReader:
             self._left -= got
         return got
 
-    @property
-    def short(self) -> bool:
-        return bool(self._left)
-
 
 def etag_mode(value: str) -> str:
     """`value`, if it names one of ETAG_MODES; else ValueError."""
