@@ -194,9 +194,9 @@ def sdk_client(url: str):  # noqa: ANN201 - aliyunsdkcore is imported lazily
 
 
 @contextlib.contextmanager
-def workdir(prefix: str) -> Iterator[Path]:
-    """A scratch directory under /tmp (same disk as the emulator's data dir), removed afterwards."""
-    path = Path(tempfile.mkdtemp(prefix=f"vodsync-bench-{prefix}-"))
+def workdir(prefix: str, under: Path | None = None) -> Iterator[Path]:
+    """A scratch directory (under /tmp, the emulator's data disk, unless `under`), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix=f"vodsync-bench-{prefix}-", dir=under))
     try:
         yield path
     finally:
@@ -213,12 +213,8 @@ def service_dir(prefix: str, needed: int) -> Iterator[Path]:
     both contenders for this machine's two cores, and make the emulator the bottleneck sooner.
     """
     shm = Path("/dev/shm")
-    base = shm if shm.is_dir() and shutil.disk_usage(shm).free >= needed + GiB else None
-    path = Path(tempfile.mkdtemp(prefix=f"vodsync-bench-{prefix}-", dir=base))
-    try:
+    with workdir(prefix, shm if shm.is_dir() and shutil.disk_usage(shm).free >= needed + GiB else None) as path:
         yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
 
 
 _BLOCK: bytes | None = None
