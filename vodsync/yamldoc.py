@@ -13,6 +13,7 @@ see `_construct`.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,10 +51,12 @@ def _nesting_bound(text: str) -> int:
     return flow + 2 * max(map(len, text.split("\n")), default=0) + 2
 
 
-def _too_deep(max_depth: int, node_or_event: Any) -> yaml.MarkedYAMLError:
-    return yaml.MarkedYAMLError(
-        problem=f"nested more than {max_depth} levels deep", problem_mark=node_or_event.start_mark
-    )
+class TooDeep(yaml.MarkedYAMLError):
+    """A document nested deeper than vodsync accepts (vodsync's own limit and words)."""
+
+
+def _too_deep(max_depth: int, node_or_event: Any) -> TooDeep:
+    return TooDeep(problem=f"nested more than {max_depth} levels deep", problem_mark=node_or_event.start_mark)
 
 
 def _check_depth(text: str, loader_class: type, max_depth: int) -> None:
@@ -173,11 +176,19 @@ def parse_yaml_document(
     """
     loader_class = _FAST_LOADER if fast else yaml.SafeLoader
     bound = _nesting_bound(text)
-    if bound > _DEPTH_SCAN_THRESHOLD:
-        _check_depth(text, loader_class, max_depth)  # before composing: it could crash
-    loader = loader_class(text)
     try:
-        node = loader.get_single_node()
+        if bound > _DEPTH_SCAN_THRESHOLD:
+            _check_depth(text, loader_class, max_depth)  # before composing: it could crash
+        loader = loader_class(text)
+    except yaml.YAMLError as exc:
+        _depth_first(text, exc, loader_class, max_depth)
+        raise
+    try:
+        try:
+            node = loader.get_single_node()
+        except yaml.YAMLError as exc:
+            _depth_first(text, exc, loader_class, max_depth)
+            raise
         if node is None:
             return None, None
         try:
@@ -189,6 +200,38 @@ def parse_yaml_document(
         return loader.construct_document(node), node
     finally:
         loader.dispose()
+
+
+# Quoted scalars and comments, whose brackets do not nest anything.
+_NOT_FLOW = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"\\]|\\.)*\"|(?:^|(?<=\s))#[^\n]*")
+_FLOW_CHARS = re.compile(r"[\[\]{}]")
+
+
+def _depth_first(text: str, exc: yaml.YAMLError, loader_class: type, max_depth: int) -> None:
+    """Raise vodsync's depth error if flow collections nest too deeply before where `exc` arose.
+
+    libyaml (0.2.6 and later) has a nesting limit of its own, which its scanner reaches while
+    reading ahead, before the event walk has counted to `max_depth`. Whether a document is too
+    deep must not depend on the libyaml build, so on an error from the C parser the brackets
+    up to the error are counted (C-speed regular expressions; an error path only). Block
+    nesting deep enough for libyaml's limit needs lines of thousands of columns, which the
+    event walk reaches first.
+    """
+    if isinstance(exc, TooDeep) or loader_class is yaml.SafeLoader:
+        return
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    prefix = _NOT_FLOW.sub(lambda m: " " * len(m.group()), text if mark is None else text[: mark.index + 1])
+    depth = 0
+    for bracket in _FLOW_CHARS.finditer(prefix):
+        depth = depth + 1 if bracket.group() in "[{" else max(depth - 1, 0)
+        if depth > max_depth:
+            index = bracket.start()
+            line = prefix.count("\n", 0, index)
+            column = index - (prefix.rfind("\n", 0, index) + 1)
+            raise TooDeep(
+                problem=f"nested more than {max_depth} levels deep",
+                problem_mark=yaml.Mark("<unicode string>", index, line, column, None, None),
+            ) from None
 
 
 def yaml_error_words(exc: BaseException) -> tuple[int | None, str]:
