@@ -179,3 +179,21 @@ def test_two_states_with_the_same_names_on_one_account(tmp_path: Path, emulator:
         assert plan.code == 0, plan
     assert b.cli("gc").out.startswith("Nothing to collect"), "B's gc sees nothing of A's"
     assert b_first.code == 0, b_first
+
+
+def test_gc_collects_only_its_own_namespace(tmp_path: Path, emulator: Emulator) -> None:
+    """Two states' dead uploads of an item with the same name and title: each gc lists only its own."""
+    from vodsync.engine import gc
+
+    c = _client(emulator)
+    team_a, team_b = Namespace("team-a"), Namespace("team-b")
+    mine = {ns: {
+        c.create_upload_image(image_type="default", image_ext="png", title="Logo",
+                              user_data=ns.user_data("logo")).media_id,
+        c.create_upload_video(title="Intro", file_name="i.mp4", reference_id=ns.reference_id("intro"),
+                              user_data=ns.user_data("intro")).media_id,
+    } for ns in (team_a, team_b)}
+    emulator.advance(gc.CREDENTIAL_LIFETIME + 1)
+    for ns in (team_a, team_b):
+        found = gc.find_leftovers({}, c, namespace=ns, checkpoints=tmp_path / "none", now=emulator.clock.now())
+        assert {m.media_id for m in found.media} == mine[ns]
