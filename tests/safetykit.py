@@ -163,13 +163,17 @@ class Census:
     unfinished: dict[str, str]  # item -> record status, for records not READY/PROCESSING
 
 
-def census(emulator: Emulator, records: dict[str, Any], items: list[dict[str, Any]]) -> Census:
+def census(emulator: Emulator, records: dict[str, Any], items: list[dict[str, Any]],
+           *, ignore: set[str] = frozenset()) -> Census:
+    """What the account holds against one state's records; media in `ignore` (another state's) are left out."""
     state = emulator.state()
     titles: Counter[tuple[str, str]] = Counter()
     all_ids: dict[str, str] = {}
     uploading = []
     for group, id_key in (("videos", "VideoId"), ("images", "ImageId"), ("attached", "MediaId")):
         for m in state[group]:
+            if m[id_key] in ignore:
+                continue
             titles[(group, m["Title"])] += 1
             all_ids[m[id_key]] = group
             if m["Status"] == "Uploading":

@@ -185,7 +185,7 @@ def test_update_delete_and_search(emulator, client):
     assert client.update_attached_media_infos([(att.media_id, {"title": "wm2"})]) == []
     assert client.get_attached_media_infos([att.media_id])[0][att.media_id].title == "wm2"
 
-    items = list(client.search_media("video", "Title = 'after'", page_size=1))
+    items = list(client.search_media("video", "Title = 'after'", fields=("Title",), page_size=1))
     assert [i["MediaId"] for i in items if i.get("Video", {}).get("Title") == "after"] == [ticket.media_id]
 
     assert client.delete_videos([ticket.media_id, "d" * 32]) == ["d" * 32]

@@ -243,3 +243,61 @@ def _mutate(lib: Library, items: list[dict], round_no: int) -> list[dict]:
          "file": lib.file(f"media/late{round_no}.png", b"\x89PNG\r\n\x1a\n" + b"L" * (400 + round_no))},
     ]
     return out + extra
+
+
+VARIANT_KILLS = 8
+
+
+def test_sigkill_next_to_another_state_with_the_same_names(tmp_path: Path, crash_emulator: Emulator,
+                                                           sources: SourceServer) -> None:
+    """The variant for orphans found only the way the service allows: SearchMedia shows neither
+    ReferenceId nor UserData (the emulator refuses to), and another state on the same account
+    has items of the same names and titles. Team B is killed at seeded moments; then B has
+    exactly one media per item, and team A's media and plan are untouched."""
+    emu = crash_emulator
+    team_a = Library(tmp_path / "a", emu, sources)
+    items_a = team_a.mixed(videos=3, images=4, attached=4, urls=0, registers=0)
+    team_a.write(items_a)
+    first = team_a.cli("apply", "--wait", "10")
+    assert first.code == 0, first
+    theirs = {r.remote_id for r in team_a.records().values()}
+
+    lib = Library(tmp_path / "b", emu, sources)
+    items = lib.mixed(videos=3, images=4, attached=4, urls=0, registers=0)  # same names and titles
+    lib.write(items)
+    emu.set_faults(WIDEN_WINDOWS, seed=SEED + 1)
+    rng = random.Random(SEED + 1)
+    kills = 0
+    deadline = time.monotonic() + 60
+    while kills < VARIANT_KILLS and time.monotonic() < deadline:
+        before = _risky_calls(emu)
+        proc = lib.spawn("apply", "--wait", "3", log=tmp_path / "runs.log")
+        if not _wait_for_calls(emu, proc, before + rng.randint(1, 6)) or _ended_within(proc, rng.uniform(0, 0.02)):
+            # The run finished first: new bytes for an image and an attached file, so the next
+            # kills land in replaces (old media kept until the new one is complete).
+            for item in items:
+                if item["type"] in ("image", "attached") and item["name"].endswith(f"-{kills % 4:02d}"):
+                    path = lib.manifests / item["file"]
+                    path.write_bytes(path.read_bytes() + b"x")
+            continue
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills += 1
+        if lib.state.exists():
+            _state_readable(lib.state)
+    assert kills == VARIANT_KILLS, f"only {kills} kills in the time budget"
+
+    emu.set_faults([])
+    _wait_until_quiet(emu)
+    final = lib.cli("apply", "--wait", "30")
+    assert final.code == 0, final
+    c = census(emu, lib.records(), items, ignore=theirs)
+    assert all(n == 1 for n in c.per_item.values()), c.per_item
+    assert not c.unfinished and not c.missing, (c.unfinished, c.missing)
+    assert not c.unowned and not c.uploading, (c.unowned, c.uploading)
+    # Team A lost nothing and B adopted nothing of A's.
+    assert census(emu, team_a.records(), items_a).missing == []
+    assert not theirs & {r.remote_id for r in lib.records().values()}
+    assert team_a.cli("plan", "--detailed-exitcode", "--refresh").code == 0
+    gc = lib.cli("gc")
+    assert gc.code == 0 and "Nothing to collect" in gc.out, gc

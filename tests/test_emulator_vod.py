@@ -426,11 +426,12 @@ def test_search_media_by_title_and_status_with_paging(world: World) -> None:
     def search(**params) -> dict:
         return world.vod(SearchMediaRequest.SearchMediaRequest, **params)
 
-    page1 = search(Match="Title = 'match'", PageNo=1, PageSize=10, SortBy="CreationTime:Asc")
+    page1 = search(Match="Title = 'match'", PageNo=1, PageSize=10, SortBy="CreationTime:Asc",
+                   Fields="Title,Status")
     assert page1["Total"] == 25
     assert [m["MediaId"] for m in page1["MediaList"]] == ids[:10]
     assert page1["MediaList"][0]["MediaType"] == "video"
-    assert page1["MediaList"][0]["Video"]["Title"] == "match 00"
+    assert page1["MediaList"][0]["Video"] == {"Title": "match 00", "Status": "Uploading"}
     page3 = search(Match="Title = 'match'", PageNo=3, PageSize=10, SortBy="CreationTime:Asc")
     assert [m["MediaId"] for m in page3["MediaList"]] == ids[20:]
     newest = search(Match="Title = 'match'", PageSize=5)  # CreationTime:Desc is the default
@@ -446,23 +447,39 @@ def test_search_media_by_title_and_status_with_paging(world: World) -> None:
     expect_error(world, "InvalidParameter.Match", 400, SearchMediaRequest.SearchMediaRequest, Match="Title ~ 'x'")
 
 
-def test_search_media_by_reference_id_and_media_id(world: World) -> None:
+def test_search_media_by_media_id(world: World) -> None:
     created = create_video(world, ReferenceId="search-ref-1")
     create_video(world, ReferenceId="search-ref-2")
-    by_ref = world.vod(SearchMediaRequest.SearchMediaRequest, Match="ReferenceId = 'search-ref-1'")
-    assert [m["MediaId"] for m in by_ref["MediaList"]] == [created["VideoId"]]
     by_id = world.vod(SearchMediaRequest.SearchMediaRequest, Match=f"MediaId = '{created['VideoId']}'")
     assert by_id["Total"] == 1
+
+
+def test_search_media_returns_and_searches_only_what_the_service_offers(world: World) -> None:
+    """vod-api.md §00: without Fields only ID, creation time and type come back; ReferenceId and
+    UserData are neither searchable nor returned; Status supports only `in (...)`."""
+    created = create_video(world, "plain", ReferenceId="search-ref-9", UserData='{"Extend":{"k":"v"}}')
+    bare = world.vod(SearchMediaRequest.SearchMediaRequest, Match="Title = 'plain'")
+    assert bare["MediaList"] == [{"MediaType": "video", "MediaId": created["VideoId"],
+                                  "CreationTime": bare["MediaList"][0]["CreationTime"]}]
+    for match in ("ReferenceId = 'search-ref-9'", "UserData = 'x'", "Status = 'Uploading'"):
+        expect_error(world, "InvalidParameter.Match", 400, SearchMediaRequest.SearchMediaRequest, Match=match)
+    for fields in ("Title,ReferenceId", "UserData", "ImageType"):
+        expect_error(world, "InvalidParameter.Fields", 400, SearchMediaRequest.SearchMediaRequest,
+                     Match="Title = 'plain'", Fields=fields)
+    window = world.vod(SearchMediaRequest.SearchMediaRequest, Fields="Title,CreationTime",
+                       Match="Status in ('Uploading') and CreationTime = ('2000-01-01T00:00:00Z','2999-01-01T00:00:00Z')")
+    assert [m["Video"]["Title"] for m in window["MediaList"]] == ["plain"]
 
 
 def test_search_images_and_attached(world: World) -> None:
     image = world.vod(CreateUploadImageRequest.CreateUploadImageRequest, ImageType="cover", Title="logo")
     world.vod(CreateUploadAttachedMediaRequest.CreateUploadAttachedMediaRequest, BusinessType="watermark",
               MediaExt="png", Title="mark")
-    images = world.vod(SearchMediaRequest.SearchMediaRequest, SearchType="image", Match="Title = 'logo'")
+    images = world.vod(SearchMediaRequest.SearchMediaRequest, SearchType="image", Match="Title = 'logo'",
+                       Fields="ImageType")
     assert [m["MediaId"] for m in images["MediaList"]] == [image["ImageId"]]
-    assert images["MediaList"][0]["Image"]["ImageType"] == "cover"
-    attached = world.vod(SearchMediaRequest.SearchMediaRequest, SearchType="attached")
+    assert images["MediaList"][0]["Image"] == {"ImageType": "cover"}
+    attached = world.vod(SearchMediaRequest.SearchMediaRequest, SearchType="attached", Fields="Title")
     assert attached["Total"] == 1 and attached["MediaList"][0]["AttachedMedia"]["Title"] == "mark"
 
 

@@ -67,22 +67,31 @@ def test_gc_finds_our_orphans_and_nothing_else(lib: Library, emulator: Emulator)
                metadata={"title": "Poster"}),
     ])
     store.close()
+    # The state has records but no namespace: it is a state of the name-only scheme, whose
+    # markers (`user_data`) and ReferenceIds (`reference_id`) carry no namespace.
     ours = {
-        c.create_upload_video(title="Lost", file_name="l.mp4", reference_id=reference_id("lost")).media_id,
+        c.create_upload_video(title="Lost", file_name="l.mp4", reference_id=reference_id("lost"),
+                              user_data=user_data("lost")).media_id,
         c.create_upload_video(title="Lost too", file_name="l2.mp3", user_data=user_data("lost2")).media_id,
         c.create_upload_image(image_type="default", image_ext="png", title="Logo",
                               user_data=user_data("logo")).media_id,
-        c.create_upload_image(image_type="default", image_ext="png", title="Poster").media_id,
         c.create_upload_attached_media(business_type="subtitle", media_ext="vtt", title="Subs",
                                        user_data=user_data("subs")).media_id,
     }
     theirs = {
         c.create_upload_video(title="Someone's", file_name="s.mp4").media_id,
         c.create_upload_video(title="Someone's ref", file_name="s.mp4", reference_id="their-ref-123").media_id,
+        # our ReferenceId scheme but no marker: gc cannot see ReferenceIds in a search, and does not guess
+        c.create_upload_video(title="Unmarked", file_name="u.mp4", reference_id=reference_id("unmarked")).media_id,
         c.create_upload_image(image_type="default", image_ext="png", title="Poster",
                               user_data={"Extend": {"team": "design"}}).media_id,
+        # a title this state recorded, but no marker: not ours
+        c.create_upload_image(image_type="default", image_ext="png", title="Poster").media_id,
         c.create_upload_image(image_type="default", image_ext="png", title="Poster (old)").media_id,
         c.create_upload_attached_media(business_type="subtitle", media_ext="vtt", title="Subs").media_id,
+        # another state's marker for an item of the same name
+        c.create_upload_attached_media(business_type="subtitle", media_ext="vtt", title="Subs",
+                                       user_data={"Extend": {"vodsync": "subs", "ns": "other-team"}}).media_id,
     }
     emulator.advance(gc.CREDENTIAL_LIFETIME + 1)
     young = c.create_upload_video(title="Young", file_name="y.mp4", reference_id=reference_id("young")).media_id
@@ -141,7 +150,8 @@ def test_gc_aborts_abandoned_multipart_uploads(lib: Library, emulator: Emulator,
     live = tmp_path / "live.mp4"
     live.write_bytes(mp4(400_000, b"L"))
     # An orphaned video (its create never reached the state) with a half-done upload: aborted.
-    orphan = c.create_upload_video(title="Half", file_name="h.mp4", reference_id=reference_id("half"))
+    orphan = c.create_upload_video(title="Half", file_name="h.mp4", reference_id=reference_id("half"),
+                                   user_data=user_data("half"))
     gone = _interrupted_multipart(emulator, orphan, big, cp_dir, parts=2)
     # An image's upload whose image was replaced: nothing can get a credential for that key.
     img = c.create_upload_image(image_type="default", image_ext="png", title="Gone")

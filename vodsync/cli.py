@@ -151,6 +151,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from vodsync.engine.ownership import state_namespace
     from vodsync.engine.plan import PlanOptions
     from vodsync.engine.reconcile import apply, build_plan
     from vodsync.state.store import StateStore
@@ -161,6 +162,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     out = console_for(sys.stdout)
     options = PlanOptions(prune=args.prune or ctx.config.prune, max_delete=_max_delete(args, ctx))
     with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
+        state_namespace(store, ctx.config.namespace)
         client = _client(settings)
         plan = build_plan(desired, store, options, refresh_with=client if args.refresh else None,
                           remember_hashes=True)
@@ -255,11 +257,13 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 def cmd_gc(args: argparse.Namespace) -> int:
     from vodsync.engine.gc import run_gc
+    from vodsync.engine.ownership import state_namespace
     from vodsync.state.store import StateStore
 
     ctx = Context(args)
     with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
-        return run_gc(store, _client(settings), yes=args.yes, out=sys.stdout)
+        namespace = state_namespace(store, ctx.config.namespace)
+        return run_gc(store, _client(settings), yes=args.yes, out=sys.stdout, namespace=namespace)
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:

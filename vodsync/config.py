@@ -239,6 +239,9 @@ class Config(_Settings):
     credentials: CredentialsSettings | None = None
     drop_folders: list[DropFolderSettings] = []
     daemon: DaemonSettings = DaemonSettings()
+    # The state's namespace (engine/ownership.py): ReferenceIds and markers derive from it. Kept in
+    # git, it survives a lost state file; a state recorded with another namespace is refused.
+    namespace: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{2,31}$")] | None = None
     # Where this config came from (None: built-in defaults); not a key of the file.
     _source: Path | None = PrivateAttr(None)
 
@@ -259,6 +262,7 @@ _CONFIG_EXPECTED = {
 _CONFIG_PATTERNS = {
     "region": "must be a region ID such as cn-shanghai",
     "label": "must be 1-64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
+    "namespace": "must be 3-32 of a-z, 0-9 and '-', starting with a letter or digit",
 }
 _PATH_FIELDS = ("manifests", "state")
 

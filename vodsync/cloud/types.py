@@ -111,3 +111,4 @@ class RemoteMedia:
     size: int | None = None
     reference_id: str | None = None
     creation_time: str | None = None  # as the API wrote it (ISO 8601, UTC)
+    user_data: str | None = None  # as the API wrote it (JSON text); SearchMedia never shows it

@@ -357,8 +357,15 @@ class VodClient:
         found = {m.media_id: m for m in map(_attached, resp.get("AttachedMediaList") or [])}
         return found, list(resp.get("NonExistMediaIds") or [])
 
-    def search_media(self, search_type: str, match: str, *, page_size: int = 100) -> Iterator[dict]:
-        """Yield every item of MediaList, page by page, oldest first (stable while media are added)."""
+    def search_media(
+        self, search_type: str, match: str, *, fields: Sequence[str] = (), page_size: int = 100
+    ) -> Iterator[dict]:
+        """Yield every item of MediaList, page by page, oldest first (stable while media are added).
+
+        Without `fields` the service returns only MediaId, CreationTime and MediaType; with them,
+        those fields too, in the item's `Video` / `Image` / `AttachedMedia` / `Audio` view.
+        ReferenceId and UserData are neither searchable nor returned (vod-api.md §00).
+        """
         if not 1 <= page_size <= 100:
             raise ValueError("page_size must be 1..100")
         page, seen = 1, 0
@@ -368,6 +375,7 @@ class VodClient:
                 {
                     "SearchType": search_type,
                     "Match": match,
+                    "Fields": ",".join(fields) or None,
                     "SortBy": "CreationTime:Asc",
                     "PageNo": page,
                     "PageSize": page_size,
@@ -689,6 +697,13 @@ def _user_data(value: str | Mapping[str, Any] | None) -> str | None:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+def _user_data_text(value: Any) -> str | None:
+    """UserData as read back: a JSON string, or (some responses) already an object."""
+    if value in (None, ""):
+        return None
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def _compact(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
 
@@ -760,6 +775,7 @@ def _video(v: Mapping[str, Any]) -> RemoteMedia:
         size=_int(v.get("Size")),
         reference_id=_opt(v.get("ReferenceId")),
         creation_time=_opt(v.get("CreationTime")),
+        user_data=_user_data_text(v.get("UserData")),
     )
 
 
@@ -775,6 +791,7 @@ def _image(v: Mapping[str, Any]) -> RemoteMedia:
         cate_id=_int(v.get("CateId")),
         size=_int(mezzanine.get("FileSize")),
         creation_time=_opt(v.get("CreationTime")),
+        user_data=_user_data_text(v.get("UserData")),
     )
 
 
@@ -793,4 +810,5 @@ def _attached(v: Mapping[str, Any]) -> RemoteMedia:
         cate_id=cate_id,
         size=_int(v.get("FileSize") or (v.get("Mezzanine") or {}).get("FileSize")),
         creation_time=_opt(v.get("CreationTime")),
+        user_data=_user_data_text(v.get("UserData")),
     )

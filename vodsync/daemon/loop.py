@@ -53,6 +53,7 @@ from vodsync.desired.dropfolder import DropCandidate, DropFolder, check_labels, 
 from vodsync.desired.items import DesiredItem
 from vodsync.engine.diff import Action
 from vodsync.engine.executor import ExecOptions, Executor, Outcome, Reporter
+from vodsync.engine.ownership import state_namespace
 from vodsync.engine.plan import Plan, PlanOptions
 from vodsync.engine.reconcile import build_plan, checkpoint_dir
 from vodsync.errors import VodsyncError
@@ -746,6 +747,7 @@ def serve(ctx: Context) -> int:
     notifier = Notifier.from_env()
     server = MetricsServer.from_setting(settings.http, metrics, health) if settings.http else None
     with StateStore.open(ctx.state) as store, ctx.cloud() as cloud_settings:
+        state_namespace(store, ctx.config.namespace)  # recorded (or checked against the pin) before any pass
         client = VodClient(cloud_settings, observer=metrics.api_call)
         daemon = Daemon(settings, store, client, metrics=metrics, health=health, notifier=notifier,
                         exec_options=ctx.exec_options())

@@ -25,10 +25,16 @@ Choices on points vod-api.md leaves unverified (see also media.py and urljobs.py
 - Over-limit lists: VideoIds/ReferenceIds (Get/Update/Delete video) -> `VideoIdsExceededMax`;
   the others -> `InvalidParameter.<Param>`. A SessionId reused within 10 minutes ->
   400 `InvalidParameter.SessionId`.
-- SearchMedia: `Title = 'x'` is a case-insensitive substring match (VOD's title search is
-  fuzzy, so callers must filter exactly themselves); other fields match exactly.
-  Supported fields: Title, Description, Status, MediaId/VideoId/ImageId, ReferenceId,
-  CateId, Tags, AppId, StorageLocation, Type/ImageType, CreationTime = ('from','to').
+- SearchMedia (vod-api.md §00): without `Fields` each result is only MediaType, MediaId
+  and CreationTime; with `Fields`, the media's view (`Video`, `Image`, ...) holds exactly
+  the fields asked for. ReferenceId and UserData are neither searchable nor returnable:
+  asking for them, or for any field this type does not return, is 400
+  `InvalidParameter.Fields` / `InvalidParameter.Match` (a guess: the docs only say they are
+  not offered). `Status` supports only `Status in (...)`. `Title = 'x'` is a
+  case-insensitive substring match (VOD's title search is fuzzy, so callers must filter
+  exactly themselves); other fields match exactly. Searchable: Title, Description, Status
+  (in), MediaId/VideoId/ImageId, CateId, Tags, AppId, StorageLocation, Type/ImageType,
+  CreationTime = ('from','to').
   SearchType video lists non-audio videos, audio lists videos whose file is audio.
   ScrollToken is an opaque offset token; PageNo paging stops at 5,000 results.
 - RegisterMedia: image extensions register as images (ImageType default); other
@@ -1043,6 +1049,7 @@ class VodModel:
         if search_type not in ("video", "audio", "image", "attached"):
             raise invalid("SearchType", "Valid values: video, audio, image, attached.")
         clauses = parse_match(p.get("Match") or "")
+        fields = _parse_fields(search_type, p.get("Fields") or "")
         page_no = _int_param(p, "PageNo", 1)
         page_size = _int_param(p, "PageSize", 10)
         if page_no < 1:
@@ -1064,7 +1071,7 @@ class VodModel:
             hits = [(media, view) for media, view in rows if all(c(view) for c in clauses)]
             hits.sort(key=lambda h: (h[0].created_at, h[0].seq), reverse=sort_by.endswith("Desc"))
             page = hits[offset : offset + page_size]
-            media_list = [self._search_item(search_type, media, view) for media, view in page]
+            media_list = [self._search_item(search_type, media, view, fields) for media, view in page]
         out: dict[str, Any] = {"Total": len(hits), "MediaList": media_list}
         if offset + page_size < len(hits):
             out["ScrollToken"] = _encode_scroll(offset + page_size)
@@ -1081,16 +1088,20 @@ class VodModel:
             return [(i, i.to_api(i.status(now), self._file_url(i))) for i in self._images.values()]
         return [(a, a.to_api(a.status(now), self._file_url(a))) for a in self._attached.values()]
 
-    def _search_item(self, search_type: str, media: Media, view: dict[str, Any]) -> dict[str, Any]:
-        wrapper = {"video": "Video", "audio": "Audio", "image": "Image", "attached": "AttachedMedia"}[search_type]
-        if search_type == "audio":
-            view = {**view, "AudioId": media.media_id}
-        return {
+    def _search_item(self, search_type: str, media: Media, view: dict[str, Any],
+                     fields: list[str]) -> dict[str, Any]:
+        """Only MediaType, MediaId and CreationTime, plus the requested `fields` in the media's view."""
+        item: dict[str, Any] = {
             "MediaType": search_type,
             "MediaId": media.media_id,
             "CreationTime": iso(media.created_at),
-            wrapper: view,
         }
+        if fields:
+            if search_type == "audio":
+                view = {**view, "AudioId": media.media_id}
+            wrapper = {"video": "Video", "audio": "Audio", "image": "Image", "attached": "AttachedMedia"}[search_type]
+            item[wrapper] = {f: view[f] for f in fields if f in view}
+        return item
 
 
 # ---------------------------------------------------------------------- Match
@@ -1103,6 +1114,28 @@ _CLAUSE = re.compile(
 _AND = re.compile(r"and\b", re.IGNORECASE)
 _VALUE = re.compile(r"""'([^']*)'|"([^"]*)"|([^,()'"\s]+)""")
 _ID_FIELDS = {"mediaid": ("VideoId", "ImageId", "MediaId"), "videoid": ("VideoId",), "imageid": ("ImageId",)}
+
+
+# What SearchMedia can return per search type (`Fields`); never ReferenceId or UserData.
+_VIDEO_RETURNABLE = ("VideoId", "Title", "Description", "Duration", "CoverURL", "Status", "CreationTime",
+                     "ModificationTime", "Size", "CateId", "CateName", "Tags", "StorageLocation", "AppId",
+                     "AuditStatus", "Snapshots", "TemplateGroupId", "RegionId")
+_RETURNABLE = {
+    "video": frozenset(_VIDEO_RETURNABLE),
+    "audio": frozenset((*_VIDEO_RETURNABLE, "AudioId")),
+    "image": frozenset(("ImageId", "Title", "Description", "ImageType", "Status", "CreationTime",
+                        "ModificationTime", "CateId", "Tags", "StorageLocation", "AppId", "URL", "Mezzanine")),
+    "attached": frozenset(("MediaId", "Title", "Description", "Type", "Tags", "URL", "Status", "FileSize",
+                           "StorageLocation", "AppId", "CreationTime", "ModificationTime", "Categories")),
+}
+
+
+def _parse_fields(search_type: str, text: str) -> list[str]:
+    fields = [f.strip() for f in text.split(",") if f.strip()]
+    bad = [f for f in fields if f not in _RETURNABLE[search_type]]
+    if bad:
+        raise invalid("Fields", f"The field {bad[0]!r} cannot be returned for {search_type} media.")
+    return fields
 
 
 def _bad_match(why: str) -> VodApiError:
@@ -1138,6 +1171,8 @@ def _clause(field: str, op: str, is_tuple: bool, values: list[str]) -> Callable[
         except ValueError:
             raise _bad_match("CreationTime values look like 2024-01-01T00:00:00Z.") from None
         return lambda view: low <= parse_iso(view["CreationTime"]) <= high
+    if name == "status" and op != "in":
+        raise _bad_match("Status supports only a multi-value query: Status in ('Normal','Uploading').")
     if op == "=" and len(values) != 1:
         raise _bad_match(f"'{field} =' takes one value; use 'in' for several.")
     wanted = set(values)
@@ -1154,7 +1189,6 @@ def _clause(field: str, op: str, is_tuple: bool, values: list[str]) -> Callable[
         return lambda view: any(view.get(k) in wanted for k in keys)
     exact = {
         "status": "Status",
-        "referenceid": "ReferenceId",
         "cateid": "CateId",
         "appid": "AppId",
         "storagelocation": "StorageLocation",

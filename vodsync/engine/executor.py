@@ -44,6 +44,7 @@ from vodsync.engine.execution import (
     user_data,
 )
 from vodsync.engine.ingests import Ingests
+from vodsync.engine.ownership import Namespace, delete_media, state_namespace
 from vodsync.engine.plan import Plan
 from vodsync.engine.recovery import Recovery
 from vodsync.engine.uploads import Uploads
@@ -70,9 +71,12 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         uploader: Callable[..., Any] | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        namespace: Namespace | None = None,
     ) -> None:
         self.store = store
         self.client = client
+        # ReferenceIds and markers derive from it (ownership.py); recorded in the state on first use.
+        self.namespace = namespace or state_namespace(store)
         self.checkpoint_dir = checkpoint_dir
         self.options = options or ExecOptions()
         self.reporter = reporter or Reporter()
@@ -229,7 +233,7 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         return self._save(base.replace(
             kind=str(item.kind), status=RecordStatus.CREATING, intent=intent, protect=item.protect,
             origin=base.origin if prev else origin_of(item),
-            reference_id=reference_id(item.name) if item.kind is Kind.VIDEO else None,
+            reference_id=self.namespace.reference_id(item.name) if item.kind is Kind.VIDEO else None,
         ))
 
     def _cleanup(self, name: str) -> None:
@@ -241,12 +245,4 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         self._save(rec.replace(intent=None))
 
     def _delete_remote(self, kind: Kind, ids: Sequence[str]) -> None:
-        ids = [i for i in ids if i]
-        if not ids:
-            return
-        if kind.remote_is_video:
-            self.client.delete_videos(ids)
-        elif kind is Kind.IMAGE:
-            self.client.delete_images(ids)
-        else:
-            self.client.delete_attached_media(ids)
+        delete_media(self.client, kind, ids)

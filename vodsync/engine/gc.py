@@ -4,16 +4,13 @@ Two kinds of leftovers:
 
 1. **Media stuck in `Uploading`** for longer than an upload credential lives
    (3,000 s, vod-api.md §2), so no upload that is still running can be filling
-   it, that carry vodsync's markers and that no state record owns:
-   - videos: `ReferenceId` starting `vs_` (what `reference_id()` makes) or
-     UserData `{"Extend": {"vodsync": <item>}}`;
-   - images and attached media: SearchMedia may not show UserData for them, so
-     the rule is: UserData with our marker where it is visible (UserData that is
-     visible and not ours excludes the media), else an exact title match with a
-     title vodsync has recorded (a record's metadata or interrupted intent).
-     Such media can never be completed by anyone (images and attached media
-     have no credential refresh), so the title rule only guards against
-     touching other people's dead uploads.
+   it, that carry this state's marker and that no state record owns. SearchMedia
+   shows neither UserData nor ReferenceId, so candidates are searched with
+   `Status in ('Uploading')` and a creation-time window, and the marker is read
+   back with GetVideoInfos / GetImageInfo / GetAttachedMediaInfo: UserData
+   `{"Extend": {"vodsync": <item>, "ns": <this state's namespace>}}` (no `ns`:
+   a state of the name-only scheme). Media of another namespace, or without our
+   marker, is never touched (`ownership.py` has the rules).
    A record owns media through its `remote_id`, through the media a replace keeps
    serving (`intent.supersedes`), and, for videos, through its ReferenceId (an
    interrupted create the next apply adopts).
@@ -33,26 +30,33 @@ when removal failed for something.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from vodsync.cloud.upload import Checkpoint, abort_upload, list_checkpoints
 from vodsync.cloud.vod import DEFAULT_UPLOAD_AUTH_LIFETIME, VodClient
-from vodsync.engine.executor import reference_id
+from vodsync.desired.items import Kind
+from vodsync.engine.execution import VIDEO_BATCH, chunks, iso_to_epoch
+from vodsync.engine.ownership import (
+    Namespace,
+    delete_media,
+    find_marked,
+    marker_of,
+    owned_media,
+    search,
+    state_namespace,
+)
 from vodsync.errors import VodsyncError
 from vodsync.state.store import Record, RecordStatus, StateStore
 
 log = logging.getLogger("vodsync.gc")
 
 CREDENTIAL_LIFETIME = float(DEFAULT_UPLOAD_AUTH_LIFETIME)
-_SEARCH_TYPES = (("video", "video"), ("audio", "video"), ("image", "image"), ("attached", "attached"))
-_VIEW_KEYS = {"video": "Video", "audio": "Audio", "image": "Image", "attached": "AttachedMedia"}
+_KINDS = (Kind.VIDEO, Kind.IMAGE, Kind.ATTACHED)
 _UNFINISHED = (RecordStatus.CREATING, RecordStatus.UPLOADING, RecordStatus.FAILED)
 
 
@@ -92,29 +96,28 @@ def find_leftovers(
     records: Mapping[str, Record],
     client: VodClient,
     *,
+    namespace: Namespace,
     checkpoints: Path,
     now: float,
     lifetime: float = CREDENTIAL_LIFETIME,
 ) -> Findings:
-    """Everything gc would remove; reads only (SearchMedia, and the checkpoint directory)."""
+    """Everything gc would remove; reads only (SearchMedia, Get*Info, and the checkpoint directory)."""
     found = Findings()
-    owned = _owned_ids(records)
-    refs = {r.reference_id or reference_id(r.name) for r in records.values() if r.kind == "video"}
-    titles = _known_titles(records.values())
-    for search_type, kind in _SEARCH_TYPES:
-        for hit in client.search_media(search_type, "Status = 'Uploading'"):
-            view = hit.get(_VIEW_KEYS[search_type]) or {}
-            media_id = hit.get("MediaId") or ""
-            created = _epoch(hit.get("CreationTime") or view.get("CreationTime"))
-            if not media_id or view.get("Status", "Uploading") != "Uploading" or created is None:
+    owned = owned_media(records)
+    refs = {r.reference_id or namespace.reference_id(r.name) for r in records.values() if r.kind == "video"}
+    for kind in _KINDS:
+        hits = [h for h in search(client, kind, uploading=True, until=now - lifetime)
+                if h.media_id not in owned and h.status in (None, "Uploading")]
+        for media in find_marked(client, kind, namespace, hits):
+            created = iso_to_epoch(media.creation_time)
+            if media.status != "Uploading" or created is None or now - created <= lifetime:
                 continue
-            age = now - created
-            if age <= lifetime or media_id in owned:
-                continue
-            why = _ours(kind, view, titles)
-            if why is None or (kind == "video" and view.get("ReferenceId") in refs):
-                continue
-            found.media.append(OrphanMedia(kind, media_id, str(view.get("Title") or ""), age, why))
+            if kind is Kind.VIDEO and media.reference_id in refs:
+                continue  # an interrupted create the next apply adopts
+            marker = marker_of(media.user_data)
+            assert marker is not None
+            found.media.append(OrphanMedia(str(kind), media.media_id, media.title, now - created,
+                                           f"UserData marks it as item {marker.name!r} of this state"))
 
     live_files = {r.source for r in records.values() if r.status in _UNFINISHED}
     cps, found.junk = list_checkpoints(checkpoints)
@@ -132,10 +135,11 @@ def run_gc(
     out: IO[str],
     clock: Callable[[], float] | None = None,
     lifetime: float = CREDENTIAL_LIFETIME,
+    namespace: Namespace | None = None,
 ) -> int:
     """List the leftovers; with `yes`, remove them. Returns the exit code."""
-    found = find_leftovers(store.records(), client, checkpoints=checkpoint_dir(store.path),
-                           now=(clock or _now)(), lifetime=lifetime)
+    found = find_leftovers(store.records(), client, namespace=namespace or state_namespace(store),
+                           checkpoints=checkpoint_dir(store.path), now=(clock or _now)(), lifetime=lifetime)
     if found.empty:
         print("Nothing to collect: no orphaned media, no abandoned uploads.", file=out)
         return 0
@@ -187,15 +191,9 @@ def _remove(found: Findings, client: VodClient, out: IO[str]) -> int:
     for m in found.media:
         by_kind.setdefault(m.kind, []).append(m.media_id)
     for kind, ids in by_kind.items():
-        for i in range(0, len(ids), 20):
-            batch = ids[i:i + 20]
+        for batch in chunks(ids, VIDEO_BATCH):
             try:
-                if kind == "video":
-                    client.delete_videos(batch)
-                elif kind == "image":
-                    client.delete_images(batch)
-                else:
-                    client.delete_attached_media(batch)
+                delete_media(client, Kind(kind), batch)
                 for mid in batch:
                     print(f"  deleted {kind} {mid}", file=out)
             except VodsyncError as err:
@@ -213,62 +211,6 @@ def _remove(found: Findings, client: VodClient, out: IO[str]) -> int:
 
 def _now() -> float:
     return time.time()
-
-
-def _owned_ids(records: Mapping[str, Record]) -> set[str]:
-    owned: set[str] = set()
-    for r in records.values():
-        if r.remote_id:
-            owned.add(r.remote_id)
-        if r.intent and r.intent.get("supersedes"):
-            owned.add(str(r.intent["supersedes"]))
-    return owned
-
-
-def _known_titles(records: Iterable[Record]) -> set[str]:
-    titles: set[str] = set()
-    for r in records:
-        for source in (r.metadata, r.intent or {}):
-            title = source.get("title")
-            if isinstance(title, str) and title:
-                titles.add(title)
-    return titles
-
-
-def _marker(raw: Any) -> str | None:
-    """The item name in UserData `{"Extend": {"vodsync": name}}`, else None."""
-    try:
-        data = json.loads(raw) if isinstance(raw, str) else raw
-        extend = data.get("Extend") if isinstance(data, Mapping) else None
-        if isinstance(extend, str):
-            extend = json.loads(extend)
-        name = extend.get("vodsync") if isinstance(extend, Mapping) else None
-        return name if isinstance(name, str) else None
-    except ValueError:
-        return None
-
-
-def _ours(kind: str, view: Mapping[str, Any], titles: set[str]) -> str | None:
-    """Why this media is vodsync's (None: it is not, or we cannot tell)."""
-    name = _marker(view.get("UserData"))
-    if name is not None:
-        return f"UserData marks it as item {name!r}"
-    if kind == "video":
-        ref = str(view.get("ReferenceId") or "")
-        return f"ReferenceId {ref}" if ref.startswith("vs_") else None
-    if view.get("UserData"):
-        return None  # visible UserData that is not ours: someone else's
-    title = view.get("Title")
-    return f"title {title!r} is one vodsync recorded" if title in titles else None
-
-
-def _epoch(value: Any) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(str(value)[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
 
 
 def _hours(seconds: float) -> str:

@@ -1,29 +1,27 @@
 """Crash recovery: settle every intent an interrupted run recorded before anything new is created.
 
-- videos carry a `ReferenceId` derived from the item name, so a video created
-  just before a crash is found again (GetVideoInfos by ReferenceId) and its
-  upload continued with RefreshUploadVideo;
+- videos carry a `ReferenceId` derived from the state's namespace and the item
+  name, so a video created just before a crash is found again (GetVideoInfos by
+  ReferenceId) and its upload continued with RefreshUploadVideo, unless its
+  marker names another namespace or item;
 - URL ingests are looked up by their source URL (GetURLUploadInfos by
   UploadURLs) and a job submitted after the intent is adopted, not re-submitted;
 - images and attached media have no idempotency key and no credential refresh:
-  media created after the intent with the item's title and owned by no record
-  is an orphan of the interrupted run; it is deleted (it can never receive its
-  bytes) and the item is created once more;
+  media created after the intent with exactly the item's title (searched by title
+  and creation time), carrying this state's marker for the item (read back with
+  GetImageInfo / GetAttachedMediaInfo) and owned by no record is an orphan of the
+  interrupted run; it is deleted (it can never receive its bytes) and the item is
+  created once more (`ownership.py` has the rules);
 - registrations are idempotent per FileURL and simply repeated.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
 from vodsync.desired.items import Kind
-from vodsync.engine.execution import (
-    iso_to_epoch,
-    log,
-    reference_id,
-)
+from vodsync.engine.execution import iso_to_epoch, log
+from vodsync.engine.ownership import find_marked, owned_media, search
 from vodsync.errors import VodsyncError
 from vodsync.state.store import Record, RecordStatus
 
@@ -50,9 +48,7 @@ class Recovery:
         if not pending:
             return
         records = self.store.records()  # the whole state, but only after an interrupted create
-        # Media a record serves, and media a replace keeps serving until its successor is complete.
-        owned = {r.remote_id for r in records.values() if r.remote_id} | {
-            r.intent.get("supersedes") for r in records.values() if r.intent and r.intent.get("supersedes")}
+        owned = owned_media(records)
         owned_jobs = {r.job_id for r in records.values() if r.job_id}
         for rec in pending:
             try:
@@ -66,33 +62,36 @@ class Recovery:
                 log.warning("could not settle the interrupted %s of %s: %s", rec.kind, rec.name, err.message)
 
     def _recover_video(self, rec: Record) -> None:
-        ref = rec.reference_id or reference_id(rec.name)
+        ref = rec.reference_id or self.namespace.reference_id(rec.name)
         found, _ = self.client.get_videos_by_reference_ids([ref])
-        if ref in found:
-            media = found[ref]
-            self._save(rec.replace(status=RecordStatus.UPLOADING, remote_id=media.media_id, reference_id=ref))
-            log.info("found video %s of %s created by an interrupted run; continuing it", media.media_id, rec.name)
+        media = found.get(ref)
+        if media is None:
+            return
+        # The ReferenceId is derived from our namespace, so the video is ours unless its marker
+        # says otherwise (a state pinned to someone else's namespace): never adopt that.
+        if media.user_data and not self.namespace.owns(media.user_data, rec.name):
+            log.warning("video %s has %s's ReferenceId but another state's marker; not adopting it",
+                        media.media_id, rec.name)
+            return
+        self._save(rec.replace(status=RecordStatus.UPLOADING, remote_id=media.media_id, reference_id=ref))
+        log.info("found video %s of %s created by an interrupted run; continuing it", media.media_id, rec.name)
 
-    def _recover_orphans(self, rec: Record, owned: set[str | None]) -> None:
+    def _recover_orphans(self, rec: Record, owned: set[str]) -> None:
         intent = dict(rec.intent or {})
         title = intent.get("title") or rec.metadata.get("title")
         since = float(intent.get("at", 0)) - ORPHAN_WINDOW
         if not title:
             return
-        search_type = "image" if rec.kind == Kind.IMAGE else "attached"
-        orphans = []
-        # VOD's title search is fuzzy (a substring match): filter exactly here, and where the
-        # service shows UserData, require our marker for this item, so media of other items or
-        # of other people with a similar or equal title is never taken for our orphan.
-        for media in self.client.search_media(search_type, f"Title = '{_quote(title)}'"):
-            mid = media.get("MediaId")
-            created = iso_to_epoch(media.get("CreationTime"))
-            view = _search_view(media)
-            if (mid and mid not in owned and (created is None or created >= since)
-                    and view.get("Title") == title and _marker_allows(view.get("UserData"), rec.name)):
-                orphans.append(mid)
+        kind = Kind(rec.kind)
+        # VOD's title search is fuzzy (a substring match): filter exactly here; the marker read
+        # back from the media itself decides, so media of other items, of other states or of
+        # other people with a similar or equal title is never taken for our orphan.
+        hits = [h for h in search(self.client, kind, title=title, since=since)
+                if h.media_id not in owned and h.title in (None, title) and (h.created or since) >= since]
+        orphans = [m.media_id for m in find_marked(self.client, kind, self.namespace, hits, name=rec.name)
+                   if m.title == title]
         if orphans:
-            self._delete_remote(Kind(rec.kind), orphans)
+            self._delete_remote(kind, orphans)
             log.warning("deleted %d orphaned %s(s) left by an interrupted create of %s: %s",
                         len(orphans), rec.kind, rec.name, ", ".join(orphans))
 
@@ -115,28 +114,3 @@ class Recovery:
                                    metadata=intent.get("metadata", rec.metadata),
                                    options=intent.get("options", rec.options)))
             log.info("adopted URL job %s of %s submitted by an interrupted run", job.job_id, rec.name)
-
-
-def _search_view(media: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The media's own fields in a SearchMedia result ({"MediaId", "Image": {...}})."""
-    for key in ("Image", "AttachedMedia", "Video", "Audio"):
-        if isinstance(media.get(key), Mapping):
-            return media[key]
-    return media
-
-
-def _marker_allows(raw: Any, name: str) -> bool:
-    """False when the media's UserData is visible and is not our marker for `name`."""
-    if not raw:
-        return True  # the service does not show UserData here: the exact title must do
-    try:
-        extend = json.loads(raw).get("Extend") if isinstance(raw, str) else raw.get("Extend")
-        if isinstance(extend, str):
-            extend = json.loads(extend)
-        return isinstance(extend, Mapping) and extend.get("vodsync") == name
-    except (ValueError, AttributeError):
-        return False
-
-
-def _quote(s: str) -> str:
-    return s.replace("\\", "\\\\").replace("'", "\\'")

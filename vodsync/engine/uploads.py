@@ -14,8 +14,6 @@ from vodsync.engine.execution import (
     Outcome,
     cleanup_intent,
     meta_json,
-    reference_id,
-    user_data,
 )
 from vodsync.errors import CloudError, CredentialExpired
 from vodsync.state.store import Record, RecordStatus
@@ -99,8 +97,8 @@ class Uploads:
             workflow_id=item.options.get("workflow_id"),
             storage_location=item.options.get("storage_location"),
             app_id=item.options.get("app_id"),
-            reference_id=reference_id(item.name),
-            user_data=user_data(item.name),
+            reference_id=self.namespace.reference_id(item.name),
+            user_data=self.namespace.user_data(item.name),
         )
 
     def _upload_other(self, change: Change, rec: Record | None) -> str:
@@ -150,7 +148,7 @@ class Uploads:
             "cate_id": item.metadata.get("cate_id"),
             "storage_location": item.options.get("storage_location"),
             "app_id": item.options.get("app_id"),
-            "user_data": user_data(item.name),
+            "user_data": self.namespace.user_data(item.name),
         }
         if item.kind is Kind.IMAGE:
             return self.client.create_upload_image(
