@@ -61,6 +61,11 @@ _VIDEO_FIELDS = {"title": "Title", "description": "Description", "tags": "Tags",
 _IMAGE_FIELDS = {"title": "Title", "description": "Description", "tags": "Tags", "cate_id": "CateId"}
 _ATTACHED_FIELDS = {"title": "Title", "description": "Description", "tags": "Tags", "cate_id": "CateIds"}
 
+# Every RPC parameter travels in the query string (vod-api.md §1) and the service's URL limit is
+# not documented: batched payloads (UploadMetadatas, RegisterMetadatas, UpdateContent) are split
+# so that one call's parameters stay within this many bytes, encoded.
+MAX_QUERY_BYTES = 6 * 1024
+
 Observer = Callable[[str, "str | None"], None]
 
 
@@ -209,54 +214,63 @@ class VodClient:
         self,
         entries: Sequence[UrlUploadEntry],
         *,
+        session_id: str | None = None,
         template_group_id: str | None = None,
         workflow_id: str | None = None,
         user_data: str | Mapping[str, Any] | None = None,
     ) -> dict[str, str]:
-        """Submit URL pull jobs; returns url -> job id. Not idempotent: a network
-        error after sending raises an ambiguous CloudError instead of resubmitting."""
+        """Submit URL pull jobs; returns url -> job id.
+
+        Not idempotent by itself. With a `session_id` (the same for the same batch) an
+        ambiguous submit is repeated with it: the service refuses a SessionId it saw in the
+        last 10 minutes, and such a refusal means an earlier attempt landed, so the jobs are
+        then looked up by URL instead of created again. Without one, a network error after
+        sending raises an ambiguous CloudError instead of resubmitting."""
         _check_batch("upload_media_by_url", entries, 20)
         if not entries:
             return {}
         urls = [e.url for e in entries]
         if len(set(urls)) != len(urls):
             raise ValueError("upload_media_by_url: the same URL twice in one call would make two videos")
-        metadatas = [
-            _compact(
-                {
-                    "SourceURL": e.url,
-                    "Title": e.title,
-                    "Description": e.description,
-                    "Tags": _join_tags(e.tags),
-                    "CateId": e.cate_id,
-                    "CoverURL": e.cover_url,
-                    "TemplateGroupId": e.template_group_id,
-                    "WorkflowId": e.workflow_id,
-                    "FileExtension": e.file_extension,
-                }
-            )
-            for e in entries
-        ]
-        params = {
-            # vod-api.md §2: each URL percent-encoded, then joined with ','
-            "UploadURLs": ",".join(quote(u, safe="") for u in urls),
-            "UploadMetadatas": json.dumps(metadatas, ensure_ascii=False),
-            "TemplateGroupId": template_group_id,
-            "WorkflowId": workflow_id,
-            "UserData": _user_data(user_data),
-        }
-        resp = self._create("UploadMediaByURL", params)
-        wanted = set(urls)
+        params = _url_upload_params(entries)
+        params.update(
+            {
+                "SessionId": session_id,
+                "TemplateGroupId": template_group_id,
+                "WorkflowId": workflow_id,
+                "UserData": _user_data(user_data),
+            }
+        )
+        resp = self._create("UploadMediaByURL", params, session=session_id is not None)
+        if "_repeated" in resp:  # an earlier attempt with this SessionId landed: find its jobs
+            return self._newest_jobs(urls)
+        encoded = params["UploadURLs"].split(",")
         out: dict[str, str] = {}
         jobs = resp.get("UploadJobs") or []
         for i, job in enumerate(jobs):
             source = job.get("SourceURL") or ""
-            if source not in wanted and unquote(source) in wanted:
+            if source in encoded:
+                source = urls[encoded.index(source)]
+            elif source not in urls and unquote(source) in urls:
                 source = unquote(source)
-            if source not in wanted and len(jobs) == len(urls):
+            if source not in urls and len(jobs) == len(urls):
                 source = urls[i]  # the API answers in request order
             out[source] = job["JobId"]
         return out
+
+    def url_upload_batches(self, entries: Sequence[UrlUploadEntry], limit: int = 20) -> list[list[int]]:
+        """Indexes of `entries` grouped into UploadMediaByURL calls: at most `limit` per call,
+        and a query string that stays under `MAX_QUERY_BYTES` (every parameter travels in it)."""
+        return _pack([_query_bytes(_url_upload_params([e])) for e in entries], limit)
+
+    def _newest_jobs(self, urls: Sequence[str]) -> dict[str, str]:
+        """url -> the newest job submitted for it (after a submit that was refused as a repeat)."""
+        out: dict[str, str] = {}
+        for i in range(0, len(urls), 10):
+            jobs, _ = self.get_url_upload_infos_by_urls(urls[i : i + 10])
+            for job in sorted(jobs, key=lambda j: j.creation_time or ""):
+                out[job.url if job.url in urls else unquote(job.url)] = job.job_id
+        return {u: out[u] for u in urls if u in out}
 
     def get_url_upload_infos(self, job_ids: Sequence[str]) -> tuple[list[UrlJob], list[str]]:
         """Returns (jobs, job ids that do not exist)."""
@@ -444,20 +458,26 @@ class VodClient:
             except CloudError as exc:
                 self._backoff_or_raise(exc, delays)
 
-    def _create(self, action: str, params: Mapping[str, Any], *, reference_id: str | None = None) -> dict[str, Any]:
+    def _create(
+        self, action: str, params: Mapping[str, Any], *, reference_id: str | None = None, session: bool = False
+    ) -> dict[str, Any]:
         """A Create*: error responses mean "not done" and are retried; a request that may
-        have landed (ambiguous network error) is never blindly repeated."""
+        have landed (ambiguous network error) is never blindly repeated. With a SessionId
+        (`session`) it is repeated as it is, and a refusal as a repeated session answers
+        `{"_repeated": True}`: some attempt with that SessionId landed."""
         delays = self._policy.delays()
         maybe_done = False  # an earlier attempt may have created the media
         while True:
             try:
                 return self._attempt(action, params)
             except CloudError as exc:
+                if session and _is_repeated_session(exc):
+                    return {"_repeated": True}
                 if getattr(exc, "ambiguous", False):
-                    if reference_id is None:
+                    if not session and reference_id is None:
                         raise self._ambiguous(action, exc) from exc
                     maybe_done = True
-                    recovered = self._recover_video(reference_id)
+                    recovered = self._recover_video(reference_id) if reference_id else None
                     if recovered is not None:
                         return {"_refreshed": recovered}
                 elif maybe_done and reference_id and _is_duplicate_reference(exc):
@@ -660,6 +680,12 @@ def _is_duplicate_reference(exc: CloudError) -> bool:
     return "referenceid" in text and any(w in text for w in ("duplicat", "already", "exists", "conflict", "in use"))
 
 
+def _is_repeated_session(exc: CloudError) -> bool:
+    """The refusal of a SessionId seen in the last 10 minutes (its code is not documented:
+    the emulator's guess is InvalidParameter.SessionId; any error naming SessionId will do)."""
+    return "sessionid" in f"{exc.code} {exc.api_message}".lower().replace("_", "")
+
+
 def _deadline(auth: Mapping[str, Any], received: float) -> float:
     expire_utc = auth.get("ExpireUTCTime")
     if expire_utc:
@@ -687,6 +713,51 @@ def _user_data(value: str | Mapping[str, Any] | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _url_upload_params(entries: Sequence[UrlUploadEntry]) -> dict[str, Any]:
+    """UploadURLs and UploadMetadatas of one call. vod-api.md §00: metadata applies only when
+    its SourceURL equals an UploadURLs entry as the service receives it, so both carry the
+    same string: the URL percent-encoded once (as the official samples do)."""
+    encoded = [quote(e.url, safe="") for e in entries]
+    metadatas = [
+        _compact(
+            {
+                "SourceURL": source,
+                "Title": e.title,
+                "Description": e.description,
+                "Tags": _join_tags(e.tags),
+                "CateId": e.cate_id,
+                "CoverURL": e.cover_url,
+                "TemplateGroupId": e.template_group_id,
+                "WorkflowId": e.workflow_id,
+                "FileExtension": e.file_extension,
+            }
+        )
+        for source, e in zip(encoded, entries, strict=True)
+    ]
+    return {"UploadURLs": ",".join(encoded), "UploadMetadatas": json.dumps(metadatas, ensure_ascii=False)}
+
+
+def _query_bytes(params: Mapping[str, Any]) -> int:
+    """Length of `params` in the query string, encoded as the SDK encodes them."""
+    return sum(
+        len(quote(k, safe="~")) + len(quote(str(v), safe="~")) + 2 for k, v in params.items() if v is not None
+    )
+
+
+def _pack(sizes: Sequence[int], limit: int, budget: int = MAX_QUERY_BYTES) -> list[list[int]]:
+    """Indexes grouped in order: at most `limit` per group, their sizes within `budget`
+    (an item over the budget on its own still goes, alone)."""
+    groups: list[list[int]] = []
+    used = 0
+    for i, size in enumerate(sizes):
+        if not groups or len(groups[-1]) >= limit or used + size > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += size
+    return groups
 
 
 def _compact(d: dict[str, Any]) -> dict[str, Any]:

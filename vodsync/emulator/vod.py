@@ -89,6 +89,7 @@ MAX_PAGE_SIZE = 100
 MAX_PAGED_RESULTS = 5000
 SESSION_WINDOW = 600.0
 
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,50}")
 _REAL_OSS_HOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9-]{1,62})\.oss-[a-z0-9-]+\.aliyuncs\.com$")
 
 
@@ -522,7 +523,9 @@ class VodModel:
 
     def _op_UploadMediaByURL(self, p: dict[str, str]) -> dict[str, Any]:
         raw = require(p, "UploadURLs")
-        urls = [unquote(u.strip()) for u in raw.split(",") if u.strip()]
+        # Each entry as received (percent-encoded by the caller); the job fetches it decoded once.
+        received = [u.strip() for u in raw.split(",") if u.strip()]
+        urls = [unquote(u) for u in received]
         if not urls:
             raise missing("UploadURLs")
         if len(urls) > MAX_URL_UPLOADS:
@@ -534,8 +537,8 @@ class VodModel:
                 raise invalid("UploadMetadatas", "It must be a JSON array of objects.")
             for item in items:
                 source = str(item.get("SourceURL") or "")
-                if source not in urls and unquote(source) not in urls:
-                    raise invalid("UploadMetadatas", f"SourceURL {source!r} matches none of UploadURLs.")
+                if source not in received:
+                    continue  # vod-api.md §00: metadata whose SourceURL is no entry as received is ignored
                 if not item.get("Title"):
                     raise invalid("UploadMetadatas", "Title is mandatory in each metadata.")
                 check_title(str(item["Title"]))
@@ -547,7 +550,7 @@ class VodModel:
                     item["CateId"] = check_cate_id(item["CateId"])
                 if item.get("TemplateGroupId"):
                     check_template_group_id(str(item["TemplateGroupId"]))
-                metadatas[unquote(source)] = item
+                metadatas[urls[received.index(source)]] = item
         template = check_template_group_id(p["TemplateGroupId"]) if p.get("TemplateGroupId") else None
         user_data = _check_user_data(p["UserData"]) if p.get("UserData") else None
         self._check_storage(p)
@@ -562,6 +565,8 @@ class VodModel:
                 raise invalid("UploadURLs", f"{url!r} has no media file extension and no FileExtension.")
             plans.append((url, ext, meta))
         session = p.get("SessionId")
+        if session and not _SESSION_ID.fullmatch(session):
+            raise invalid("SessionId", "It must be at most 50 characters of A-Z, a-z, 0-9, '-' and '_'.")
         with self._lock:
             now = self.clock.now()
             if session:

@@ -4,13 +4,16 @@ of OSS objects, and following ingests and transcoding until they settle.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from vodsync.cloud.types import RegisterEntry, UrlUploadEntry
 from vodsync.desired.items import DesiredItem, Kind
 from vodsync.engine.diff import Action, Change
 from vodsync.engine.execution import (
+    URL_BATCH,
     URL_QUERY_BATCH,
     VIDEO_BATCH,
     Outcome,
@@ -29,6 +32,14 @@ class Ingests:
 
     # --------------------------------------------------------------- URL ingest
 
+    def _url_batches(self, changes: Sequence[Change]) -> list[list[Change]]:
+        """UploadMediaByURL calls: at most URL_BATCH items, and small enough for one query string."""
+        out: list[list[Change]] = []
+        for batch in chunks(changes, URL_BATCH):
+            groups = self.client.url_upload_batches([_url_entry(c.item) for c in batch if c.item], URL_BATCH)
+            out.extend([batch[i] for i in group] for group in groups)
+        return out
+
     def _submit_urls(self, batch: Sequence[Change]) -> None:
         todo: list[Change] = []
         for c in batch:
@@ -46,7 +57,8 @@ class Ingests:
         if not todo:
             return
         entries = [_url_entry(c.item) for c in todo if c.item is not None]
-        jobs = self.client.upload_media_by_url(entries)
+        session = _session_id(self.store.get(c.name) for c in todo)
+        jobs = self.client.upload_media_by_url(entries, session_id=session)
         with self.store.transaction():
             for c in todo:
                 assert c.item is not None
@@ -215,6 +227,15 @@ class Ingests:
                 self.client.update_video_info(got.media_id, dict(c.item.metadata))
             self._cleanup(c.name)
             self._record_outcome(Outcome(c.name, str(c.action), True, f"registered {got.media_id}"))
+
+
+def _session_id(records: Iterable[Record | None]) -> str:
+    """UploadMediaByURL's SessionId for one submission: derived from the batch's intents
+    (item names and when each intent was written), so a retry of the same submission
+    carries the same one (and the service refuses it as a repeat if the first landed),
+    while a later submission of the same URLs (a new intent) gets a new one."""
+    key = json.dumps([(r.name, (r.intent or {}).get("at")) for r in records if r is not None])
+    return "vs_" + hashlib.sha1(key.encode()).hexdigest()
 
 
 def _ingest_failed(rec: Record) -> Record:

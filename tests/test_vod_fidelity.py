@@ -1,0 +1,80 @@
+"""Where the service is stricter than vodsync once assumed (issue 12: 1, 2, 4, 7, 8, 11).
+
+Each test drives the real SDKs against the emulator, which behaves as the service's
+reference says (docs/emulator.md names the source of each behaviour), and fails on the
+code before the fix.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+from urllib.parse import quote
+
+import pytest
+from aliyunsdkvod.request.v20170321 import (
+    GetURLUploadInfosRequest,
+    UploadMediaByURLRequest,
+)
+from clikit import Workspace, mp4, wait_until, ws  # noqa: F401 - ws is a fixture
+from test_cloud_vod import make_client
+
+from vodsync.cloud.types import UrlUploadEntry
+
+if TYPE_CHECKING:
+    from emulator_world import World
+
+pytest_plugins = ["emulator_world"]  # the world fixture
+
+
+# ------------------------------------------------------------ 1. UploadMediaByURL metadata
+
+
+def test_url_metadata_reaches_the_video_even_for_a_path_with_spaces_and_accents(ws: Workspace) -> None:
+    served = ws.url("/src/été trailer.mp4", mp4(3000, b"t"))
+    url = served.replace("été trailer", "été%20trailer")  # a manifest URL has no raw spaces
+    ws.manifest([{"name": "trailer", "type": "url", "url": url, "title": "Bande-annonce",
+                  "tags": ["promo", "été"], "cate_id": 7, "description": "Première"}])
+    run = ws.apply()
+    assert run.code == 0, run
+    (video,) = ws.vod()["videos"]
+    assert (video["Title"], video["Tags"], video["CateId"], video["Description"]) == (
+        "Bande-annonce", "promo,été", 7, "Première")
+    (job,) = ws.vod()["url_jobs"]
+    assert job["Status"] == "SUCCESS"
+    assert ws.sources.hits["/src/été trailer.mp4"] == 1
+    assert ws.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_emulator_ignores_metadata_whose_source_url_is_not_an_entry_as_received(world: World, sources) -> None:
+    url = sources.add("/media/clip.mp4", mp4(2000))
+    result = world.vod(UploadMediaByURLRequest.UploadMediaByURLRequest, UploadURLs=quote(url, safe=""),
+                       UploadMetadatas=json.dumps([{"SourceURL": url, "Title": "lost"}]))
+    (job,) = result["UploadJobs"]
+    media_id = wait_until(lambda: _job(world, job["JobId"]).get("MediaId"), what="the video")
+    (video,) = [v for v in world.emulator.state()["videos"] if v["VideoId"] == media_id]
+    assert video["Title"] == "clip.mp4"  # the plain SourceURL matched nothing: the metadata was ignored
+
+
+def _job(world: World, job_id: str) -> dict:
+    (info,) = world.vod(GetURLUploadInfosRequest.GetURLUploadInfosRequest, JobIds=job_id)["URLUploadInfoList"]
+    return info
+
+
+def test_a_repeated_session_finds_the_jobs_instead_of_making_new_ones(emulator, sources) -> None:
+    client = make_client(emulator)
+    entries = [UrlUploadEntry(url=sources.add(f"/s/{i}.mp4", mp4(1000)), title=f"s{i}") for i in range(3)]
+    first = client.upload_media_by_url(entries, session_id="vs_batch-1")
+    again = client.upload_media_by_url(entries, session_id="vs_batch-1")  # refused as a repeat: looked up
+    assert again == first and len(set(first.values())) == 3
+    assert len(emulator.state()["url_jobs"]) == 3
+    assert client.calls["UploadMediaByURL"] == 2
+
+
+def test_an_ambiguous_submit_is_repeated_with_its_session(emulator, sources) -> None:
+    client = make_client(emulator)
+    entries = [UrlUploadEntry(url=sources.add("/s/lost-answer.mp4", mp4(1000)), title="lost answer")]
+    emulator.set_faults([{"match": "UploadMediaByURL", "error": "reset", "count": 1}])
+    jobs = client.upload_media_by_url(entries, session_id="vs_batch-2")
+    assert list(jobs) == [entries[0].url]
+    assert [j["JobId"] for j in emulator.state()["url_jobs"]] == list(jobs.values())
