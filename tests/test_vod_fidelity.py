@@ -16,7 +16,7 @@ from aliyunsdkvod.request.v20170321 import (
     GetURLUploadInfosRequest,
     UploadMediaByURLRequest,
 )
-from clikit import Workspace, mp4, wait_until, ws  # noqa: F401 - ws is a fixture
+from clikit import PNG, Workspace, mp4, wait_until, ws  # noqa: F401 - ws is a fixture
 from test_cloud_vod import make_client
 
 from vodsync.cloud.types import UrlUploadEntry
@@ -78,3 +78,69 @@ def test_an_ambiguous_submit_is_repeated_with_its_session(emulator, sources) -> 
     jobs = client.upload_media_by_url(entries, session_id="vs_batch-2")
     assert list(jobs) == [entries[0].url]
     assert [j["JobId"] for j in emulator.state()["url_jobs"]] == list(jobs.values())
+
+
+# ------------------------------------------------------------ 2. media that is already gone
+
+
+@pytest.mark.parametrize(
+    ("request_name", "params", "code"),
+    [
+        ("DeleteImage", {"DeleteImageType": "ImageId", "ImageIds": "0" * 32}, "NoSuchResource"),
+        ("DeleteVideo", {"VideoIds": "0" * 32}, "InvalidVideo.NotFound"),
+        ("GetVideoInfos", {"VideoIds": "0" * 32}, "InvalidVideo.NotFound"),
+        ("GetVideoInfos", {"ReferenceIds": "vs_nobody-has-this"}, "InvalidVideo.NotFound"),
+    ],
+)
+def test_emulator_answers_404_when_no_requested_media_exists(world: World, request_name, params, code) -> None:
+    from aliyunsdkcore.acs_exception.exceptions import ServerException
+    from aliyunsdkcore.request import CommonRequest
+
+    request = CommonRequest(product="vod", version="2017-03-21", action_name=request_name)
+    for key, value in params.items():
+        request.add_query_param(key, value)
+    with pytest.raises(ServerException) as caught:
+        world.vod_common(request)
+    assert (caught.value.get_error_code(), caught.value.get_http_status()) == (code, 404)
+
+
+def test_the_client_treats_already_gone_as_done(emulator) -> None:
+    client = make_client(emulator)
+    ghost = "0" * 32
+    assert client.delete_images([ghost]) == [ghost]
+    assert client.delete_videos([ghost]) == [ghost]
+    assert client.get_video_infos([ghost]) == ({}, [ghost])
+    assert client.get_videos_by_reference_ids(["vs_gone-ref"]) == ({}, ["vs_gone-ref"])
+
+
+def test_a_batch_with_one_image_gone_still_deletes_the_others(emulator) -> None:
+    client = make_client(emulator)
+    ticket = client.create_upload_image(image_type="default", image_ext="png", title="keep-or-not")
+    assert client.delete_images([ticket.media_id, "0" * 32]) == ["0" * 32]
+    assert emulator.state()["images"] == []
+
+
+def test_a_superseded_image_already_gone_does_not_wedge_later_applies(ws: Workspace) -> None:
+    ws.file("media/logo.png", PNG)
+    items = [{"name": "logo", "type": "image", "file": "media/logo.png", "title": "Logo"},
+             {"name": "intro", "type": "video", "file": "media/intro.mp4", "title": "Intro"}]
+    ws.file("media/intro.mp4", mp4(3000))
+    ws.manifest(items)
+    assert ws.apply().code == 0
+    old = ws.records()["logo"]["remote_id"]
+    # New bytes replace the image; deleting the superseded one fails this time, so the record
+    # keeps its cleanup intent for the next run...
+    ws.file("media/logo.png", PNG + b"new")
+    ws.emulator.set_faults([{"match": "DeleteImage", "error": "Forbidden", "status": 403, "count": 1}])
+    assert ws.apply().code == 1
+    # ...and before that run someone else deletes the old image.
+    ws.emulator.model.call("DeleteImage", {"DeleteImageType": "ImageId", "ImageIds": old})
+    items[1]["title"] = "Intro, edited"
+    ws.manifest(items)
+    run = ws.apply()
+    assert run.code == 0, run
+    assert [v["Title"] for v in ws.vod()["videos"]] == ["Intro, edited"]
+    assert [i["ImageId"] for i in ws.vod()["images"]] == [ws.records()["logo"]["remote_id"]]
+    assert ws.records()["logo"]["intent"] in (None, "", "null")
+    assert ws.apply().code == 0
+    assert ws.cli("plan", "--detailed-exitcode").code == 0

@@ -42,6 +42,8 @@ from vodsync.errors import CloudError
 
 DEFAULT_UPLOAD_AUTH_LIFETIME = 3000  # seconds, vod-api.md §2, when UploadAuth says nothing
 NETWORK_ERROR = "SDK.HttpError"
+VIDEO_NOT_FOUND = "InvalidVideo.NotFound"  # GetVideoInfos / DeleteVideo when no requested id exists
+IMAGE_NOT_FOUND = "NoSuchResource"  # GetImageInfo / DeleteImage of a missing image
 
 # A network error whose text says the connection never opened means the request
 # was not sent, so even a Create* may be repeated. Anything else (read timeout,
@@ -342,7 +344,12 @@ class VodClient:
         _check_batch("get_video_infos", video_ids, 20)
         if not video_ids:
             return {}, []
-        resp = self._call("GetVideoInfos", {"VideoIds": ",".join(video_ids)})
+        try:
+            resp = self._call("GetVideoInfos", {"VideoIds": ",".join(video_ids)})
+        except CloudError as exc:
+            if exc.code != VIDEO_NOT_FOUND:
+                raise
+            return {}, list(video_ids)  # vod-api.md §00: a 404 when no requested id exists
         found = {m.media_id: m for m in map(_video, resp.get("VideoList") or [])}
         return found, list(resp.get("NonExistVideoIds") or [])
 
@@ -350,7 +357,12 @@ class VodClient:
         _check_batch("get_videos_by_reference_ids", reference_ids, 20)
         if not reference_ids:
             return {}, []
-        resp = self._call("GetVideoInfos", {"ReferenceIds": ",".join(reference_ids)})
+        try:
+            resp = self._call("GetVideoInfos", {"ReferenceIds": ",".join(reference_ids)})
+        except CloudError as exc:
+            if exc.code != VIDEO_NOT_FOUND:
+                raise
+            return {}, list(reference_ids)
         found = {m.reference_id or "": m for m in map(_video, resp.get("VideoList") or [])}
         return found, list(resp.get("NonExistReferenceIds") or [])
 
@@ -358,7 +370,7 @@ class VodClient:
         try:
             resp = self._call("GetImageInfo", {"ImageId": image_id})
         except CloudError as exc:
-            if exc.code == "NoSuchResource":
+            if exc.code == IMAGE_NOT_FOUND:
                 return None
             raise
         return _image(resp.get("ImageInfo") or {})
@@ -428,16 +440,33 @@ class VodClient:
         _check_batch("delete_videos", video_ids, 20)
         if not video_ids:
             return []
-        resp = self._call("DeleteVideo", {"VideoIds": ",".join(video_ids)})
+        try:
+            resp = self._call("DeleteVideo", {"VideoIds": ",".join(video_ids)})
+        except CloudError as exc:
+            if exc.code != VIDEO_NOT_FOUND:
+                raise
+            return list(video_ids)  # none of them exists: already gone is done
         forbidden = list(resp.get("ForbiddenVideoIds") or [])
         if forbidden:
             raise self._error("Forbidden", f"VOD refused to delete videos: {', '.join(forbidden)}", retryable=False)
         return list(resp.get("NonExistVideoIds") or [])
 
-    def delete_images(self, image_ids: Sequence[str]) -> None:
+    def delete_images(self, image_ids: Sequence[str]) -> list[str]:
+        """Returns the ids that did not exist (already gone is done).
+
+        DeleteImage answers 404 NoSuchResource for a missing image and has no list of missing
+        ids (vod-api.md §00): a batch so refused is deleted again one image at a time."""
         _check_batch("delete_images", image_ids, 20)
-        if image_ids:
-            self._call("DeleteImage", {"DeleteImageType": "ImageId", "ImageIds": ",".join(image_ids)})
+        try:
+            if image_ids:
+                self._call("DeleteImage", {"DeleteImageType": "ImageId", "ImageIds": ",".join(image_ids)})
+            return []
+        except CloudError as exc:
+            if exc.code != IMAGE_NOT_FOUND:
+                raise
+        if len(image_ids) == 1:
+            return list(image_ids)
+        return [i for i in image_ids if self.delete_images([i])]
 
     def delete_attached_media(self, media_ids: Sequence[str]) -> list[str]:
         """Returns the ids that did not exist."""

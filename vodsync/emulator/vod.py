@@ -105,6 +105,10 @@ def _video_not_found() -> VodApiError:
     return VodApiError("InvalidVideo.NotFound", "The video does not exist.", 404)
 
 
+def _no_such_resource() -> VodApiError:
+    return VodApiError("NoSuchResource", "The specified resource does not exist.", 404)
+
+
 def _parse_json(params: dict[str, str], name: str) -> Any:
     raw = require(params, name)
     try:
@@ -836,6 +840,8 @@ class VodModel:
                 video = self._videos.get(self._by_ref.get(ref, ""))
                 if video is not None and video not in found:
                     found.append(video)
+            if not found:
+                raise _video_not_found()  # vod-api.md §00: when no requested video exists
             return {
                 "VideoList": [self._video_api(v, now, nested=False) for v in found],
                 "NonExistVideoIds": no_video,
@@ -926,6 +932,8 @@ class VodModel:
                 for ref in reference_ids:
                     video = self._videos.get(self._by_ref.get(ref, ""))
                     (doomed.append(video) if video else out["NonExistReferenceIds"].append(ref))
+            if not doomed:
+                raise _video_not_found()  # vod-api.md §00: when no requested video exists
             for video in doomed:
                 if video.media_id in self._videos:
                     self._unindex(video, "video")
@@ -940,7 +948,7 @@ class VodModel:
         with self._lock:
             image = self._images.get(image_id)
             if image is None:
-                raise VodApiError("NoSuchResource", "The specified resource does not exist.", 404)
+                raise _no_such_resource()
             return {"ImageInfo": image.to_api(image.status(self.clock.now()), self._file_url(image))}
 
     def _op_UpdateImageInfos(self, p: dict[str, str]) -> dict[str, Any]:
@@ -974,16 +982,20 @@ class VodModel:
         objects = []
         with self._lock:
             doomed: list[Image] = []
+            # vod-api.md §00: a missing image is 404 NoSuchResource. With several ids and only
+            # some missing, nothing is deleted (a guess: the stricter reading).
             if kind == "ImageId":
                 for image_id in split_ids(p, "ImageIds", MAX_IDS) or [require(p, "ImageIds")]:
-                    if image_id in self._images:
-                        doomed.append(self._images[image_id])
+                    if image_id not in self._images:
+                        raise _no_such_resource()
+                    doomed.append(self._images[image_id])
             elif kind == "ImageURL":
                 for url in split_ids(p, "ImageURLs", MAX_IDS) or [require(p, "ImageURLs")]:
                     place = self._parse_file_url(unquote(url))
                     owner = self._by_key.get(place) if place else None
-                    if owner and owner[0] == "image":
-                        doomed.append(self._images[owner[1]])
+                    if not owner or owner[0] != "image":
+                        raise _no_such_resource()
+                    doomed.append(self._images[owner[1]])
             elif kind == "VideoId":
                 # Video snapshots/covers are not modelled: there is nothing to delete.
                 if require(p, "VideoId") not in self._videos:
