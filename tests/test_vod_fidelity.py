@@ -144,3 +144,33 @@ def test_a_superseded_image_already_gone_does_not_wedge_later_applies(ws: Worksp
     assert ws.records()["logo"]["intent"] in (None, "", "null")
     assert ws.apply().code == 0
     assert ws.cli("plan", "--detailed-exitcode").code == 0
+
+
+# ------------------------------------------------------------ 4. RegisterMedia, one bucket per call
+
+
+def test_emulator_refuses_a_register_batch_over_two_buckets(world: World) -> None:
+    from aliyunsdkcore.acs_exception.exceptions import ServerException
+    from aliyunsdkvod.request.v20170321 import RegisterMediaRequest
+
+    world.emulator.oss.ensure_bucket("other-media")
+    world.put_object(world.bucket(), "a.mp4", b"a" * 10)
+    world.put_object("other-media", "b.mp4", b"b" * 10)
+    metadatas = [{"FileURL": world.file_url(world.bucket(), "a.mp4")}, {"FileURL": world.file_url("other-media", "b.mp4")}]
+    with pytest.raises(ServerException) as caught:
+        world.vod(RegisterMediaRequest.RegisterMediaRequest, RegisterMetadatas=json.dumps(metadatas))
+    assert (caught.value.get_error_code(), caught.value.get_http_status()) == ("InvalidParameter.RegisterMetadatas", 400)
+    assert world.emulator.state()["videos"] == []
+
+
+def test_register_items_in_two_buckets_converge_and_match_answers_across_schemes(ws: Workspace) -> None:
+    items = [{"name": f"reg-{bucket}-{i}", "type": "register", "title": f"{bucket} {i}",
+              "file_url": ws.seed_object(f"films/{i}.mp4", mp4(1500), bucket=bucket)}
+             for bucket in ("media-one", "media-two") for i in range(3)]
+    ws.manifest(items)
+    run = ws.apply()
+    assert run.code == 0, run
+    assert ws.calls()["RegisterMedia"] == 2  # one call per bucket
+    assert sorted(v["Title"] for v in ws.vod()["videos"]) == sorted(i["title"] for i in items)
+    assert all(r["status"] == "ready" for r in ws.status().values())
+    assert ws.cli("plan", "--detailed-exitcode").code == 0

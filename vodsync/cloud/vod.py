@@ -37,6 +37,7 @@ from vodsync.cloud.types import (
     UploadTicket,
     UrlJob,
     UrlUploadEntry,
+    same_file_url,
 )
 from vodsync.errors import CloudError
 
@@ -307,36 +308,30 @@ class VodClient:
         template_group_id: str | None = None,
         workflow_id: str | None = None,
     ) -> tuple[list[Registered], list[str]]:
-        """Register existing OSS objects. Idempotent per FileURL, so it is retried like a read."""
+        """Register existing OSS objects, all in one bucket (the service refuses a mix).
+        Idempotent per FileURL, so it is retried like a read, and a batch too large for one
+        query string goes in several calls. Results name the FileURLs as given in `entries`
+        (the service may answer with another scheme)."""
         _check_batch("register_media", entries, 10)
-        if not entries:
-            return [], []
-        metadatas = [
-            _compact(
-                {
-                    "FileURL": e.file_url,
-                    "Title": e.title,
-                    "Description": e.description,
-                    "Tags": _join_tags(e.tags),
-                    "CoverURL": e.cover_url,
-                    "CateId": e.cate_id,
-                }
-            )
-            for e in entries
-        ]
-        resp = self._call(
-            "RegisterMedia",
-            {
-                "RegisterMetadatas": json.dumps(metadatas, ensure_ascii=False),
+        if len({e.storage_address for e in entries}) > 1:
+            raise ValueError("register_media: all files of one call must be in the same bucket")
+        registered: list[Registered] = []
+        failed: list[str] = []
+        for group in _pack([_query_bytes(_register_params([e])) for e in entries], 10):
+            batch = [entries[i] for i in group]
+            params = {
+                **_register_params(batch),
                 "TemplateGroupId": template_group_id,
                 "WorkflowId": workflow_id,
-            },
-        )
-        registered = [
-            Registered(file_url=item["FileURL"], media_id=item["MediaId"], new_register=_bool(item.get("NewRegister")))
-            for item in resp.get("RegisteredMediaList") or []
-        ]
-        return registered, list(resp.get("FailedFileURLs") or [])
+            }
+            resp = self._call("RegisterMedia", params)
+            for item in resp.get("RegisteredMediaList") or []:
+                url = _requested(item.get("FileURL") or "", batch)
+                if url is not None:
+                    new = _bool(item.get("NewRegister"))
+                    registered.append(Registered(file_url=url, media_id=item["MediaId"], new_register=new))
+            failed.extend(u for u in (_requested(f, batch) for f in resp.get("FailedFileURLs") or []) if u)
+        return registered, failed
 
     # ---- reading -------------------------------------------------------------
 
@@ -766,6 +761,28 @@ def _url_upload_params(entries: Sequence[UrlUploadEntry]) -> dict[str, Any]:
         for source, e in zip(encoded, entries, strict=True)
     ]
     return {"UploadURLs": ",".join(encoded), "UploadMetadatas": json.dumps(metadatas, ensure_ascii=False)}
+
+
+def _register_params(entries: Sequence[RegisterEntry]) -> dict[str, Any]:
+    metadatas = [
+        _compact(
+            {
+                "FileURL": e.file_url,
+                "Title": e.title,
+                "Description": e.description,
+                "Tags": _join_tags(e.tags),
+                "CoverURL": e.cover_url,
+                "CateId": e.cate_id,
+            }
+        )
+        for e in entries
+    ]
+    return {"RegisterMetadatas": json.dumps(metadatas, ensure_ascii=False)}
+
+
+def _requested(answered: str, entries: Sequence[RegisterEntry]) -> str | None:
+    """The FileURL of `entries` that the service's `answered` one names, if any."""
+    return next((e.file_url for e in entries if same_file_url(e.file_url, answered)), None)
 
 
 def _query_bytes(params: Mapping[str, Any]) -> int:

@@ -105,6 +105,13 @@ def _video_not_found() -> VodApiError:
     return VodApiError("InvalidVideo.NotFound", "The video does not exist.", 404)
 
 
+def _other_scheme(url: str) -> str:
+    """RegisterMedia's answer names the file with the other scheme (vod-api.md §00 says the
+    scheme may differ; always differing is the emulator's stricter choice)."""
+    scheme, sep, rest = url.partition("://")
+    return {"http": "https", "https": "http"}.get(scheme.lower(), scheme) + sep + rest
+
+
 def _no_such_resource() -> VodApiError:
     return VodApiError("NoSuchResource", "The specified resource does not exist.", 404)
 
@@ -751,20 +758,23 @@ class VodModel:
             place = self._parse_file_url(url) if len(url.encode("utf-8")) <= 1024 else None
             head = self.oss.head(*place) if place else None
             located.append((item, url, place, head))
+        # vod-api.md §00: "all files in the request must have the same storage address".
+        if len({place[0] for _, _, place, _ in located if place}) > 1:
+            raise invalid("RegisterMetadatas", "All files in the request must have the same storage address.")
         registered, failed = [], []
         with self._lock:
             now = self.clock.now()
             for item, url, place, head in located:
                 owner = self._by_key.get(place) if place else None
                 if owner is not None and owner[0] in ("video", "image"):
-                    registered.append({"MediaId": owner[1], "FileURL": url, "NewRegister": False})
+                    registered.append({"MediaId": owner[1], "FileURL": _other_scheme(url), "NewRegister": False})
                     continue
                 ext = ext_of(place[1]) if place else ""
                 if head is None or not (ext in VIDEO_EXTS or ext in AUDIO_EXTS or ext in IMAGE_EXTS):
                     failed.append(url)
                     continue
                 media = self._register(item, url, place, head, ext, now, template, transcode, user_data)
-                registered.append({"MediaId": media.media_id, "FileURL": url, "NewRegister": True})
+                registered.append({"MediaId": media.media_id, "FileURL": _other_scheme(url), "NewRegister": True})
         return {"RegisteredMediaList": registered, "FailedFileURLs": failed}
 
     def _register(self, item, url, place, head, ext, now, template, transcode, user_data) -> Media:

@@ -178,10 +178,13 @@ class Ingests:
     # ------------------------------------------------------------ registration
 
     def _register_groups(self, changes: list[Change]) -> list[list[Change]]:
-        groups: dict[tuple[Any, Any], list[Change]] = {}
+        # One call takes one template group, one workflow and one storage address (bucket).
+        groups: dict[tuple[Any, Any, str], list[Change]] = {}
         for c in changes:
-            opts = c.item.options if c.item else {}
-            groups.setdefault((opts.get("template_group_id"), opts.get("workflow_id")), []).append(c)
+            assert c.item is not None
+            opts = c.item.options
+            address = _register_entry(c.item).storage_address
+            groups.setdefault((opts.get("template_group_id"), opts.get("workflow_id"), address), []).append(c)
         return list(groups.values())
 
     def _register(self, batch: Sequence[Change]) -> None:
