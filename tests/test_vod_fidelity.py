@@ -174,3 +174,76 @@ def test_register_items_in_two_buckets_converge_and_match_answers_across_schemes
     assert sorted(v["Title"] for v in ws.vod()["videos"]) == sorted(i["title"] for i in items)
     assert all(r["status"] == "ready" for r in ws.status().values())
     assert ws.cli("plan", "--detailed-exitcode").code == 0
+
+
+# ------------------------------------------------------------ 7. limits in bytes, no control characters
+
+CJK_129_BYTES = "标" * 43  # 43 characters, 129 bytes in UTF-8
+
+
+@pytest.mark.parametrize(
+    ("field_yaml", "line", "words"),
+    [
+        (f"    title: {CJK_129_BYTES}\n", 5, "at most 128 bytes"),
+        ('    title: "Intro \\u202Eevil"\n', 5, "U+202E"),
+        ('    title: "Intro \\e[31m"\n', 5, "U+001B"),
+        ('    description: "two\\nlines"\n', 5, "U+000A"),
+        (f"    description: {'描' * 342}\n", 5, "at most 1024 bytes"),
+        (f"    tags: [ok, {'é' * 17}]\n", 5, "at most 32 bytes"),
+        ('    tags: ["a\\u0000b"]\n', 5, "U+0000"),
+    ],
+)
+def test_manifest_limits_are_bytes_and_control_characters_are_refused(ws: Workspace, field_yaml, line, words) -> None:
+    ws.file("media/a.mp4", mp4(500))
+    text = "media:\n  - name: a\n    type: video\n    file: media/a.mp4\n" + field_yaml
+    (ws.manifests / "lib.yaml").write_text(text, encoding="utf-8")
+    run = ws.cli("validate")
+    assert run.code == 1, run
+    assert f"lib.yaml:{line}" in run.err and words in run.err, run
+    assert any(f in run.err for f in ("title", "description", "tags")), run
+
+
+def test_a_drop_folder_sidecar_gets_the_same_byte_limit() -> None:
+    from pydantic import ValidationError
+
+    from vodsync.desired.manifest import MediaMetadata
+
+    MediaMetadata.model_validate({"title": "标" * 42})  # 126 bytes
+    with pytest.raises(ValidationError, match="128 bytes"):
+        MediaMetadata.model_validate({"title": CJK_129_BYTES})
+
+
+@pytest.mark.parametrize(
+    ("params", "code"),
+    [
+        ({"Title": CJK_129_BYTES}, "LengthExceededMax"),
+        ({"Title": "ok", "Description": "描" * 342}, "LengthExceededMax"),
+        ({"Title": "ok", "Tags": "é" * 17}, "TagsExceededMax"),
+        ({"Title": "bad\x1b[31m"}, "IllegalCharacters"),
+        ({"Title": "ok\u202eevil"}, "IllegalCharacters"),
+        ({"Title": "ok", "Description": "a\r\nb"}, "IllegalCharacters"),
+        ({"Title": "ok", "Tags": "a\x00b"}, "IllegalCharacters"),
+        ({"Title": "ok", "UserData": json.dumps({"Extend": {"k": "é" * 260}}, ensure_ascii=False)},
+         "InvalidParameter.UserData"),
+    ],
+)
+def test_emulator_counts_bytes_and_refuses_control_characters(world: World, params, code) -> None:
+    from aliyunsdkcore.acs_exception.exceptions import ServerException
+    from aliyunsdkvod.request.v20170321 import CreateUploadVideoRequest
+
+    request = CreateUploadVideoRequest.CreateUploadVideoRequest()
+    request.set_FileName("a.mp4")
+    for key, value in params.items():
+        request.add_query_param(key, value)
+    with pytest.raises(ServerException) as caught:
+        world.vod_common(request)
+    assert caught.value.get_error_code() == code
+
+
+def test_emulator_accepts_exactly_the_byte_limits(world: World) -> None:
+    from aliyunsdkvod.request.v20170321 import CreateUploadVideoRequest
+
+    created = world.vod(CreateUploadVideoRequest.CreateUploadVideoRequest, FileName="a.mp4", Title="标" * 42 + "ab",
+                        Description="描" * 341 + "d", Tags=",".join(["é" * 16] * 16),
+                        UserData=json.dumps({"Extend": {"k": "é" * 250}}, ensure_ascii=False))
+    assert created["VideoId"]

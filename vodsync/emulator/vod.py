@@ -132,7 +132,7 @@ def _check_user_data(value: str) -> str:
     if not isinstance(parsed, dict):
         raise invalid("UserData", "It must be a JSON object.")
     extend = parsed.get("Extend")
-    if extend is not None and len(json.dumps(extend).encode("utf-8")) > 512:
+    if extend is not None and len(json.dumps(extend, ensure_ascii=False, separators=(",", ":")).encode()) > 512:
         raise invalid("UserData", "Extend exceeds 512 bytes.")
     return value
 
