@@ -247,3 +247,77 @@ def test_emulator_accepts_exactly_the_byte_limits(world: World) -> None:
                         Description="描" * 341 + "d", Tags=",".join(["é" * 16] * 16),
                         UserData=json.dumps({"Extend": {"k": "é" * 250}}, ensure_ascii=False))
     assert created["VideoId"]
+
+
+# ------------------------------------------------------------ 8. statuses that end following
+
+
+@pytest.fixture(scope="module")
+def transcoding_emulator():
+    """Videos stay `Transcoding` (10 minutes of emulator time), so a test can put them in review."""
+    from vodsync.emulator import Emulator
+
+    with Emulator(transcode_seconds=600, url_job_seconds=0) as emu:
+        yield emu
+
+
+@pytest.fixture
+def slow_ws(transcoding_emulator, tmp_path, monkeypatch):
+    from sources import SourceServer
+
+    transcoding_emulator.reset()
+    monkeypatch.chdir(tmp_path)
+    for name in ("VODSYNC_ENDPOINT", "ALIBABA_CLOUD_SECURITY_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    server = SourceServer()
+    try:
+        yield Workspace(tmp_path, transcoding_emulator, server)
+    finally:
+        server.close()
+
+
+def _set_video_status(emulator, video_id: str, status: str) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(f"{emulator.url}/_emulator/video-status", method="POST",
+                                     data=json.dumps({"video_id": video_id, "status": status}).encode())
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=10) as answer:
+        assert json.loads(answer.read()) == {"ok": True}
+
+
+@pytest.mark.parametrize(
+    ("vod_status", "code", "record_status", "words"),
+    [
+        ("Checking", 0, "ready", "awaits review"),
+        ("Blocked", 1, "failed", "review blocked"),
+        ("TranscodeFail", 1, "failed", "transcoding failed"),
+        ("ProduceFail", 1, "failed", "producing the video failed"),
+        ("UploadFail", 1, "failed", "could not take in"),
+    ],
+)
+def test_review_and_failure_statuses_end_following(slow_ws: Workspace, vod_status, code, record_status, words):
+    ws = slow_ws
+    ws.file("media/intro.mp4", mp4(3000))
+    ws.manifest([{"name": "intro", "type": "video", "file": "media/intro.mp4", "title": "Intro"}])
+    assert ws.cli("apply", "--wait", "0").code == 0
+    assert ws.status()["intro"]["status"] == "processing"
+    _set_video_status(ws.emulator, ws.status()["intro"]["remote_id"], vod_status)
+    run = ws.cli("apply", "--wait", "5")
+    assert run.code == code, run
+    status = ws.status()["intro"]
+    assert (status["status"], status["remote_status"]) == (record_status, vod_status)
+    assert words in status["last_result"] and words in run.out + run.err
+    # Nothing is left to follow: the next apply has no work at all.
+    before = ws.calls()
+    assert ws.cli("apply", "--wait", "5").code == 0
+    assert ws.writes(before) == {} and ws.calls()["GetVideoInfos"] == before["GetVideoInfos"]
+
+
+def test_the_control_plane_refuses_an_unknown_status(transcoding_emulator) -> None:
+    import urllib.error
+
+    transcoding_emulator.reset()
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        _set_video_status(transcoding_emulator, "0" * 32, "Checking")
+    assert caught.value.code == 400

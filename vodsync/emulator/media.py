@@ -46,6 +46,10 @@ TITLE_MAX = 128
 DESCRIPTION_MAX = 1024
 TAGS_MAX = 16
 TAG_MAX = 32
+# Every status a video can have (vod-api.md §4); the control plane may put a video in any of them.
+VIDEO_STATUSES = frozenset(
+    "Uploading UploadSucc Transcoding Normal Checking Blocked TranscodeFail UploadFail ProduceFail".split()
+)
 UPLOAD_SUCC_SHARE = 0.2  # share of transcode_seconds a video spends in UploadSucc
 
 # C0, DEL, C1 and the bidi embeddings/overrides/isolates: refused in Title, Description and Tags.
@@ -231,12 +235,15 @@ class Video(Media):
     transcode: bool = True  # False with VOD_NO_TRANSCODE, and for RegisterMedia without a template
     origin: str = "upload"  # upload | url | register
     register_url: str | None = None
+    forced_status: str | None = None  # set through the control plane (review, failures); wins over the lifecycle
 
     @property
     def media_type(self) -> str:
         return "audio" if is_audio(ext_of(self.key)) else "video"
 
     def status(self, now: float, transcode_seconds: float) -> str:
+        if self.forced_status:
+            return self.forced_status
         if self.landed_at is None or now < self.landed_at:
             return "Uploading"
         if not self.transcode or transcode_seconds <= 0:

@@ -612,6 +612,13 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ValueError("'seconds' must be a number")
                 now = app.advance(seconds, client_follows=bool(body.get("client_follows", True)))
                 return self._send_json(200, {"now": now})
+            if (method, name) == ("POST", "video-status"):
+                video_id, status = body.get("video_id"), body.get("status")
+                if not isinstance(video_id, str) or not isinstance(status, str | None):
+                    raise ValueError("'video_id' (a string) and 'status' (a string or null) are required")
+                app.model.set_video_status(video_id, status)
+                app.mark_dirty()
+                return self._send_json(200, {"ok": True})
             if (method, name) == ("POST", "sts"):
                 bucket, key = body.get("bucket"), body.get("key")
                 if not isinstance(bucket, str) or not isinstance(key, str):

@@ -60,6 +60,7 @@ from vodsync.emulator.media import (
     IMAGE_TYPES,
     NO_TRANSCODE,
     VIDEO_EXTS,
+    VIDEO_STATUSES,
     AttachedMedia,
     Image,
     Media,
@@ -214,6 +215,17 @@ class VodModel:
     def close(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def set_video_status(self, video_id: str, status: str | None) -> None:
+        """Control plane: hold a video in `status` (review: Checking, Blocked; failures:
+        TranscodeFail, UploadFail, ProduceFail; ...) until set again; None resumes its lifecycle."""
+        if status is not None and status not in VIDEO_STATUSES:
+            raise ValueError(f"unknown video status {status!r}; one of {', '.join(sorted(VIDEO_STATUSES))}")
+        with self._lock:
+            video = self._videos.get(video_id)
+            if video is None:
+                raise ValueError(f"no video {video_id!r}")
+            video.forced_status = status
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:

@@ -26,6 +26,16 @@ from vodsync.engine.execution import (
 from vodsync.errors import CloudError, VodsyncError
 from vodsync.state.store import Record, RecordStatus
 
+# Video statuses that end following (vod-api.md §00, §4). Review is the account owner's to do in
+# the console: the video exists and stays as it is until then.
+IN_REVIEW = {"Checking": "the video awaits review in the VOD console"}
+FAILED_VIDEO = {
+    "Blocked": "the review blocked the video",
+    "TranscodeFail": "transcoding failed",
+    "ProduceFail": "producing the video failed",
+    "UploadFail": "VOD could not take in the uploaded file",
+}
+
 
 class Ingests:
     """Part of `Executor`: URL ingests, registrations and following asynchronous jobs."""
@@ -161,10 +171,15 @@ class Ingests:
                 rec = by_id[vid]
                 if media.status == "Normal":
                     self._save(rec.replace(status=RecordStatus.READY, remote_status="Normal"))
-                elif media.status in ("TranscodeFail", "UploadFail", "Blocked"):
+                elif media.status in IN_REVIEW:
+                    why = f"VOD status {media.status}: {IN_REVIEW[media.status]}; not followed further"
+                    self._save(rec.replace(status=RecordStatus.READY, remote_status=media.status, last_result=why))
+                    self._record_outcome(Outcome(rec.name, "follow", True, why))
+                elif media.status in FAILED_VIDEO:
+                    why = f"VOD status {media.status}: {FAILED_VIDEO[media.status]}"
                     self._save(rec.replace(status=RecordStatus.FAILED, remote_status=media.status,
-                                           last_error=f"VOD status {media.status}"))
-                    self._record_outcome(Outcome(rec.name, "transcode", False, f"VOD status {media.status}"))
+                                           last_error=why, last_result=f"failed: {why}"))
+                    self._record_outcome(Outcome(rec.name, "follow", False, why))
                 elif media.status != rec.remote_status:
                     self._save(rec.replace(remote_status=media.status))
             for vid in missing:
