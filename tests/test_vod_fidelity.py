@@ -321,3 +321,85 @@ def test_the_control_plane_refuses_an_unknown_status(transcoding_emulator) -> No
     with pytest.raises(urllib.error.HTTPError) as caught:
         _set_video_status(transcoding_emulator, "0" * 32, "Checking")
     assert caught.value.code == 400
+
+
+# ------------------------------------------------------------ 11. no undocumented clearing; short URLs
+
+
+def test_emptying_a_field_is_said_in_the_plan_and_never_sent(ws: Workspace) -> None:
+    ws.file("media/logo.png", PNG)
+    ws.file("media/intro.mp4", mp4(3000))
+    items = [{"name": "logo", "type": "image", "file": "media/logo.png", "title": "Logo", "tags": ["brand"],
+              "description": "the logo"},
+             {"name": "intro", "type": "video", "file": "media/intro.mp4", "title": "Intro", "tags": ["a"],
+              "description": "first"}]
+    ws.manifest(items)
+    assert ws.apply().code == 0
+    for item in items:
+        item.update(tags=[], description="")
+    ws.manifest(items)
+    plan = ws.cli("plan", "--detailed-exitcode")
+    assert plan.code == 0, plan  # nothing that can be done
+    assert plan.out.count("cannot be cleared") == 2 and "description, tags" in plan.out, plan
+    notes = ws.cli("plan", "--json").json()["notes"]
+    assert sorted((n["name"], tuple(n["fields"])) for n in notes) == [
+        ("intro", ("description", "tags")), ("logo", ("description", "tags"))]
+    before = ws.calls()
+    run = ws.apply()
+    assert run.code == 0, run
+    assert ws.writes(before) == {}
+    assert [(v["Tags"], v["Description"]) for v in ws.vod()["videos"]] == [("a", "first")]
+    assert [(i["Tags"], i["Description"]) for i in ws.vod()["images"]] == [("brand", "the logo")]
+    # A real change next to an empty field is carried out; the empty one still is not.
+    items[1]["title"] = "Intro 2"
+    ws.manifest(items)
+    assert ws.apply().code == 0
+    assert [(v["Title"], v["Tags"]) for v in ws.vod()["videos"]] == [("Intro 2", "a")]
+
+
+def test_emulator_refuses_an_empty_value_in_an_update(world: World) -> None:
+    from aliyunsdkcore.acs_exception.exceptions import ServerException
+    from aliyunsdkvod.request.v20170321 import CreateUploadVideoRequest, UpdateVideoInfoRequest
+
+    video_id = world.vod(CreateUploadVideoRequest.CreateUploadVideoRequest, FileName="a.mp4", Title="t",
+                         CateId=5)["VideoId"]
+    request = UpdateVideoInfoRequest.UpdateVideoInfoRequest()
+    request.set_VideoId(video_id)
+    request.add_query_param("CateId", "")
+    with pytest.raises(ServerException) as caught:
+        world.vod_common(request)
+    assert caught.value.get_error_code() == "InvalidParameter.CateId"
+
+
+def test_emulator_refuses_an_overlong_url(world: World) -> None:
+    from aliyunsdkcore.acs_exception.exceptions import ServerException
+    from aliyunsdkvod.request.v20170321 import GetVideoInfosRequest
+
+    with pytest.raises(ServerException) as caught:
+        world.vod(GetVideoInfosRequest.GetVideoInfosRequest, VideoIds=",".join(["a" * 32] * 1100))
+    assert (caught.value.get_error_code(), caught.value.get_http_status()) == ("RequestURITooLong", 414)
+
+
+LONG = "描" * 340  # 1020 bytes: about 3 KiB once percent-encoded in the query string
+
+
+def test_batches_of_long_metadata_are_split_to_keep_urls_short(ws: Workspace) -> None:
+    images = [{"name": f"img-{i}", "type": "image", "file": f"media/{i}.png", "title": f"图片 {i}",
+               "description": LONG} for i in range(20)]
+    for i in range(20):
+        ws.file(f"media/{i}.png", PNG + bytes([i]))
+    urls = [{"name": f"url-{i}", "type": "url", "url": ws.url(f"/src/{i}.mp4", mp4(1000)), "title": f"视频 {i}",
+             "description": LONG} for i in range(12)]
+    ws.manifest(images + urls)
+    run = ws.apply()
+    assert run.code == 0, run
+    assert ws.calls()["UploadMediaByURL"] > 1
+    assert sorted(v["Description"] for v in ws.vod()["videos"]) == [LONG] * 12
+    for image in images:
+        image["description"] = LONG[:-1] + "改"
+    ws.manifest(images + urls)
+    before = ws.calls()
+    run = ws.apply()
+    assert run.code == 0, run
+    assert ws.writes(before)["UpdateImageInfos"] > 1
+    assert {i["Description"] for i in ws.vod()["images"]} == {LONG[:-1] + "改"}

@@ -414,20 +414,32 @@ class VodClient:
     def update_image_infos(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
         """Returns the ids that do not exist."""
         _check_batch("update_image_infos", updates, 20)
-        if not updates:
-            return []
-        content = [{"ImageId": i, **_api_fields(f, _IMAGE_FIELDS, "update_image_infos")} for i, f in updates]
-        resp = self._call("UpdateImageInfos", {"UpdateContent": json.dumps(content, ensure_ascii=False)})
-        return list(resp.get("NonExistImageIds") or [])
+        return self._update_infos("UpdateImageInfos", "ImageId", _IMAGE_FIELDS, updates, "NonExistImageIds")
 
     def update_attached_media_infos(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
         """Returns the ids that do not exist."""
         _check_batch("update_attached_media_infos", updates, 20)
-        if not updates:
-            return []
-        content = [{"MediaId": i, **_api_fields(f, _ATTACHED_FIELDS, "update_attached_media_infos")} for i, f in updates]
-        resp = self._call("UpdateAttachedMediaInfos", {"UpdateContent": json.dumps(content, ensure_ascii=False)})
-        return list(resp.get("NonExistMediaIds") or [])
+        return self._update_infos(
+            "UpdateAttachedMediaInfos", "MediaId", _ATTACHED_FIELDS, updates, "NonExistMediaIds"
+        )
+
+    def _update_infos(
+        self,
+        action: str,
+        id_field: str,
+        names: Mapping[str, str],
+        updates: Sequence[tuple[str, Mapping[str, Any]]],
+        missing_key: str,
+    ) -> list[str]:
+        """One UpdateContent batch, in as many calls as keep each query string short."""
+        content = [{id_field: i, **_api_fields(f, names, action)} for i, f in updates]
+        sizes = [_query_bytes({"UpdateContent": json.dumps([c], ensure_ascii=False)}) for c in content]
+        missing: list[str] = []
+        for group in _pack(sizes, 20):
+            payload = json.dumps([content[i] for i in group], ensure_ascii=False)
+            resp = self._call(action, {"UpdateContent": payload})
+            missing.extend(resp.get(missing_key) or [])
+        return missing
 
     def delete_videos(self, video_ids: Sequence[str]) -> list[str]:
         """Physically delete videos; returns the ids that did not exist.
@@ -817,10 +829,10 @@ def _api_fields(fields: Mapping[str, Any], names: Mapping[str, str], where: str)
     out: dict[str, Any] = {}
     for ours, value in fields.items():
         if ours == "tags":
-            value = ",".join(_tags_tuple(value))  # an empty sequence clears the tags
-        elif value is None:
-            value = ""  # clear the field
-        elif names[ours] == "CateIds":
+            value = ",".join(_tags_tuple(value))
+        if value is None or value == "":
+            continue  # the API documents no way to clear a field: "" is never sent (engine/diff.py says so)
+        if names[ours] == "CateIds":
             value = str(value)  # a comma-separated list in the API, even for one id
         out[names[ours]] = value if isinstance(value, (str, int)) else str(value)
     return out

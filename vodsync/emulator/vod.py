@@ -35,8 +35,8 @@ Choices on points vod-api.md leaves unverified (see also media.py and urljobs.py
   non-media extensions and missing objects go to FailedFileURLs. Registering a key
   that already belongs to a media returns that media with NewRegister false.
 - UpdateImageInfos accepts UpdateContent both as a list and as {"UpdateContent": [...]}.
-- An empty Title in an update is `InvalidParameter.Title`; an empty Description, Tags,
-  CoverURL or UserData clears the field.
+- An empty Title, Description, Tags, CoverURL or CateId(s) in an update is
+  `InvalidParameter.<Field>` (clearing is not documented); an empty UserData clears it.
 """
 
 from __future__ import annotations
@@ -111,6 +111,14 @@ def _other_scheme(url: str) -> str:
     scheme may differ; always differing is the emulator's stricter choice)."""
     scheme, sep, rest = url.partition("://")
     return {"http": "https", "https": "http"}.get(scheme.lower(), scheme) + sep + rest
+
+
+def _refuse_clearing(changes: dict[str, Any], names: tuple[str, ...]) -> None:
+    """An empty value in an update is refused: the reference documents passed fields as set
+    and gives no way to empty one (a guess, the stricter reading of an undocumented "")."""
+    for name in names:
+        if name in changes and changes[name] in ("", None):
+            raise invalid(name, "An empty value does not clear the field.")
 
 
 def _no_such_resource() -> VodApiError:
@@ -873,6 +881,7 @@ class VodModel:
     def _apply_video_changes(self, video: Video, changes: dict[str, Any], now: float) -> None:
         """Validate every passed field first, then change only those; caller holds the lock."""
         updates: dict[str, Any] = {}
+        _refuse_clearing(changes, ("Description", "Tags", "CoverURL", "CateId"))
         if "Title" in changes:
             title = str(changes["Title"])
             if not title:
@@ -989,6 +998,7 @@ class VodModel:
         return {"NonExistImageIds": not_found}
 
     def _apply_common_changes(self, media: Media, item: dict[str, Any], now: float) -> None:
+        _refuse_clearing(item, ("Description", "Tags", "CateId", "CateIds"))
         if "Title" in item:
             if not str(item["Title"]):
                 raise invalid("Title", "It cannot be empty.")
