@@ -16,15 +16,17 @@ from aliyunsdkvod.request.v20170321 import (
     GetURLUploadInfosRequest,
     UploadMediaByURLRequest,
 )
-from clikit import PNG, Workspace, mp4, wait_until, ws  # noqa: F401 - ws is a fixture
-from test_cloud_vod import make_client
 
-from vodsync.cloud.types import UrlUploadEntry
+pytest.register_assert_rewrite("clikit")
+from clikit import PNG, Workspace, mp4, wait_until, workspace  # noqa: E402
+from test_cloud_vod import make_client  # noqa: E402
+
+from vodsync.cloud.types import UrlUploadEntry  # noqa: E402
 
 if TYPE_CHECKING:
     from emulator_world import World
 
-pytest_plugins = ["emulator_world"]  # the world fixture
+pytest_plugins = ["clikit", "emulator_world"]  # the ws and world fixtures
 
 
 # ------------------------------------------------------------ 1. UploadMediaByURL metadata
@@ -263,17 +265,9 @@ def transcoding_emulator():
 
 @pytest.fixture
 def slow_ws(transcoding_emulator, tmp_path, monkeypatch):
-    from sources import SourceServer
-
     transcoding_emulator.reset()
-    monkeypatch.chdir(tmp_path)
-    for name in ("VODSYNC_ENDPOINT", "ALIBABA_CLOUD_SECURITY_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    server = SourceServer()
-    try:
-        yield Workspace(tmp_path, transcoding_emulator, server)
-    finally:
-        server.close()
+    with workspace(transcoding_emulator, tmp_path, monkeypatch) as space:
+        yield space
 
 
 def _set_video_status(emulator, video_id: str, status: str) -> None:
