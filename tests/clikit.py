@@ -9,6 +9,7 @@ emulator's credentials and `--endpoint`, capturing stdout, stderr and the exit c
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import time
 from collections import Counter
@@ -166,9 +167,9 @@ def wait_until(check: Callable[[], Any], timeout: float = 15.0, what: str = "con
         delay = min(delay * 2, 0.2)
 
 
-@pytest.fixture
-def ws(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
-    """A fresh workspace in tmp_path (also the working directory) against the reset emulator."""
+@contextlib.contextmanager
+def workspace(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
+    """A fresh workspace in tmp_path (also the working directory) against `emulator`."""
     monkeypatch.chdir(tmp_path)
     for name in ("VODSYNC_ENDPOINT", "ALIBABA_CLOUD_SECURITY_TOKEN"):
         monkeypatch.delenv(name, raising=False)
@@ -177,3 +178,10 @@ def ws(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> I
         yield Workspace(tmp_path, emulator, server)
     finally:
         server.close()
+
+
+@pytest.fixture
+def ws(emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
+    """A fresh workspace in tmp_path (also the working directory) against the reset emulator."""
+    with workspace(emulator, tmp_path, monkeypatch) as space:
+        yield space

@@ -6,8 +6,10 @@ their repr so that a stray log line or traceback cannot leak them.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 URL_JOB_TERMINAL = frozenset({"SUCCESS", "DOWNLOAD_FAIL", "UPLOAD_FAIL"})
 
@@ -90,6 +92,19 @@ class RegisterEntry:
     cate_id: int | None = None
     cover_url: str | None = None
 
+    @property
+    def storage_address(self) -> str:
+        """The bucket this FileURL names, as RegisterMedia compares them: "all files in the
+        request must have the same storage address" (vod-api.md §00). A bucket domain
+        (`bucket.oss-cn-shanghai.aliyuncs.com`, or a custom one) is the address itself; on an
+        IP or localhost (path-style, as the emulator serves) it is host and first path segment.
+        The scheme does not matter."""
+        parts = urlsplit(self.file_url)
+        host = (parts.netloc.rsplit("@", 1)[-1]).lower()
+        if not _is_ip_or_localhost(parts.hostname or ""):
+            return host
+        return f"{host}/{parts.path.lstrip('/').split('/', 1)[0]}"
+
 
 @dataclass(frozen=True)
 class Registered:
@@ -112,3 +127,24 @@ class RemoteMedia:
     reference_id: str | None = None
     creation_time: str | None = None  # as the API wrote it (ISO 8601, UTC)
     user_data: str | None = None  # as the API wrote it (JSON text); SearchMedia never shows it
+
+
+def same_file_url(a: str, b: str) -> bool:
+    """Whether two FileURLs name one object: RegisterMedia may answer with another scheme
+    (`http://` for `https://`, vod-api.md §00) or another percent-encoding of the key."""
+    return _file_url_key(a) == _file_url_key(b)
+
+
+def _file_url_key(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.netloc.lower(), unquote(parts.path)
+
+
+def _is_ip_or_localhost(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

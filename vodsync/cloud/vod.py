@@ -37,11 +37,14 @@ from vodsync.cloud.types import (
     UploadTicket,
     UrlJob,
     UrlUploadEntry,
+    same_file_url,
 )
 from vodsync.errors import CloudError
 
 DEFAULT_UPLOAD_AUTH_LIFETIME = 3000  # seconds, vod-api.md §2, when UploadAuth says nothing
 NETWORK_ERROR = "SDK.HttpError"
+VIDEO_NOT_FOUND = "InvalidVideo.NotFound"  # GetVideoInfos / DeleteVideo when no requested id exists
+IMAGE_NOT_FOUND = "NoSuchResource"  # GetImageInfo / DeleteImage of a missing image
 
 # A network error whose text says the connection never opened means the request
 # was not sent, so even a Create* may be repeated. Anything else (read timeout,
@@ -60,6 +63,11 @@ _NOT_SENT_MARKERS = (
 _VIDEO_FIELDS = {"title": "Title", "description": "Description", "tags": "Tags", "cate_id": "CateId", "cover_url": "CoverURL"}
 _IMAGE_FIELDS = {"title": "Title", "description": "Description", "tags": "Tags", "cate_id": "CateId"}
 _ATTACHED_FIELDS = {"title": "Title", "description": "Description", "tags": "Tags", "cate_id": "CateIds"}
+
+# Every RPC parameter travels in the query string (vod-api.md §1) and the service's URL limit is
+# not documented: batched payloads (UploadMetadatas, RegisterMetadatas, UpdateContent) are split
+# so that one call's parameters stay within this many bytes, encoded.
+MAX_QUERY_BYTES = 6 * 1024
 
 Observer = Callable[[str, "str | None"], None]
 
@@ -209,54 +217,63 @@ class VodClient:
         self,
         entries: Sequence[UrlUploadEntry],
         *,
+        session_id: str | None = None,
         template_group_id: str | None = None,
         workflow_id: str | None = None,
         user_data: str | Mapping[str, Any] | None = None,
     ) -> dict[str, str]:
-        """Submit URL pull jobs; returns url -> job id. Not idempotent: a network
-        error after sending raises an ambiguous CloudError instead of resubmitting."""
+        """Submit URL pull jobs; returns url -> job id.
+
+        Not idempotent by itself. With a `session_id` (the same for the same batch) an
+        ambiguous submit is repeated with it: the service refuses a SessionId it saw in the
+        last 10 minutes, and such a refusal means an earlier attempt landed, so the jobs are
+        then looked up by URL instead of created again. Without one, a network error after
+        sending raises an ambiguous CloudError instead of resubmitting."""
         _check_batch("upload_media_by_url", entries, 20)
         if not entries:
             return {}
         urls = [e.url for e in entries]
         if len(set(urls)) != len(urls):
             raise ValueError("upload_media_by_url: the same URL twice in one call would make two videos")
-        metadatas = [
-            _compact(
-                {
-                    "SourceURL": e.url,
-                    "Title": e.title,
-                    "Description": e.description,
-                    "Tags": _join_tags(e.tags),
-                    "CateId": e.cate_id,
-                    "CoverURL": e.cover_url,
-                    "TemplateGroupId": e.template_group_id,
-                    "WorkflowId": e.workflow_id,
-                    "FileExtension": e.file_extension,
-                }
-            )
-            for e in entries
-        ]
-        params = {
-            # vod-api.md §2: each URL percent-encoded, then joined with ','
-            "UploadURLs": ",".join(quote(u, safe="") for u in urls),
-            "UploadMetadatas": json.dumps(metadatas, ensure_ascii=False),
-            "TemplateGroupId": template_group_id,
-            "WorkflowId": workflow_id,
-            "UserData": _user_data(user_data),
-        }
-        resp = self._create("UploadMediaByURL", params)
-        wanted = set(urls)
+        params = _url_upload_params(entries)
+        params.update(
+            {
+                "SessionId": session_id,
+                "TemplateGroupId": template_group_id,
+                "WorkflowId": workflow_id,
+                "UserData": _user_data(user_data),
+            }
+        )
+        resp = self._create("UploadMediaByURL", params, session=session_id is not None)
+        if "_repeated" in resp:  # an earlier attempt with this SessionId landed: find its jobs
+            return self._newest_jobs(urls)
+        encoded = params["UploadURLs"].split(",")
         out: dict[str, str] = {}
         jobs = resp.get("UploadJobs") or []
         for i, job in enumerate(jobs):
             source = job.get("SourceURL") or ""
-            if source not in wanted and unquote(source) in wanted:
+            if source in encoded:
+                source = urls[encoded.index(source)]
+            elif source not in urls and unquote(source) in urls:
                 source = unquote(source)
-            if source not in wanted and len(jobs) == len(urls):
+            if source not in urls and len(jobs) == len(urls):
                 source = urls[i]  # the API answers in request order
             out[source] = job["JobId"]
         return out
+
+    def url_upload_batches(self, entries: Sequence[UrlUploadEntry], limit: int = 20) -> list[list[int]]:
+        """Indexes of `entries` grouped into UploadMediaByURL calls: at most `limit` per call,
+        and a query string that stays under `MAX_QUERY_BYTES` (every parameter travels in it)."""
+        return _pack([_query_bytes(_url_upload_params([e])) for e in entries], limit)
+
+    def _newest_jobs(self, urls: Sequence[str]) -> dict[str, str]:
+        """url -> the newest job submitted for it (after a submit that was refused as a repeat)."""
+        out: dict[str, str] = {}
+        for i in range(0, len(urls), 10):
+            jobs, _ = self.get_url_upload_infos_by_urls(urls[i : i + 10])
+            for job in sorted(jobs, key=lambda j: j.creation_time or ""):
+                out[job.url if job.url in urls else unquote(job.url)] = job.job_id
+        return {u: out[u] for u in urls if u in out}
 
     def get_url_upload_infos(self, job_ids: Sequence[str]) -> tuple[list[UrlJob], list[str]]:
         """Returns (jobs, job ids that do not exist)."""
@@ -291,36 +308,30 @@ class VodClient:
         template_group_id: str | None = None,
         workflow_id: str | None = None,
     ) -> tuple[list[Registered], list[str]]:
-        """Register existing OSS objects. Idempotent per FileURL, so it is retried like a read."""
+        """Register existing OSS objects, all in one bucket (the service refuses a mix).
+        Idempotent per FileURL, so it is retried like a read, and a batch too large for one
+        query string goes in several calls. Results name the FileURLs as given in `entries`
+        (the service may answer with another scheme)."""
         _check_batch("register_media", entries, 10)
-        if not entries:
-            return [], []
-        metadatas = [
-            _compact(
-                {
-                    "FileURL": e.file_url,
-                    "Title": e.title,
-                    "Description": e.description,
-                    "Tags": _join_tags(e.tags),
-                    "CoverURL": e.cover_url,
-                    "CateId": e.cate_id,
-                }
-            )
-            for e in entries
-        ]
-        resp = self._call(
-            "RegisterMedia",
-            {
-                "RegisterMetadatas": json.dumps(metadatas, ensure_ascii=False),
+        if len({e.storage_address for e in entries}) > 1:
+            raise ValueError("register_media: all files of one call must be in the same bucket")
+        registered: list[Registered] = []
+        failed: list[str] = []
+        for group in _pack([_query_bytes(_register_params([e])) for e in entries], 10):
+            batch = [entries[i] for i in group]
+            params = {
+                **_register_params(batch),
                 "TemplateGroupId": template_group_id,
                 "WorkflowId": workflow_id,
-            },
-        )
-        registered = [
-            Registered(file_url=item["FileURL"], media_id=item["MediaId"], new_register=_bool(item.get("NewRegister")))
-            for item in resp.get("RegisteredMediaList") or []
-        ]
-        return registered, list(resp.get("FailedFileURLs") or [])
+            }
+            resp = self._call("RegisterMedia", params)
+            for item in resp.get("RegisteredMediaList") or []:
+                url = _requested(item.get("FileURL") or "", batch)
+                if url is not None:
+                    new = _bool(item.get("NewRegister"))
+                    registered.append(Registered(file_url=url, media_id=item["MediaId"], new_register=new))
+            failed.extend(u for u in (_requested(f, batch) for f in resp.get("FailedFileURLs") or []) if u)
+        return registered, failed
 
     # ---- reading -------------------------------------------------------------
 
@@ -328,7 +339,12 @@ class VodClient:
         _check_batch("get_video_infos", video_ids, 20)
         if not video_ids:
             return {}, []
-        resp = self._call("GetVideoInfos", {"VideoIds": ",".join(video_ids)})
+        try:
+            resp = self._call("GetVideoInfos", {"VideoIds": ",".join(video_ids)})
+        except CloudError as exc:
+            if exc.code != VIDEO_NOT_FOUND:
+                raise
+            return {}, list(video_ids)  # vod-api.md §00: a 404 when no requested id exists
         found = {m.media_id: m for m in map(_video, resp.get("VideoList") or [])}
         return found, list(resp.get("NonExistVideoIds") or [])
 
@@ -336,7 +352,12 @@ class VodClient:
         _check_batch("get_videos_by_reference_ids", reference_ids, 20)
         if not reference_ids:
             return {}, []
-        resp = self._call("GetVideoInfos", {"ReferenceIds": ",".join(reference_ids)})
+        try:
+            resp = self._call("GetVideoInfos", {"ReferenceIds": ",".join(reference_ids)})
+        except CloudError as exc:
+            if exc.code != VIDEO_NOT_FOUND:
+                raise
+            return {}, list(reference_ids)
         found = {m.reference_id or "": m for m in map(_video, resp.get("VideoList") or [])}
         return found, list(resp.get("NonExistReferenceIds") or [])
 
@@ -344,7 +365,7 @@ class VodClient:
         try:
             resp = self._call("GetImageInfo", {"ImageId": image_id})
         except CloudError as exc:
-            if exc.code == "NoSuchResource":
+            if exc.code == IMAGE_NOT_FOUND:
                 return None
             raise
         return _image(resp.get("ImageInfo") or {})
@@ -401,20 +422,32 @@ class VodClient:
     def update_image_infos(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
         """Returns the ids that do not exist."""
         _check_batch("update_image_infos", updates, 20)
-        if not updates:
-            return []
-        content = [{"ImageId": i, **_api_fields(f, _IMAGE_FIELDS, "update_image_infos")} for i, f in updates]
-        resp = self._call("UpdateImageInfos", {"UpdateContent": json.dumps(content, ensure_ascii=False)})
-        return list(resp.get("NonExistImageIds") or [])
+        return self._update_infos("UpdateImageInfos", "ImageId", _IMAGE_FIELDS, updates, "NonExistImageIds")
 
     def update_attached_media_infos(self, updates: Sequence[tuple[str, Mapping[str, Any]]]) -> list[str]:
         """Returns the ids that do not exist."""
         _check_batch("update_attached_media_infos", updates, 20)
-        if not updates:
-            return []
-        content = [{"MediaId": i, **_api_fields(f, _ATTACHED_FIELDS, "update_attached_media_infos")} for i, f in updates]
-        resp = self._call("UpdateAttachedMediaInfos", {"UpdateContent": json.dumps(content, ensure_ascii=False)})
-        return list(resp.get("NonExistMediaIds") or [])
+        return self._update_infos(
+            "UpdateAttachedMediaInfos", "MediaId", _ATTACHED_FIELDS, updates, "NonExistMediaIds"
+        )
+
+    def _update_infos(
+        self,
+        action: str,
+        id_field: str,
+        names: Mapping[str, str],
+        updates: Sequence[tuple[str, Mapping[str, Any]]],
+        missing_key: str,
+    ) -> list[str]:
+        """One UpdateContent batch, in as many calls as keep each query string short."""
+        content = [{id_field: i, **_api_fields(f, names, action)} for i, f in updates]
+        sizes = [_query_bytes({"UpdateContent": json.dumps([c], ensure_ascii=False)}) for c in content]
+        missing: list[str] = []
+        for group in _pack(sizes, 20):
+            payload = json.dumps([content[i] for i in group], ensure_ascii=False)
+            resp = self._call(action, {"UpdateContent": payload})
+            missing.extend(resp.get(missing_key) or [])
+        return missing
 
     def delete_videos(self, video_ids: Sequence[str]) -> list[str]:
         """Physically delete videos; returns the ids that did not exist.
@@ -422,16 +455,33 @@ class VodClient:
         _check_batch("delete_videos", video_ids, 20)
         if not video_ids:
             return []
-        resp = self._call("DeleteVideo", {"VideoIds": ",".join(video_ids)})
+        try:
+            resp = self._call("DeleteVideo", {"VideoIds": ",".join(video_ids)})
+        except CloudError as exc:
+            if exc.code != VIDEO_NOT_FOUND:
+                raise
+            return list(video_ids)  # none of them exists: already gone is done
         forbidden = list(resp.get("ForbiddenVideoIds") or [])
         if forbidden:
             raise self._error("Forbidden", f"VOD refused to delete videos: {', '.join(forbidden)}", retryable=False)
         return list(resp.get("NonExistVideoIds") or [])
 
-    def delete_images(self, image_ids: Sequence[str]) -> None:
+    def delete_images(self, image_ids: Sequence[str]) -> list[str]:
+        """Returns the ids that did not exist (already gone is done).
+
+        DeleteImage answers 404 NoSuchResource for a missing image and has no list of missing
+        ids (vod-api.md §00): a batch so refused is deleted again one image at a time."""
         _check_batch("delete_images", image_ids, 20)
-        if image_ids:
-            self._call("DeleteImage", {"DeleteImageType": "ImageId", "ImageIds": ",".join(image_ids)})
+        try:
+            if image_ids:
+                self._call("DeleteImage", {"DeleteImageType": "ImageId", "ImageIds": ",".join(image_ids)})
+            return []
+        except CloudError as exc:
+            if exc.code != IMAGE_NOT_FOUND:
+                raise
+        if len(image_ids) == 1:
+            return list(image_ids)
+        return [i for i in image_ids if self.delete_images([i])]
 
     def delete_attached_media(self, media_ids: Sequence[str]) -> list[str]:
         """Returns the ids that did not exist."""
@@ -452,20 +502,26 @@ class VodClient:
             except CloudError as exc:
                 self._backoff_or_raise(exc, delays)
 
-    def _create(self, action: str, params: Mapping[str, Any], *, reference_id: str | None = None) -> dict[str, Any]:
+    def _create(
+        self, action: str, params: Mapping[str, Any], *, reference_id: str | None = None, session: bool = False
+    ) -> dict[str, Any]:
         """A Create*: error responses mean "not done" and are retried; a request that may
-        have landed (ambiguous network error) is never blindly repeated."""
+        have landed (ambiguous network error) is never blindly repeated. With a SessionId
+        (`session`) it is repeated as it is, and a refusal as a repeated session answers
+        `{"_repeated": True}`: some attempt with that SessionId landed."""
         delays = self._policy.delays()
         maybe_done = False  # an earlier attempt may have created the media
         while True:
             try:
                 return self._attempt(action, params)
             except CloudError as exc:
+                if session and _is_repeated_session(exc):
+                    return {"_repeated": True}
                 if getattr(exc, "ambiguous", False):
-                    if reference_id is None:
+                    if not session and reference_id is None:
                         raise self._ambiguous(action, exc) from exc
                     maybe_done = True
-                    recovered = self._recover_video(reference_id)
+                    recovered = self._recover_video(reference_id) if reference_id else None
                     if recovered is not None:
                         return {"_refreshed": recovered}
                 elif maybe_done and reference_id and _is_duplicate_reference(exc):
@@ -668,6 +724,12 @@ def _is_duplicate_reference(exc: CloudError) -> bool:
     return "referenceid" in text and any(w in text for w in ("duplicat", "already", "exists", "conflict", "in use"))
 
 
+def _is_repeated_session(exc: CloudError) -> bool:
+    """The refusal of a SessionId seen in the last 10 minutes (its code is not documented:
+    the emulator's guess is InvalidParameter.SessionId; any error naming SessionId will do)."""
+    return "sessionid" in f"{exc.code} {exc.api_message}".lower().replace("_", "")
+
+
 def _deadline(auth: Mapping[str, Any], received: float) -> float:
     expire_utc = auth.get("ExpireUTCTime")
     if expire_utc:
@@ -702,6 +764,71 @@ def _user_data_text(value: Any) -> str | None:
     if value in (None, ""):
         return None
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def _url_upload_params(entries: Sequence[UrlUploadEntry]) -> dict[str, Any]:
+    """UploadURLs and UploadMetadatas of one call. vod-api.md §00: metadata applies only when
+    its SourceURL equals an UploadURLs entry as the service receives it, so both carry the
+    same string: the URL percent-encoded once (as the official samples do)."""
+    encoded = [quote(e.url, safe="") for e in entries]
+    metadatas = [
+        _compact(
+            {
+                "SourceURL": source,
+                "Title": e.title,
+                "Description": e.description,
+                "Tags": _join_tags(e.tags),
+                "CateId": e.cate_id,
+                "CoverURL": e.cover_url,
+                "TemplateGroupId": e.template_group_id,
+                "WorkflowId": e.workflow_id,
+                "FileExtension": e.file_extension,
+            }
+        )
+        for source, e in zip(encoded, entries, strict=True)
+    ]
+    return {"UploadURLs": ",".join(encoded), "UploadMetadatas": json.dumps(metadatas, ensure_ascii=False)}
+
+
+def _register_params(entries: Sequence[RegisterEntry]) -> dict[str, Any]:
+    metadatas = [
+        _compact(
+            {
+                "FileURL": e.file_url,
+                "Title": e.title,
+                "Description": e.description,
+                "Tags": _join_tags(e.tags),
+                "CoverURL": e.cover_url,
+                "CateId": e.cate_id,
+            }
+        )
+        for e in entries
+    ]
+    return {"RegisterMetadatas": json.dumps(metadatas, ensure_ascii=False)}
+
+
+def _requested(answered: str, entries: Sequence[RegisterEntry]) -> str | None:
+    """The FileURL of `entries` that the service's `answered` one names, if any."""
+    return next((e.file_url for e in entries if same_file_url(e.file_url, answered)), None)
+
+
+def _query_bytes(params: Mapping[str, Any]) -> int:
+    """Length of `params` in the query string, encoded as the SDK encodes them."""
+    return sum(
+        len(quote(k, safe="~")) + len(quote(str(v), safe="~")) + 2 for k, v in params.items() if v is not None
+    )
+
+
+def _pack(sizes: Sequence[int], limit: int, budget: int = MAX_QUERY_BYTES) -> list[list[int]]:
+    """Indexes grouped in order: at most `limit` per group, their sizes within `budget`
+    (an item over the budget on its own still goes, alone)."""
+    groups: list[list[int]] = []
+    used = 0
+    for i, size in enumerate(sizes):
+        if not groups or len(groups[-1]) >= limit or used + size > budget:
+            groups.append([])
+            used = 0
+        groups[-1].append(i)
+        used += size
+    return groups
 
 
 def _compact(d: dict[str, Any]) -> dict[str, Any]:
@@ -715,10 +842,10 @@ def _api_fields(fields: Mapping[str, Any], names: Mapping[str, str], where: str)
     out: dict[str, Any] = {}
     for ours, value in fields.items():
         if ours == "tags":
-            value = ",".join(_tags_tuple(value))  # an empty sequence clears the tags
-        elif value is None:
-            value = ""  # clear the field
-        elif names[ours] == "CateIds":
+            value = ",".join(_tags_tuple(value))
+        if value is None or value == "":
+            continue  # the API documents no way to clear a field: "" is never sent (engine/diff.py says so)
+        if names[ours] == "CateIds":
             value = str(value)  # a comma-separated list in the API, even for one id
         out[names[ours]] = value if isinstance(value, (str, int)) else str(value)
     return out

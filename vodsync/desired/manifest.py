@@ -77,6 +77,33 @@ def _no_emoji(value: str) -> str:
     return value
 
 
+# Control characters VOD text fields must not carry: C0 (NUL, ESC, CR, LF, TAB, ...), DEL, C1,
+# and the bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) that
+# make a title display other than it reads.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _no_control(value: str) -> str:
+    found = _CONTROL.search(value)
+    if found:
+        raise ValueError(
+            f"must not contain control characters (U+{ord(found.group()):04X} at position {found.start() + 1})"
+        )
+    return value
+
+
+def _max_bytes(limit: int) -> AfterValidator:
+    """The API's limits are UTF-8 bytes, not characters (vod-api.md §00)."""
+
+    def check(value: str) -> str:
+        size = len(value.encode("utf-8"))
+        if size > limit:
+            raise ValueError(f"must be at most {limit} bytes in UTF-8, got {size} ({len(value)} characters)")
+        return value
+
+    return AfterValidator(check)
+
+
 def _ext(path: str) -> str:
     """The lower-case extension of the last path segment, without the dot ('' if none)."""
     last = path.rstrip("/").rsplit("/", 1)[-1]
@@ -98,10 +125,24 @@ def _choices(values: frozenset[str]) -> str:
 
 # --- The limits, once ---------------------------------------------------------------------------
 
-Title = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TITLE), AfterValidator(_no_emoji)]
-Description = Annotated[str, StringConstraints(max_length=MAX_DESCRIPTION)]
+# Limits in bytes (the character bound in the schema is implied by the byte one); no control characters.
+Title = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_TITLE),
+    _max_bytes(MAX_TITLE),
+    AfterValidator(_no_control),
+    AfterValidator(_no_emoji),
+]
+Description = Annotated[
+    str, StringConstraints(max_length=MAX_DESCRIPTION), _max_bytes(MAX_DESCRIPTION), AfterValidator(_no_control)
+]
 # The API joins tags with commas, so a comma inside a tag would silently split it.
-Tag = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TAG, pattern=r"^[^,]+$")]
+Tag = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=MAX_TAG, pattern=r"^[^,]+$"),
+    _max_bytes(MAX_TAG),
+    AfterValidator(_no_control),
+]
 Tags = Annotated[list[Tag], Field(max_length=MAX_TAGS)]
 CateId = Annotated[int, Field(gt=0, le=MAX_CATE_ID)]
 HttpUrl = Annotated[str, StringConstraints(min_length=1, max_length=2048), AfterValidator(_http_url)]
@@ -119,9 +160,15 @@ class _Strict(BaseModel):
 class MediaMetadata(_Strict):
     """Metadata of one media item, with the API's limits. Reused by drop-folder sidecar files."""
 
-    title: Title | None = Field(None, description=f"≤{MAX_TITLE} characters, no emoji; defaults to the name")
-    description: Description | None = Field(None, description=f"≤{MAX_DESCRIPTION} characters")
-    tags: Tags | None = Field(None, description=f"≤{MAX_TAGS} tags, each ≤{MAX_TAG} characters, no commas")
+    title: Title | None = Field(
+        None, description=f"≤{MAX_TITLE} bytes (UTF-8), no emoji or control characters; defaults to the name"
+    )
+    description: Description | None = Field(
+        None, description=f"≤{MAX_DESCRIPTION} bytes (UTF-8), no control characters (not even line breaks)"
+    )
+    tags: Tags | None = Field(
+        None, description=f"≤{MAX_TAGS} tags, each ≤{MAX_TAG} bytes (UTF-8), no commas or control characters"
+    )
     cate_id: CateId | None = Field(None, description="category ID (a positive integer)")
     cover_url: HttpUrl | None = Field(None, description="http(s) URL of the cover image")
     template_group_id: Identifier | None = Field(

@@ -46,8 +46,14 @@ TITLE_MAX = 128
 DESCRIPTION_MAX = 1024
 TAGS_MAX = 16
 TAG_MAX = 32
+# Every status a video can have (vod-api.md §4); the control plane may put a video in any of them.
+VIDEO_STATUSES = frozenset(
+    "Uploading UploadSucc Transcoding Normal Checking Blocked TranscodeFail UploadFail ProduceFail".split()
+)
 UPLOAD_SUCC_SHARE = 0.2  # share of transcode_seconds a video spends in UploadSucc
 
+# C0, DEL, C1 and the bidi embeddings/overrides/isolates: refused in Title, Description and Tags.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _REFERENCE_ID = re.compile(r"[A-Za-z0-9_-]{6,64}")
 _HEX32 = re.compile(r"[0-9a-f]{32}")
 
@@ -102,31 +108,41 @@ def _has_emoji(text: str) -> bool:
     return any(ord(ch) > 0xFFFF or ch in "\u200d\ufe0f" for ch in text)
 
 
+def _has_control(text: str) -> bool:
+    return _CONTROL.search(text) is not None
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
 def check_title(title: str) -> str:
-    if len(title) > TITLE_MAX:
-        raise VodApiError("LengthExceededMax", f"The length of Title exceeds the maximum ({TITLE_MAX}).", 400)
-    if _has_emoji(title):
+    if _utf8_len(title) > TITLE_MAX:
+        raise VodApiError("LengthExceededMax", f"The length of Title exceeds the maximum ({TITLE_MAX} bytes).", 400)
+    if _has_emoji(title) or _has_control(title):
         raise VodApiError("IllegalCharacters", "The Title contains illegal characters.", 400)
     return title
 
 
 def check_description(text: str) -> str:
-    if len(text) > DESCRIPTION_MAX:
+    if _utf8_len(text) > DESCRIPTION_MAX:
         raise VodApiError(
-            "LengthExceededMax", f"The length of Description exceeds the maximum ({DESCRIPTION_MAX}).", 400
+            "LengthExceededMax", f"The length of Description exceeds the maximum ({DESCRIPTION_MAX} bytes).", 400
         )
-    if _has_emoji(text):
+    if _has_emoji(text) or _has_control(text):
         raise VodApiError("IllegalCharacters", "The Description contains illegal characters.", 400)
     return text
 
 
 def check_tags(text: str) -> str:
     """Tags stay the comma-separated string VOD stores; empty items are dropped."""
+    if _has_control(text):
+        raise VodApiError("IllegalCharacters", "The Tags contain illegal characters.", 400)
     tags = [t.strip() for t in text.split(",") if t.strip()]
     if len(tags) > TAGS_MAX:
         raise VodApiError("TagsExceededMax", f"The number of tags exceeds the maximum ({TAGS_MAX}).", 400)
-    if any(len(t) > TAG_MAX for t in tags):
-        raise VodApiError("TagsExceededMax", f"The length of a tag exceeds the maximum ({TAG_MAX}).", 400)
+    if any(_utf8_len(t) > TAG_MAX for t in tags):
+        raise VodApiError("TagsExceededMax", f"The length of a tag exceeds the maximum ({TAG_MAX} bytes).", 400)
     return ",".join(tags)
 
 
@@ -219,12 +235,15 @@ class Video(Media):
     transcode: bool = True  # False with VOD_NO_TRANSCODE, and for RegisterMedia without a template
     origin: str = "upload"  # upload | url | register
     register_url: str | None = None
+    forced_status: str | None = None  # set through the control plane (review, failures); wins over the lifecycle
 
     @property
     def media_type(self) -> str:
         return "audio" if is_audio(ext_of(self.key)) else "video"
 
     def status(self, now: float, transcode_seconds: float) -> str:
+        if self.forced_status:
+            return self.forced_status
         if self.landed_at is None or now < self.landed_at:
             return "Uploading"
         if not self.transcode or transcode_seconds <= 0:

@@ -46,6 +46,7 @@ SNAPSHOT_FILE = "state.json"
 SNAPSHOT_FORMAT = 1
 SAVE_INTERVAL = 0.2
 DRAIN_LIMIT = 64 << 20  # unread request bodies up to this size are drained to keep the connection
+MAX_RPC_URL = 32 * 1024  # a guess: the service documents no URL limit; this one is far above vodsync's
 SMALL_BODY_LIMIT = 8 << 20  # RPC forms, control JSON, CompleteMultipartUpload XML
 
 # Parameters that belong to the RPC envelope, not to the operation.
@@ -340,6 +341,8 @@ class _Handler(BaseHTTPRequestHandler):
         rule = self._fault(action)
         if rule is not None:
             return self._rpc_error(rule.http_status, rule.error, rule.error_message)
+        if len(self.path) > MAX_RPC_URL:  # every RPC parameter travels in the URL (vod-api.md §1)
+            return self._rpc_error(414, "RequestURITooLong", f"The request URL exceeds {MAX_RPC_URL} bytes.")
         try:
             app.rpc.verify(self.command, params)
             if not action:
@@ -612,6 +615,13 @@ class _Handler(BaseHTTPRequestHandler):
                     raise ValueError("'seconds' must be a number")
                 now = app.advance(seconds, client_follows=bool(body.get("client_follows", True)))
                 return self._send_json(200, {"now": now})
+            if (method, name) == ("POST", "video-status"):
+                video_id, status = body.get("video_id"), body.get("status")
+                if not isinstance(video_id, str) or not isinstance(status, str | None):
+                    raise ValueError("'video_id' (a string) and 'status' (a string or null) are required")
+                app.model.set_video_status(video_id, status)
+                app.mark_dirty()
+                return self._send_json(200, {"ok": True})
             if (method, name) == ("POST", "sts"):
                 bucket, key = body.get("bucket"), body.get("key")
                 if not isinstance(bucket, str) or not isinstance(key, str):

@@ -27,6 +27,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from vodsync.emulator.media import iso
 
@@ -156,6 +157,12 @@ class _AbortableReader:
         return got
 
 
+def wire_url(url: str) -> str:
+    """`url` as it goes on the wire: spaces and non-ASCII characters percent-encoded (UTF-8),
+    what is already encoded and the URL's own delimiters left as they are."""
+    return quote(url, safe="%:/?#[]@!$&'()*+,;=~")
+
+
 def download_into(
     url: str,
     store: Callable[[BinaryIO, int | None], Any],
@@ -164,7 +171,7 @@ def download_into(
 ) -> int:
     """Stream `url` into `store(fileobj, length)`; returns the byte count or raises JobFailed."""
     try:
-        response = _OPENER.open(urllib.request.Request(url, method="GET"), timeout=timeout)
+        response = _OPENER.open(urllib.request.Request(wire_url(url), method="GET"), timeout=timeout)
     except urllib.error.HTTPError as exc:
         exc.close()
         raise JobFailed("download_fail", "DownloadFailed", f"The source URL answered HTTP {exc.code}.") from exc

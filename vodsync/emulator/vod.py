@@ -41,8 +41,8 @@ Choices on points vod-api.md leaves unverified (see also media.py and urljobs.py
   non-media extensions and missing objects go to FailedFileURLs. Registering a key
   that already belongs to a media returns that media with NewRegister false.
 - UpdateImageInfos accepts UpdateContent both as a list and as {"UpdateContent": [...]}.
-- An empty Title in an update is `InvalidParameter.Title`; an empty Description, Tags,
-  CoverURL or UserData clears the field.
+- An empty Title, Description, Tags, CoverURL or CateId(s) in an update is
+  `InvalidParameter.<Field>` (clearing is not documented); an empty UserData clears it.
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ from vodsync.emulator.media import (
     IMAGE_TYPES,
     NO_TRANSCODE,
     VIDEO_EXTS,
+    VIDEO_STATUSES,
     AttachedMedia,
     Image,
     Media,
@@ -95,6 +96,7 @@ MAX_PAGE_SIZE = 100
 MAX_PAGED_RESULTS = 5000
 SESSION_WINDOW = 600.0
 
+_SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,50}")
 _REAL_OSS_HOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9-]{1,62})\.oss-[a-z0-9-]+\.aliyuncs\.com$")
 
 
@@ -108,6 +110,25 @@ def _b64json(data: dict[str, Any]) -> str:
 
 def _video_not_found() -> VodApiError:
     return VodApiError("InvalidVideo.NotFound", "The video does not exist.", 404)
+
+
+def _other_scheme(url: str) -> str:
+    """RegisterMedia's answer names the file with the other scheme (vod-api.md §00 says the
+    scheme may differ; always differing is the emulator's stricter choice)."""
+    scheme, sep, rest = url.partition("://")
+    return {"http": "https", "https": "http"}.get(scheme.lower(), scheme) + sep + rest
+
+
+def _refuse_clearing(changes: dict[str, Any], names: tuple[str, ...]) -> None:
+    """An empty value in an update is refused: the reference documents passed fields as set
+    and gives no way to empty one (a guess, the stricter reading of an undocumented "")."""
+    for name in names:
+        if name in changes and changes[name] in ("", None):
+            raise invalid(name, "An empty value does not clear the field.")
+
+
+def _no_such_resource() -> VodApiError:
+    return VodApiError("NoSuchResource", "The specified resource does not exist.", 404)
 
 
 def _parse_json(params: dict[str, str], name: str) -> Any:
@@ -126,7 +147,7 @@ def _check_user_data(value: str) -> str:
     if not isinstance(parsed, dict):
         raise invalid("UserData", "It must be a JSON object.")
     extend = parsed.get("Extend")
-    if extend is not None and len(json.dumps(extend).encode("utf-8")) > 512:
+    if extend is not None and len(json.dumps(extend, ensure_ascii=False, separators=(",", ":")).encode()) > 512:
         raise invalid("UserData", "Extend exceeds 512 bytes.")
     return value
 
@@ -208,6 +229,17 @@ class VodModel:
     def close(self) -> None:
         self._stop.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def set_video_status(self, video_id: str, status: str | None) -> None:
+        """Control plane: hold a video in `status` (review: Checking, Blocked; failures:
+        TranscodeFail, UploadFail, ProduceFail; ...) until set again; None resumes its lifecycle."""
+        if status is not None and status not in VIDEO_STATUSES:
+            raise ValueError(f"unknown video status {status!r}; one of {', '.join(sorted(VIDEO_STATUSES))}")
+        with self._lock:
+            video = self._videos.get(video_id)
+            if video is None:
+                raise ValueError(f"no video {video_id!r}")
+            video.forced_status = status
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -528,7 +560,9 @@ class VodModel:
 
     def _op_UploadMediaByURL(self, p: dict[str, str]) -> dict[str, Any]:
         raw = require(p, "UploadURLs")
-        urls = [unquote(u.strip()) for u in raw.split(",") if u.strip()]
+        # Each entry as received (percent-encoded by the caller); the job fetches it decoded once.
+        received = [u.strip() for u in raw.split(",") if u.strip()]
+        urls = [unquote(u) for u in received]
         if not urls:
             raise missing("UploadURLs")
         if len(urls) > MAX_URL_UPLOADS:
@@ -540,8 +574,8 @@ class VodModel:
                 raise invalid("UploadMetadatas", "It must be a JSON array of objects.")
             for item in items:
                 source = str(item.get("SourceURL") or "")
-                if source not in urls and unquote(source) not in urls:
-                    raise invalid("UploadMetadatas", f"SourceURL {source!r} matches none of UploadURLs.")
+                if source not in received:
+                    continue  # vod-api.md §00: metadata whose SourceURL is no entry as received is ignored
                 if not item.get("Title"):
                     raise invalid("UploadMetadatas", "Title is mandatory in each metadata.")
                 check_title(str(item["Title"]))
@@ -553,7 +587,7 @@ class VodModel:
                     item["CateId"] = check_cate_id(item["CateId"])
                 if item.get("TemplateGroupId"):
                     check_template_group_id(str(item["TemplateGroupId"]))
-                metadatas[unquote(source)] = item
+                metadatas[urls[received.index(source)]] = item
         template = check_template_group_id(p["TemplateGroupId"]) if p.get("TemplateGroupId") else None
         user_data = _check_user_data(p["UserData"]) if p.get("UserData") else None
         self._check_storage(p)
@@ -568,6 +602,8 @@ class VodModel:
                 raise invalid("UploadURLs", f"{url!r} has no media file extension and no FileExtension.")
             plans.append((url, ext, meta))
         session = p.get("SessionId")
+        if session and not _SESSION_ID.fullmatch(session):
+            raise invalid("SessionId", "It must be at most 50 characters of A-Z, a-z, 0-9, '-' and '_'.")
         with self._lock:
             now = self.clock.now()
             if session:
@@ -748,20 +784,23 @@ class VodModel:
             place = self._parse_file_url(url) if len(url.encode("utf-8")) <= 1024 else None
             head = self.oss.head(*place) if place else None
             located.append((item, url, place, head))
+        # vod-api.md §00: "all files in the request must have the same storage address".
+        if len({place[0] for _, _, place, _ in located if place}) > 1:
+            raise invalid("RegisterMetadatas", "All files in the request must have the same storage address.")
         registered, failed = [], []
         with self._lock:
             now = self.clock.now()
             for item, url, place, head in located:
                 owner = self._by_key.get(place) if place else None
                 if owner is not None and owner[0] in ("video", "image"):
-                    registered.append({"MediaId": owner[1], "FileURL": url, "NewRegister": False})
+                    registered.append({"MediaId": owner[1], "FileURL": _other_scheme(url), "NewRegister": False})
                     continue
                 ext = ext_of(place[1]) if place else ""
                 if head is None or not (ext in VIDEO_EXTS or ext in AUDIO_EXTS or ext in IMAGE_EXTS):
                     failed.append(url)
                     continue
                 media = self._register(item, url, place, head, ext, now, template, transcode, user_data)
-                registered.append({"MediaId": media.media_id, "FileURL": url, "NewRegister": True})
+                registered.append({"MediaId": media.media_id, "FileURL": _other_scheme(url), "NewRegister": True})
         return {"RegisteredMediaList": registered, "FailedFileURLs": failed}
 
     def _register(self, item, url, place, head, ext, now, template, transcode, user_data) -> Media:
@@ -837,6 +876,8 @@ class VodModel:
                 video = self._videos.get(self._by_ref.get(ref, ""))
                 if video is not None and video not in found:
                     found.append(video)
+            if not found:
+                raise _video_not_found()  # vod-api.md §00: when no requested video exists
             return {
                 "VideoList": [self._video_api(v, now, nested=False) for v in found],
                 "NonExistVideoIds": no_video,
@@ -846,6 +887,7 @@ class VodModel:
     def _apply_video_changes(self, video: Video, changes: dict[str, Any], now: float) -> None:
         """Validate every passed field first, then change only those; caller holds the lock."""
         updates: dict[str, Any] = {}
+        _refuse_clearing(changes, ("Description", "Tags", "CoverURL", "CateId"))
         if "Title" in changes:
             title = str(changes["Title"])
             if not title:
@@ -927,6 +969,8 @@ class VodModel:
                 for ref in reference_ids:
                     video = self._videos.get(self._by_ref.get(ref, ""))
                     (doomed.append(video) if video else out["NonExistReferenceIds"].append(ref))
+            if not doomed:
+                raise _video_not_found()  # vod-api.md §00: when no requested video exists
             for video in doomed:
                 if video.media_id in self._videos:
                     self._unindex(video, "video")
@@ -941,7 +985,7 @@ class VodModel:
         with self._lock:
             image = self._images.get(image_id)
             if image is None:
-                raise VodApiError("NoSuchResource", "The specified resource does not exist.", 404)
+                raise _no_such_resource()
             return {"ImageInfo": image.to_api(image.status(self.clock.now()), self._file_url(image))}
 
     def _op_UpdateImageInfos(self, p: dict[str, str]) -> dict[str, Any]:
@@ -960,6 +1004,7 @@ class VodModel:
         return {"NonExistImageIds": not_found}
 
     def _apply_common_changes(self, media: Media, item: dict[str, Any], now: float) -> None:
+        _refuse_clearing(item, ("Description", "Tags", "CateId", "CateIds"))
         if "Title" in item:
             if not str(item["Title"]):
                 raise invalid("Title", "It cannot be empty.")
@@ -975,16 +1020,20 @@ class VodModel:
         objects = []
         with self._lock:
             doomed: list[Image] = []
+            # vod-api.md §00: a missing image is 404 NoSuchResource. With several ids and only
+            # some missing, nothing is deleted (a guess: the stricter reading).
             if kind == "ImageId":
                 for image_id in split_ids(p, "ImageIds", MAX_IDS) or [require(p, "ImageIds")]:
-                    if image_id in self._images:
-                        doomed.append(self._images[image_id])
+                    if image_id not in self._images:
+                        raise _no_such_resource()
+                    doomed.append(self._images[image_id])
             elif kind == "ImageURL":
                 for url in split_ids(p, "ImageURLs", MAX_IDS) or [require(p, "ImageURLs")]:
                     place = self._parse_file_url(unquote(url))
                     owner = self._by_key.get(place) if place else None
-                    if owner and owner[0] == "image":
-                        doomed.append(self._images[owner[1]])
+                    if not owner or owner[0] != "image":
+                        raise _no_such_resource()
+                    doomed.append(self._images[owner[1]])
             elif kind == "VideoId":
                 # Video snapshots/covers are not modelled: there is nothing to delete.
                 if require(p, "VideoId") not in self._videos:

@@ -46,6 +46,7 @@ class Change:
     record: Record | None = None
     upload_bytes: int = 0
     content_hash: str | None = None  # digest of the desired local content, when known
+    uncleared: tuple[str, ...] = ()  # fields the manifest empties, which the API cannot clear
 
     def __str__(self) -> str:
         if self.action is Action.UPDATE:
@@ -154,17 +155,24 @@ def _diff_one(
         current = remote[item.name] or {}
         drift = " (changed remotely)"
     fields = changed_fields(item, current)
+    # The Update* calls change what they are given and document no way to empty a field
+    # (sending "" is undocumented): a field the manifest empties is left as it is, and said so.
+    uncleared = tuple(f for f in fields if normalize(f, item.metadata[f]) is None)
+    fields = tuple(f for f in fields if f not in uncleared)
 
     if replace_reason:
         return Change(
             Action.REPLACE, item.name, item.kind, replace_reason, fields=fields, item=item, record=record,
-            upload_bytes=size, content_hash=content_hash,
+            upload_bytes=size, content_hash=content_hash, uncleared=uncleared,
         )
     if fields:
         return Change(
             Action.UPDATE, item.name, item.kind, f"{', '.join(fields)} changed{drift}", fields=fields,
-            item=item, record=record,
+            item=item, record=record, uncleared=uncleared,
         )
+    if uncleared:
+        return Change(Action.TOUCH, item.name, item.kind, "bookkeeping", item=item, record=record,
+                      content_hash=content_hash, uncleared=uncleared)
     stat_moved = item.local is not None and (item.local.path, item.local.size, item.local.mtime_ns) != (
         record.source, record.size, record.mtime_ns,
     )

@@ -32,7 +32,6 @@ from vodsync.engine.diff import Action, Change, diff_one
 from vodsync.engine.edits import Edits
 from vodsync.engine.execution import (
     REGISTER_BATCH,
-    URL_BATCH,
     ExecOptions,
     Outcome,
     Reporter,
@@ -120,7 +119,7 @@ class Executor(Recovery, Uploads, Ingests, Edits):
             # worker's part threads, while the others sit idle (bench/upload_throughput.py).
             for c in sorted(uploads, key=lambda c: -c.upload_bytes):
                 futures.append(pool.submit(self._guard, c, self._upload))
-            for batch in chunks(urls, URL_BATCH):
+            for batch in self._url_batches(urls):
                 futures.append(pool.submit(self._guard_batch, batch, self._submit_urls))
             for group in self._register_groups(registers):
                 for batch in chunks(group, REGISTER_BATCH):

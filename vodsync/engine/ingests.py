@@ -4,13 +4,16 @@ of OSS objects, and following ingests and transcoding until they settle.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from vodsync.cloud.types import RegisterEntry, UrlUploadEntry
 from vodsync.desired.items import DesiredItem, Kind
 from vodsync.engine.diff import Action, Change
 from vodsync.engine.execution import (
+    URL_BATCH,
     URL_QUERY_BATCH,
     VIDEO_BATCH,
     Outcome,
@@ -23,11 +26,29 @@ from vodsync.engine.execution import (
 from vodsync.errors import CloudError, VodsyncError
 from vodsync.state.store import Record, RecordStatus
 
+# Video statuses that end following (vod-api.md §00, §4). Review is the account owner's to do in
+# the console: the video exists and stays as it is until then.
+IN_REVIEW = {"Checking": "the video awaits review in the VOD console"}
+FAILED_VIDEO = {
+    "Blocked": "the review blocked the video",
+    "TranscodeFail": "transcoding failed",
+    "ProduceFail": "producing the video failed",
+    "UploadFail": "VOD could not take in the uploaded file",
+}
+
 
 class Ingests:
     """Part of `Executor`: URL ingests, registrations and following asynchronous jobs."""
 
     # --------------------------------------------------------------- URL ingest
+
+    def _url_batches(self, changes: Sequence[Change]) -> list[list[Change]]:
+        """UploadMediaByURL calls: at most URL_BATCH items, and small enough for one query string."""
+        out: list[list[Change]] = []
+        for batch in chunks(changes, URL_BATCH):
+            groups = self.client.url_upload_batches([_url_entry(c.item) for c in batch if c.item], URL_BATCH)
+            out.extend([batch[i] for i in group] for group in groups)
+        return out
 
     def _submit_urls(self, batch: Sequence[Change]) -> None:
         todo: list[Change] = []
@@ -46,7 +67,8 @@ class Ingests:
         if not todo:
             return
         entries = [_url_entry(c.item) for c in todo if c.item is not None]
-        jobs = self.client.upload_media_by_url(entries)
+        session = _session_id(self.store.get(c.name) for c in todo)
+        jobs = self.client.upload_media_by_url(entries, session_id=session)
         with self.store.transaction():
             for c in todo:
                 assert c.item is not None
@@ -149,10 +171,15 @@ class Ingests:
                 rec = by_id[vid]
                 if media.status == "Normal":
                     self._save(rec.replace(status=RecordStatus.READY, remote_status="Normal"))
-                elif media.status in ("TranscodeFail", "UploadFail", "Blocked"):
+                elif media.status in IN_REVIEW:
+                    why = f"VOD status {media.status}: {IN_REVIEW[media.status]}; not followed further"
+                    self._save(rec.replace(status=RecordStatus.READY, remote_status=media.status, last_result=why))
+                    self._record_outcome(Outcome(rec.name, "follow", True, why))
+                elif media.status in FAILED_VIDEO:
+                    why = f"VOD status {media.status}: {FAILED_VIDEO[media.status]}"
                     self._save(rec.replace(status=RecordStatus.FAILED, remote_status=media.status,
-                                           last_error=f"VOD status {media.status}"))
-                    self._record_outcome(Outcome(rec.name, "transcode", False, f"VOD status {media.status}"))
+                                           last_error=why, last_result=f"failed: {why}"))
+                    self._record_outcome(Outcome(rec.name, "follow", False, why))
                 elif media.status != rec.remote_status:
                     self._save(rec.replace(remote_status=media.status))
             for vid in missing:
@@ -166,10 +193,13 @@ class Ingests:
     # ------------------------------------------------------------ registration
 
     def _register_groups(self, changes: list[Change]) -> list[list[Change]]:
-        groups: dict[tuple[Any, Any], list[Change]] = {}
+        # One call takes one template group, one workflow and one storage address (bucket).
+        groups: dict[tuple[Any, Any, str], list[Change]] = {}
         for c in changes:
-            opts = c.item.options if c.item else {}
-            groups.setdefault((opts.get("template_group_id"), opts.get("workflow_id")), []).append(c)
+            assert c.item is not None
+            opts = c.item.options
+            address = _register_entry(c.item).storage_address
+            groups.setdefault((opts.get("template_group_id"), opts.get("workflow_id"), address), []).append(c)
         return list(groups.values())
 
     def _register(self, batch: Sequence[Change]) -> None:
@@ -215,6 +245,15 @@ class Ingests:
                 self.client.update_video_info(got.media_id, dict(c.item.metadata))
             self._cleanup(c.name)
             self._record_outcome(Outcome(c.name, str(c.action), True, f"registered {got.media_id}"))
+
+
+def _session_id(records: Iterable[Record | None]) -> str:
+    """UploadMediaByURL's SessionId for one submission: derived from the batch's intents
+    (item names and when each intent was written), so a retry of the same submission
+    carries the same one (and the service refuses it as a repeat if the first landed),
+    while a later submission of the same URLs (a new intent) gets a new one."""
+    key = json.dumps([(r.name, (r.intent or {}).get("at")) for r in records if r is not None])
+    return "vs_" + hashlib.sha1(key.encode()).hexdigest()
 
 
 def _ingest_failed(rec: Record) -> Record:

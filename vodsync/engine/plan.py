@@ -54,6 +54,11 @@ class Plan:
         return bool(self.changes)
 
     @property
+    def uncleared(self) -> tuple[Change, ...]:
+        """Actions whose manifest empties a field the API cannot clear (it is left as it is)."""
+        return tuple(c for c in self.actions if c.uncleared)
+
+    @property
     def upload_bytes(self) -> int:
         return sum(c.upload_bytes for c in self.changes)
 
@@ -152,7 +157,7 @@ def summary_line(plan: Plan) -> str:
 def render_lines(plan: Plan) -> list[tuple[str, str]]:
     """(text, style) per line of the human form; styles are rich style names."""
     rows = list(plan.changes)
-    width = max((len(c.name) for c in [*rows, *plan.kept]), default=4)
+    width = max((len(c.name) for c in [*rows, *plan.kept, *plan.uncleared]), default=4)
     lines: list[tuple[str, str]] = []
     for c in rows:
         sym, style = _SYMBOL[c.action]
@@ -161,10 +166,17 @@ def render_lines(plan: Plan) -> list[tuple[str, str]]:
         lines.append((f"  {sym} {c.action:<8} {c.name:<{width}}  {c.kind:<8}  {c.reason}{fields}{extra}", style))
     for c in plan.kept:
         lines.append((f"    {'kept':<8} {c.name:<{width}}  {c.kind:<8}  {c.reason}", "dim"))
+    for c in plan.uncleared:
+        lines.append((f"    {'note':<8} {c.name:<{width}}  {c.kind:<8}  {uncleared_text(c)}", "dim"))
     if lines:
         lines.append(("", ""))
     lines.append((summary_line(plan), "bold red" if plan.refusal else "bold"))
     return lines
+
+
+def uncleared_text(c: Change) -> str:
+    fields = ", ".join(c.uncleared)
+    return f"{fields} cannot be cleared: the VOD API documents no way to empty a field; left as it is"
 
 
 def render_text(plan: Plan) -> str:
@@ -180,6 +192,8 @@ def change_json(c: Change) -> dict[str, Any]:
     }
     if c.fields:
         out["fields"] = list(c.fields)
+    if c.uncleared:
+        out["uncleared"] = list(c.uncleared)
     if c.upload_bytes:
         out["upload_bytes"] = c.upload_bytes
     if c.record is not None and c.record.remote_id:
@@ -198,4 +212,5 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             "has_changes": plan.has_changes,
         },
         "refusal": plan.refusal,
+        "notes": [{"name": c.name, "fields": list(c.uncleared), "note": uncleared_text(c)} for c in plan.uncleared],
     }

@@ -40,7 +40,10 @@ class Recovery:
         # Only records with an open intent matter here: after a clean run, none.
         for rec in self.store.records(with_intent=True).values():
             if rec.intent and rec.intent.get("op") == "cleanup":
-                self._cleanup(rec.name)
+                try:
+                    self._cleanup(rec.name)
+                except VodsyncError as err:  # one stuck cleanup must not stop every later run
+                    log.warning("could not delete the media %s replaced: %s", rec.name, err.message)
         pending = list(self.store.records(statuses=(RecordStatus.CREATING,)).values())
         if names is not None:
             wanted = set(names)
