@@ -34,7 +34,7 @@ from vodsync.checksum import file_crc64
 from vodsync.cloud.retry import RetryPolicy, install_sdk_log_scrubber, is_retryable_code, scrub
 from vodsync.cloud.settings import is_loopback_url
 from vodsync.cloud.types import UploadCredential, UploadResult, UploadTicket
-from vodsync.errors import CloudError, CredentialExpired
+from vodsync.errors import CloudError, CredentialExpired, UploadInterrupted
 
 __all__ = ["Checkpoint", "UploadResult", "abort_upload", "list_checkpoints", "settle_checkpoints", "upload_file"]
 
@@ -70,6 +70,7 @@ def upload_file(
     multipart_threshold: int = 16 * 1024**2,
     threads: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.time,
     refresh_margin: float = 300,
     policy: RetryPolicy | None = None,
@@ -82,13 +83,18 @@ def upload_file(
     `refresh` must return a ticket for the same address with a new credential
     (RefreshUploadVideo). Without it an expired token raises `CredentialExpired`.
     Raises `CloudError` for everything else OSS or the network does.
+
+    `progress(sent, to_send)` counts bytes as they go out, within parts too; a resumed multipart
+    upload counts only what was still missing. Once `stop()` is true, a multipart upload raises
+    `UploadInterrupted` before its next part (a part already under way is finished first); a
+    single PUT, which has no part boundary, completes.
     """
     install_sdk_log_scrubber()
     path = Path(path)
     size = path.stat().st_size
     holder = _CredentialHolder(ticket, refresh, clock, refresh_margin)
     address = ticket.address
-    reporter = _Progress(progress, size)
+    reporter = _Progress(progress, size, resumable=size >= multipart_threshold)
     bucket = _Bucket(
         oss2.ProviderAuth(holder),
         address.endpoint,
@@ -99,6 +105,8 @@ def upload_file(
         # the local file (fastcrc, ~13 GB/s). That also covers parts an earlier process sent.
         enable_crc=False,
         on_part=reporter.part_done,
+        on_part_bytes=reporter.part_sending,
+        stop=stop,
     )
     multipart = size >= multipart_threshold
     if part_size is None:
@@ -110,7 +118,7 @@ def upload_file(
         reporter.begin_attempt()
         if not multipart:
             with open(path, "rb") as f:
-                return bucket.put_object(address.key, f, progress_callback=reporter)
+                return bucket.put_object(address.key, f, progress_callback=reporter.sent)
         return oss2.resumable_upload(
             bucket,
             address.key,
@@ -119,7 +127,7 @@ def upload_file(
             multipart_threshold=multipart_threshold,
             part_size=part_size,
             num_threads=threads,
-            progress_callback=reporter,
+            progress_callback=reporter.listed,
         )
 
     local_crc = _FileCrc(path)
@@ -160,11 +168,11 @@ def upload_file(
             raise err
         sleep(delay)
 
-    reporter(size, size)
+    reporter.sent(size)
     crc = local_crc.value()
     if crc is None:  # the file could not be read for its checksum (oss2 could, moments before)
         raise CloudError("LocalReadError", f"cannot read {path.name} for its CRC-64", retryable=True)
-    return UploadResult(etag=result.etag, crc64=crc, size=size)
+    return UploadResult(etag=result.etag, crc64=crc, size=size, resumed_bytes=reporter.resumed or 0)
 
 
 class _FileCrc:
@@ -246,15 +254,20 @@ class _CredentialHolder(oss2.CredentialsProvider):
 
 
 class _Bucket(oss2.Bucket):
-    """An oss2.Bucket that remembers the CRC-64 of every part it sent.
+    """An oss2.Bucket that remembers the CRC-64 of every part it sent, reports the bytes of a
+    part as they go out, and stops between parts once `stop()` is true.
 
     After a resume, oss2 only knows the parts it listed (no CRC) and so skips
     its whole-object CRC check; filling in the CRCs we saw lets it check again.
     """
 
-    def __init__(self, *args: Any, on_part: Callable[[int], None] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_part: Callable[[int, int], None] | None = None,
+                 on_part_bytes: Callable[[int, int], None] | None = None,
+                 stop: Callable[[], bool] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_part = on_part
+        self._on_part_bytes = on_part_bytes
+        self._stop = stop
         self._part_crcs: dict[tuple[str, int], int] = {}
         self._crc_lock = threading.Lock()
 
@@ -273,13 +286,22 @@ class _Bucket(oss2.Bucket):
         raise AssertionError("unreachable")
 
     def upload_part(self, key, upload_id, part_number, data, progress_callback=None, headers=None):  # type: ignore[no-untyped-def]
+        # The part boundary: every part thread of resumable_upload passes here before sending.
+        if self._stop is not None and self._stop():
+            raise UploadInterrupted(key)
+        if progress_callback is None and self._on_part_bytes is not None:
+            on_bytes = self._on_part_bytes
+
+            def progress_callback(sent: int, _total: int | None) -> None:
+                on_bytes(part_number, sent)
+
         result = super().upload_part(key, upload_id, part_number, data, progress_callback, headers)
         if result.crc is not None:
             with self._crc_lock:
                 self._part_crcs[(upload_id, part_number)] = result.crc
         if self._on_part is not None:
             # resumable_upload passes a SizedFileAdapter sized to the part
-            self._on_part(data.size if isinstance(data, oss2.utils.SizedFileAdapter) else len(data))
+            self._on_part(part_number, data.size if isinstance(data, oss2.utils.SizedFileAdapter) else len(data))
         return result
 
     def complete_multipart_upload(self, key, upload_id, parts, headers=None):  # type: ignore[no-untyped-def]
@@ -345,45 +367,70 @@ class _PrivateStore(oss2.ResumableStore):
 
 
 class _Progress:
-    """Thread-safe, monotonic progress.
+    """Thread-safe, monotonic progress in bytes, within parts too.
 
-    oss2's resumable upload reports only when a part starts (and at the end),
-    which with parallel parts jumps from the first part to 100%. We also count
-    each finished part: done = what oss2 listed as finished when this attempt
-    began + parts finished in this attempt.
+    oss2's resumable upload reports only when a part starts (the bytes of the parts finished
+    so far, listed from OSS on a resume) and at the end; with parallel parts that jumps from
+    the first part to 100%. So each part's own bytes are counted as they are read for
+    sending (`part_sending`), and each finished part (`part_done`): done = what oss2 listed as
+    finished when this attempt began + parts finished in this attempt + bytes of parts under
+    way. What OSS already held when the upload began (`resumed`: the first attempt's listing)
+    is not this upload's to send: the callback gets (sent, to_send) net of it.
     """
 
-    def __init__(self, callback: Callable[[int, int], None] | None, total: int) -> None:
+    def __init__(self, callback: Callable[[int, int], None] | None, total: int, *, resumable: bool) -> None:
         self._callback = callback
         self._total = total
         self._done = -1
-        self._baseline: int | None = None
+        self._baseline: int | None = None if resumable else 0
+        self.resumed = None if resumable else 0
         self._attempt_bytes = 0
+        self._inflight: dict[int, int] = {}  # part number -> bytes of it read for sending
         self.parts_done = 0  # parts sent successfully, over all attempts
+        self._resumable = resumable
         self._lock = threading.Lock()
 
     def begin_attempt(self) -> None:
         with self._lock:
-            self._baseline, self._attempt_bytes = None, 0
+            self._baseline = None if self._resumable else 0
+            self._attempt_bytes = 0
+            self._inflight.clear()
 
-    def __call__(self, done: int, total: int | None = None) -> None:
+    def listed(self, done: int, total: int | None = None) -> None:
+        """oss2's resumable callback: bytes of the finished parts, when a part starts."""
         with self._lock:
             if self._baseline is None:
                 self._baseline = done
+                if self.resumed is None:
+                    self.resumed = done
+            self._emit(max(done, self._baseline + self._attempt_bytes + sum(self._inflight.values())))
+
+    def sent(self, done: int, total: int | None = None) -> None:
+        """A single PUT's callback (bytes read for sending), and the end of any upload."""
+        with self._lock:
+            if self.resumed is None:  # nothing listed: every part was already in OSS
+                self.resumed = self._baseline = done
             self._emit(done)
 
-    def part_done(self, size: int) -> None:
+    def part_sending(self, part_number: int, sent: int) -> None:
         with self._lock:
+            self._inflight[part_number] = sent
+            self._emit((self._baseline or 0) + self._attempt_bytes + sum(self._inflight.values()))
+
+    def part_done(self, part_number: int, size: int) -> None:
+        with self._lock:
+            self._inflight.pop(part_number, None)
             self.parts_done += 1
             self._attempt_bytes += size
-            self._emit((self._baseline or 0) + self._attempt_bytes)
+            self._emit((self._baseline or 0) + self._attempt_bytes + sum(self._inflight.values()))
 
     def _emit(self, done: int) -> None:
         done = min(done, self._total)
         if self._callback is None or done <= self._done:
             return
         self._done = done
-        self._callback(done, self._total)
+        base = self.resumed or 0
+        self._callback(max(done - base, 0), self._total - base)
 
 
 class _LargeBlockAdapter(requests.adapters.HTTPAdapter):

@@ -14,6 +14,7 @@ from vodsync.engine.execution import (
     URL_QUERY_BATCH,
     VIDEO_BATCH,
     Outcome,
+    Waiting,
     chunks,
     cleanup_intent,
     log,
@@ -67,7 +68,14 @@ class Ingests:
 
     def _follow(self, names: set[str], deadline: float | None = None) -> None:
         """Follow URL jobs and transcoding until they settle or the wait (`--wait` from now, or
-        until `deadline`) runs out."""
+        until `deadline`) runs out; the reporter is told what is waited for, and when it ends."""
+        began = self._now()
+        try:
+            self._follow_until(names, began, deadline)
+        finally:
+            self.reporter.waiting(Waiting(0, 0, self._now() - began))
+
+    def _follow_until(self, names: set[str], began: float, deadline: float | None) -> None:
         if deadline is None:
             deadline = self._now() + self.options.wait
         first = True
@@ -89,6 +97,8 @@ class Ingests:
                                                      pending=True))
                 return
             if not first:
+                transcodes = sum(1 for r in processing if Kind(r.kind).remote_is_video)
+                self.reporter.waiting(Waiting(transcodes, len(ingesting), self._now() - began))
                 self.sleep(delay)
                 delay = min(delay * 2, self.options.poll_interval)
             first = False
