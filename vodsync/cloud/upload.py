@@ -16,6 +16,7 @@ and aborts such an upload with a credential for its key (`abort_upload`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -90,6 +91,9 @@ def upload_file(
     single PUT, which has no part boundary, completes.
     """
     install_sdk_log_scrubber()
+    # oss2's part-thread queue logs every exception it re-raises with its traceback (ERROR), an
+    # `UploadInterrupted` included: the exception reaches us and is reported; the log is noise.
+    logging.getLogger("oss2.task_queue").setLevel(logging.CRITICAL)
     path = Path(path)
     size = path.stat().st_size
     holder = _CredentialHolder(ticket, refresh, clock, refresh_margin)
