@@ -154,6 +154,9 @@ def test_ctrl_c_stops_at_the_next_part_boundary_and_the_next_run_resumes(tmp_pat
     parts = _parts_in_oss(emulator)
     assert 0 < parts < 24  # stopped mid-file, with what it sent kept in OSS
     assert status_of(cwd)["big"]["status"] == "uploading"
+    # The plan counts only what the resume still has to send.
+    plan = json.loads(piped(["plan", "-f", "manifests", "--json"], cwd).stdout)
+    assert [(c["action"], c["upload_bytes"]) for c in plan["changes"]] == [("resume", 6 * MiB - parts * 256 * 1024)]
 
     emulator.set_faults([])
     again = piped(apply, cwd)

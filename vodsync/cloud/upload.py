@@ -45,6 +45,7 @@ PROACTIVE_RETRY_AFTER = 30.0  # seconds to keep a still-valid token when a proac
 NETWORK_ERROR = "SDK.HttpError"
 RETRY_LIST_PARTS = (0.05, 0.2, 0.5)  # waits between ListParts attempts (idempotent, cheap)
 MiB = 1024 * 1024
+SENT_PARTS = "vodsync_sent_parts"  # our key in oss2's checkpoint: part number -> bytes, as each part lands
 MIN_AUTO_PART, MAX_AUTO_PART = 8 * MiB, 32 * MiB
 
 
@@ -108,7 +109,7 @@ def upload_file(
         # object's CRC-64, which OSS reports on the final PUT or Complete, is checked below against
         # the local file (fastcrc, ~13 GB/s). That also covers parts an earlier process sent.
         enable_crc=False,
-        on_part=reporter.part_done,
+        on_part=lambda number, part_bytes: _part_sent(number, part_bytes),
         on_part_bytes=reporter.part_sending,
         stop=stop,
     )
@@ -117,6 +118,11 @@ def upload_file(
         part_size = choose_part_size(size, threads)
     _abort_stale_upload(bucket, Path(checkpoint_dir), address.key, path, resumable=multipart)
     store = _PrivateStore(Path(checkpoint_dir)) if multipart else None
+
+    def _part_sent(number: int, part_bytes: int) -> None:
+        reporter.part_done(number, part_bytes)
+        if store is not None:
+            store.note_part(address.bucket, address.key, path, number, part_bytes)
 
     def once() -> Any:
         reporter.begin_attempt()
@@ -362,6 +368,20 @@ class _PrivateStore(oss2.ResumableStore):
             json.dump(value, f)
         os.replace(tmp, target)
 
+    def note_part(self, bucket: str, key: str, path: Path, number: int, size: int) -> None:
+        """Add a part sent to the checkpoint oss2 wrote (oss2 keeps none for uploads: it lists
+        them from OSS), so that a plan can say what a resume still has to send without a call
+        (`sent_bytes`)."""
+        store_key = self.make_store_key(bucket, key, os.path.abspath(path))
+        with self._note_lock:
+            record = self.get(store_key)
+            if not isinstance(record, dict):
+                return  # completed (oss2 removed it) or never written
+            sent = {**(record.get(SENT_PARTS) or {}), str(number): size}
+            self.put(store_key, {**record, SENT_PARTS: sent})
+
+    _note_lock = threading.Lock()
+
     def forget(self, bucket: str, key: str, path: Path) -> None:
         store_key = self.make_store_key(bucket, key, os.path.abspath(path))
         try:
@@ -503,6 +523,28 @@ def _read_checkpoint(path: Path) -> Checkpoint | None:
                           str(data["file_path"]), len(data.get("parts") or ()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def sent_bytes(checkpoint_dir: Path, path: str | Path) -> int:
+    """Bytes of the file at `path` already in OSS, by the checkpoint of its unfinished multipart
+    upload: what a resume will not send again. 0 without one, or when the file changed since
+    (oss2 would start over). An estimate for plans: the upload itself asks OSS (ListParts)."""
+    root = Path(checkpoint_dir) / oss2.resumable._UPLOAD_TEMP_DIR
+    if not root.is_dir():
+        return 0
+    target = os.path.abspath(path)
+    try:
+        stat = os.stat(target)
+    except OSError:
+        return 0
+    for checkpoint in root.iterdir():
+        try:
+            data = json.loads(checkpoint.read_text())
+            if data["file_path"] == target and data["size"] == stat.st_size and data["mtime"] == stat.st_mtime:
+                return sum(int(v) for v in (data.get(SENT_PARTS) or {}).values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return 0
 
 
 def list_checkpoints(checkpoint_dir: Path) -> tuple[list[Checkpoint], list[Path]]:
