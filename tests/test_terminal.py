@@ -17,7 +17,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from clikit import mp4
 from ptykit import on_pty, piped, run_on_pty
 
 from vodsync.emulator import Emulator
@@ -117,7 +116,7 @@ def test_commands_behave_the_same_on_a_terminal_and_piped(applied) -> None:
 
 def _big_upload(root: Path, emulator: Emulator, size: int = 6 * MiB) -> tuple[Path, list[str]]:
     (root / "manifests" / "media").mkdir(parents=True)
-    (root / "manifests" / "media" / "big.mp4").write_bytes(mp4(size, b"b"))
+    (root / "manifests" / "media" / "big.mp4").write_bytes(b"\0\0\0\x18ftypmp42" + b"b" * (size - 12))
     (root / "manifests" / "library.yaml").write_text(
         "media:\n  - {name: big, type: video, file: media/big.mp4, title: Big}\n")
     subprocess.run(["git", "init", "-q", str(root)], check=True)
