@@ -16,7 +16,7 @@ from vodsync.cloud.settings import CloudSettings
 from vodsync.cloud.vod import VodClient
 from vodsync.config import DropFolderSettings
 from vodsync.daemon.backoff import ItemBackoff
-from vodsync.daemon.loop import DROP_MAX_ATTEMPTS, Daemon, DaemonReporter, DaemonSettings, UploadInterrupted
+from vodsync.daemon.loop import DROP_MAX_ATTEMPTS, Daemon, DaemonSettings
 from vodsync.daemon.manifests import load_lenient
 from vodsync.daemon.metrics import Metrics
 from vodsync.emulator import Emulator
@@ -308,16 +308,18 @@ def test_stop_interrupts_an_upload_at_a_part_boundary_and_the_next_start_resumes
     seen: list[int] = []
 
     def stopping_uploader(ticket, path, *, progress, **kwargs):
-        progress(8 * MiB, 20 * MiB)
-        seen.append(1)
-        world.daemon.request_stop()  # SIGTERM arrives mid-upload
-        progress(16 * MiB, 20 * MiB)  # the next part boundary
-        raise AssertionError("not reached")
+        def progress_then_stop(done, total):  # SIGTERM arrives once the upload is under way
+            progress(done, total)
+            if done and not seen:
+                seen.append(done)
+                world.daemon.request_stop()
+
+        return upload_file(ticket, path, progress=progress_then_stop, **{**kwargs, "threads": 1, "part_size": 8 * MiB})
 
     world.daemon = world.new_daemon(uploader=stopping_uploader)
     world.manifest("m.yaml", ("big", "big.mp4", "Big"))
     report = world.daemon.step()
-    assert report.interrupted and seen == [1]
+    assert report.interrupted and len(seen) == 1
     rec = world.store.get("big")
     assert rec.status is RecordStatus.UPLOADING and rec.attempts == 0 and rec.next_attempt_at is None
 
@@ -325,19 +327,6 @@ def test_stop_interrupts_an_upload_at_a_part_boundary_and_the_next_start_resumes
     report = world.daemon.step()
     assert not report.failed and [o.action for o in report.outcomes.values()] == ["resume"]
     assert len(world.videos()) == 1 and world.calls("CreateUploadVideo") == 1
-
-
-def test_reporter_interrupts_only_multipart_uploads_once_stopping() -> None:
-    import threading
-
-    stopping = threading.Event()
-    r = DaemonReporter(stopping, Metrics(), interrupt_from=16 * MiB)
-    r.upload_progress("a", 1, 32 * MiB)
-    stopping.set()
-    r.upload_progress("small", 1, 1 * MiB)  # a single PUT finishes: it has no part to stop at
-    r.upload_progress("a", 32 * MiB, 32 * MiB)  # everything sent: let it complete
-    with pytest.raises(UploadInterrupted):
-        r.upload_progress("a", 8 * MiB, 32 * MiB)
 
 
 def test_events_are_sorted_into_manifest_and_drop_changes(world: World) -> None:

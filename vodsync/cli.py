@@ -4,6 +4,7 @@ Exit codes (a contract for scripts):
   0  success; for `plan --detailed-exitcode`, no changes
   1  an error, or `apply` finished with failed items
   2  `plan --detailed-exitcode`: there are changes (argparse also uses 2 for bad usage)
+  130  interrupted (Ctrl-C); the state is saved, the next run continues
 
 Each command imports what it needs lazily, so `vodsync plan` on a large library
 does not pay for the emulator, watchdog or the SDKs at start-up.
@@ -16,7 +17,9 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("vodsync")
 
-EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
+EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_CONFIG = "vodsync.yaml"
 
 
@@ -151,9 +154,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
+    from vodsync.engine.executor import Executor
     from vodsync.engine.ownership import state_namespace
     from vodsync.engine.plan import PlanOptions
-    from vodsync.engine.reconcile import apply, build_plan
+    from vodsync.engine.reconcile import apply, build_plan, checkpoint_dir
     from vodsync.state.store import StateStore
     from vodsync.ui import console_for, print_plan, print_summary, reporter_for
 
@@ -177,9 +181,66 @@ def cmd_apply(args: argparse.Namespace) -> int:
         exec_options = ctx.exec_options(concurrency=args.concurrency or ctx.config.concurrency, wait=args.wait)
         started = time.monotonic()
         with reporter_for(out) as reporter:
-            result = apply(plan, store, client, options=exec_options, reporter=reporter)
-        print_summary(result, time.monotonic() - started, out)
+            executor = Executor(store, client, checkpoint_dir=checkpoint_dir(store.path), options=exec_options,
+                                reporter=reporter)
+            with _ctrl_c_stops(executor.stopping, reporter) as interrupted:
+                result = apply(plan, store, client, options=exec_options, executor=executor)
+        print_summary(result, time.monotonic() - started, out, interrupted=interrupted.is_set())
+    if interrupted.is_set():
+        return EXIT_INTERRUPTED
     return EXIT_OK if result.ok else EXIT_ERROR
+
+
+INTERRUPT_MESSAGE = "Interrupt received: stopping at the next part boundary (Ctrl-C again to stop now)"
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops(stopping: threading.Event, reporter: Any) -> Iterator[threading.Event]:
+    """Ctrl-C as in Terraform: the first stops new work and makes running multipart uploads stop
+    at their next part boundary (the executor's `stopping`), and says so at once; the second
+    exits at once. Yields the event that says whether an interrupt came.
+
+    The handler only sets events (it runs between two bytecodes of the main thread, which may
+    be inside a write): a thread of this function prints the notice through the reporter, so
+    on a terminal it is drawn above the progress bars.
+    """
+    received = threading.Event()
+    wake = threading.Event()
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        if received.is_set():
+            _exit_now()
+        received.set()
+        stopping.set()
+        wake.set()
+
+    def announce() -> None:
+        wake.wait()
+        if received.is_set():
+            reporter.notice(INTERRUPT_MESSAGE)
+
+    if threading.current_thread() is not threading.main_thread():  # embedded: signals are not ours
+        yield received
+        return
+    thread = threading.Thread(target=announce, name="vodsync-interrupt", daemon=True)
+    thread.start()
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield received
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        wake.set()
+        thread.join()
+
+
+def _exit_now() -> None:
+    """The second Ctrl-C: exit 130 at once. The state file is as safe as after `kill -9` (every
+    intent is written before its call); the next run settles what this one left under way."""
+    with contextlib.suppress(OSError, ValueError):
+        if sys.stdout.isatty():
+            os.write(sys.stdout.fileno(), b"\x1b[?25h\n")  # the progress bars hid the cursor
+        os.write(sys.stderr.fileno(), b"vodsync: stopped now; state is saved, run again to continue.\n")
+    os._exit(EXIT_INTERRUPTED)
 
 
 def _has_async_work(store: Any) -> bool:
@@ -410,4 +471,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     except KeyboardInterrupt:
         print("vodsync: interrupted; state is saved, run again to continue.", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED

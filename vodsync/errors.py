@@ -130,3 +130,12 @@ class PathNotAllowed(VodsyncError):
 
 class DeleteRefused(VodsyncError):
     """A run would delete more than the user allowed, or prune on an unsafe desired set."""
+
+
+class UploadInterrupted(BaseException):  # noqa: N818 - not an error: a stop was asked for
+    """An upload stopped at a part boundary because the run is stopping (Ctrl-C, SIGTERM).
+
+    A BaseException on purpose: code that records an `Exception` as an item's failure must not
+    catch it. The item is not failed: its record stays `uploading` and the next run resumes the
+    multipart upload from the parts already in OSS.
+    """

@@ -20,7 +20,7 @@ from vodsync.engine.plan import Plan, human_bytes, render_lines
 if TYPE_CHECKING:  # `vodsync plan` prints a plan without importing the executor
     from rich.progress import TaskID
 
-    from vodsync.engine.executor import Outcome, Result
+    from vodsync.engine.execution import Outcome, Result, Waiting
 
 log = logging.getLogger("vodsync.apply")
 
@@ -35,9 +35,10 @@ def print_plan(plan: Plan, console: Console) -> None:
 
 
 class RichReporter:
-    """Live progress bars for uploads (bytes and rate); outcome lines are drawn above them.
+    """Live progress bars for uploads (bytes, rate, ETA) and a line saying what `--wait` is
+    following; notices are drawn above them (outcomes are the log lines, also drawn above).
 
-    It implements the executor's `Reporter` interface.
+    It implements the executor's `Reporter` interface (`engine/execution.py`).
     """
 
     def __init__(self, console: Console) -> None:
@@ -53,14 +54,15 @@ class RichReporter:
         self.console = console
         self.progress = Progress(
             TextColumn("{task.description}"),
-            BarColumn(),
-            DownloadColumn(binary_units=True),
-            TransferSpeedColumn(),
-            TimeRemainingColumn(),
+            _UploadsOnly(BarColumn()),
+            _UploadsOnly(DownloadColumn(binary_units=True)),
+            _UploadsOnly(TransferSpeedColumn()),
+            _UploadsOnly(TimeRemainingColumn()),
             console=console,
             transient=True,
         )
         self._tasks: dict[str, TaskID] = {}
+        self._waiting: TaskID | None = None
 
     def __enter__(self) -> RichReporter:
         # While bars are live, log lines must be drawn by the same console, above the bars;
@@ -95,6 +97,36 @@ class RichReporter:
         if task is not None:
             self.progress.remove_task(task)
 
+    def outcome(self, outcome: Outcome) -> None:
+        return None  # the executor logs every outcome, and log lines are drawn above the bars
+
+    def waiting(self, waiting: Waiting) -> None:
+        if not (waiting.transcodes or waiting.ingests):
+            if self._waiting is not None:
+                self.progress.remove_task(self._waiting)
+                self._waiting = None
+        elif self._waiting is None:
+            self._waiting = self.progress.add_task(waiting.text(), total=None, waiting=True)
+        else:
+            self.progress.update(self._waiting, description=waiting.text())
+
+    def notice(self, message: str) -> None:
+        self.progress.console.print(message, style="bold yellow", markup=False)
+
+
+class _UploadsOnly:
+    """A progress column drawn for upload bars only (the waiting line has no bytes)."""
+
+    def __init__(self, column: Any) -> None:
+        self.column = column
+
+    def __call__(self, task: Any) -> Any:
+        from rich.text import Text
+
+        return Text("") if task.fields.get("waiting") else self.column(task)
+
+    def get_table_column(self) -> Any:
+        return self.column.get_table_column()
 
 
 class LogReporter:
@@ -103,8 +135,9 @@ class LogReporter:
     It implements the executor's `Reporter` interface.
     """
 
-    def __init__(self, every: float = 5.0, clock: Any = time.monotonic) -> None:
+    def __init__(self, every: float = 5.0, clock: Any = time.monotonic, stream: IO[str] | None = None) -> None:
         self.every = every
+        self.stream = stream  # where notices go (default: stderr at the time)
         self.clock = clock
         self._started: dict[str, float] = {}
         self._last: dict[str, float] = {}
@@ -140,12 +173,32 @@ class LogReporter:
     def outcome(self, outcome: Outcome) -> None:
         return None  # the executor already logs every outcome
 
+    def waiting(self, waiting: Waiting) -> None:
+        now = self.clock()
+        with self._lock:
+            if not (waiting.transcodes or waiting.ingests):
+                self._last.pop(_WAITING, None)
+                return
+            if now - self._last.get(_WAITING, now - self.every) < self.every:
+                return
+            self._last[_WAITING] = now
+        log.info("%s", waiting.text())
+
+    def notice(self, message: str) -> None:
+        print(message, file=self.stream or sys.stderr, flush=True)
+
+
+_WAITING = "\0waiting"  # LogReporter's key for the waiting line's last time (no item has this name)
+
 
 def reporter_for(console: Console) -> RichReporter | LogReporter:
     return RichReporter(console) if console.is_terminal else LogReporter()
 
 
-def print_summary(result: Result, elapsed: float, console: Console) -> None:
+def print_summary(result: Result, elapsed: float, console: Console, *, interrupted: bool = False) -> None:
+    """The run's last lines. It says "interrupted" only when a stop left work undone (an upload
+    stopped at a part boundary, items not started): a Ctrl-C after the last item had finished
+    changes nothing, and the summary says so."""
     last: dict[str, Outcome] = {}
     for o in result.outcomes:  # an item may report twice (submitted, then ingested): the last word counts
         last[o.name] = o
@@ -158,9 +211,17 @@ def print_summary(result: Result, elapsed: float, console: Console) -> None:
     rate = f" ({human_bytes(result.uploaded_bytes / upload_s)}/s)" if result.uploaded_bytes >= 1024 * 1024 and upload_s else ""
     moved = (f"{human_bytes(result.uploaded_bytes)} uploaded in {upload_s:.1f} s{rate}, "
              if result.uploaded_bytes else "nothing uploaded, ")
-    line = (f"Apply {'complete' if not failed else 'finished with failures'}: {', '.join(parts)}; "
-            f"{moved}{elapsed:.1f} s in all.")
-    console.print(line, style="bold red" if failed else "bold", markup=False)
+    if result.stopped:
+        parts.append(f"{len(result.stopped)} upload(s) stopped at a part boundary")
+    if result.not_started:
+        parts.append(f"{len(result.not_started)} not started")
+    verdict = ("interrupted" if result.cut_short else "finished with failures" if failed else "complete")
+    line = f"Apply {verdict}: {', '.join(parts)}; {moved}{elapsed:.1f} s in all."
+    if result.cut_short:
+        line += " The state is saved: run again to continue."
+    elif interrupted:
+        line += " (The interrupt came when nothing was left to stop.)"
+    console.print(line, style="bold red" if failed or result.cut_short else "bold", markup=False)
     for o in failed:
         console.print(f"  ✗ {o.name}: {o.message}", style="red", markup=False)
 

@@ -48,6 +48,7 @@ class UploadResult:
     etag: str
     crc64: int  # the local file's CRC-64/XZ, equal to OSS's x-oss-hash-crc64ecma when OSS reported one
     size: int
+    resumed_bytes: int = 0  # already in OSS (parts an earlier run sent) when this upload began
 
 
 @dataclass(frozen=True)

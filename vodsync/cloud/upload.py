@@ -16,6 +16,7 @@ and aborts such an upload with a credential for its key (`abort_upload`).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import threading
@@ -34,7 +35,7 @@ from vodsync.checksum import file_crc64
 from vodsync.cloud.retry import RetryPolicy, install_sdk_log_scrubber, is_retryable_code, scrub
 from vodsync.cloud.settings import is_loopback_url
 from vodsync.cloud.types import UploadCredential, UploadResult, UploadTicket
-from vodsync.errors import CloudError, CredentialExpired
+from vodsync.errors import CloudError, CredentialExpired, UploadInterrupted
 
 __all__ = ["Checkpoint", "UploadResult", "abort_upload", "list_checkpoints", "settle_checkpoints", "upload_file"]
 
@@ -44,6 +45,7 @@ PROACTIVE_RETRY_AFTER = 30.0  # seconds to keep a still-valid token when a proac
 NETWORK_ERROR = "SDK.HttpError"
 RETRY_LIST_PARTS = (0.05, 0.2, 0.5)  # waits between ListParts attempts (idempotent, cheap)
 MiB = 1024 * 1024
+SENT_PARTS = "vodsync_sent_parts"  # our key in oss2's checkpoint: part number -> bytes, as each part lands
 MIN_AUTO_PART, MAX_AUTO_PART = 8 * MiB, 32 * MiB
 
 
@@ -70,6 +72,7 @@ def upload_file(
     multipart_threshold: int = 16 * 1024**2,
     threads: int = 4,
     progress: Callable[[int, int], None] | None = None,
+    stop: Callable[[], bool] | None = None,
     clock: Callable[[], float] = time.time,
     refresh_margin: float = 300,
     policy: RetryPolicy | None = None,
@@ -82,13 +85,21 @@ def upload_file(
     `refresh` must return a ticket for the same address with a new credential
     (RefreshUploadVideo). Without it an expired token raises `CredentialExpired`.
     Raises `CloudError` for everything else OSS or the network does.
+
+    `progress(sent, to_send)` counts bytes as they go out, within parts too; a resumed multipart
+    upload counts only what was still missing. Once `stop()` is true, a multipart upload raises
+    `UploadInterrupted` before its next part (a part already under way is finished first); a
+    single PUT, which has no part boundary, completes.
     """
     install_sdk_log_scrubber()
+    # oss2's part-thread queue logs every exception it re-raises with its traceback (ERROR), an
+    # `UploadInterrupted` included: the exception reaches us and is reported; the log is noise.
+    logging.getLogger("oss2.task_queue").setLevel(logging.CRITICAL)
     path = Path(path)
     size = path.stat().st_size
     holder = _CredentialHolder(ticket, refresh, clock, refresh_margin)
     address = ticket.address
-    reporter = _Progress(progress, size)
+    reporter = _Progress(progress, size, resumable=size >= multipart_threshold)
     bucket = _Bucket(
         oss2.ProviderAuth(holder),
         address.endpoint,
@@ -98,7 +109,9 @@ def upload_file(
         # object's CRC-64, which OSS reports on the final PUT or Complete, is checked below against
         # the local file (fastcrc, ~13 GB/s). That also covers parts an earlier process sent.
         enable_crc=False,
-        on_part=reporter.part_done,
+        on_part=lambda number, part_bytes: _part_sent(number, part_bytes),
+        on_part_bytes=reporter.part_sending,
+        stop=stop,
     )
     multipart = size >= multipart_threshold
     if part_size is None:
@@ -106,11 +119,16 @@ def upload_file(
     _abort_stale_upload(bucket, Path(checkpoint_dir), address.key, path, resumable=multipart)
     store = _PrivateStore(Path(checkpoint_dir)) if multipart else None
 
+    def _part_sent(number: int, part_bytes: int) -> None:
+        reporter.part_done(number, part_bytes)
+        if store is not None:
+            store.note_part(address.bucket, address.key, path, number, part_bytes)
+
     def once() -> Any:
         reporter.begin_attempt()
         if not multipart:
             with open(path, "rb") as f:
-                return bucket.put_object(address.key, f, progress_callback=reporter)
+                return bucket.put_object(address.key, f, progress_callback=reporter.sent)
         return oss2.resumable_upload(
             bucket,
             address.key,
@@ -119,7 +137,7 @@ def upload_file(
             multipart_threshold=multipart_threshold,
             part_size=part_size,
             num_threads=threads,
-            progress_callback=reporter,
+            progress_callback=reporter.listed,
         )
 
     local_crc = _FileCrc(path)
@@ -160,11 +178,11 @@ def upload_file(
             raise err
         sleep(delay)
 
-    reporter(size, size)
+    reporter.sent(size)
     crc = local_crc.value()
     if crc is None:  # the file could not be read for its checksum (oss2 could, moments before)
         raise CloudError("LocalReadError", f"cannot read {path.name} for its CRC-64", retryable=True)
-    return UploadResult(etag=result.etag, crc64=crc, size=size)
+    return UploadResult(etag=result.etag, crc64=crc, size=size, resumed_bytes=reporter.resumed or 0)
 
 
 class _FileCrc:
@@ -246,15 +264,20 @@ class _CredentialHolder(oss2.CredentialsProvider):
 
 
 class _Bucket(oss2.Bucket):
-    """An oss2.Bucket that remembers the CRC-64 of every part it sent.
+    """An oss2.Bucket that remembers the CRC-64 of every part it sent, reports the bytes of a
+    part as they go out, and stops between parts once `stop()` is true.
 
     After a resume, oss2 only knows the parts it listed (no CRC) and so skips
     its whole-object CRC check; filling in the CRCs we saw lets it check again.
     """
 
-    def __init__(self, *args: Any, on_part: Callable[[int], None] | None = None, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, on_part: Callable[[int, int], None] | None = None,
+                 on_part_bytes: Callable[[int, int], None] | None = None,
+                 stop: Callable[[], bool] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._on_part = on_part
+        self._on_part_bytes = on_part_bytes
+        self._stop = stop
         self._part_crcs: dict[tuple[str, int], int] = {}
         self._crc_lock = threading.Lock()
 
@@ -273,13 +296,22 @@ class _Bucket(oss2.Bucket):
         raise AssertionError("unreachable")
 
     def upload_part(self, key, upload_id, part_number, data, progress_callback=None, headers=None):  # type: ignore[no-untyped-def]
+        # The part boundary: every part thread of resumable_upload passes here before sending.
+        if self._stop is not None and self._stop():
+            raise UploadInterrupted(key)
+        if progress_callback is None and self._on_part_bytes is not None:
+            on_bytes = self._on_part_bytes
+
+            def progress_callback(sent: int, _total: int | None) -> None:
+                on_bytes(part_number, sent)
+
         result = super().upload_part(key, upload_id, part_number, data, progress_callback, headers)
         if result.crc is not None:
             with self._crc_lock:
                 self._part_crcs[(upload_id, part_number)] = result.crc
         if self._on_part is not None:
             # resumable_upload passes a SizedFileAdapter sized to the part
-            self._on_part(data.size if isinstance(data, oss2.utils.SizedFileAdapter) else len(data))
+            self._on_part(part_number, data.size if isinstance(data, oss2.utils.SizedFileAdapter) else len(data))
         return result
 
     def complete_multipart_upload(self, key, upload_id, parts, headers=None):  # type: ignore[no-untyped-def]
@@ -336,6 +368,20 @@ class _PrivateStore(oss2.ResumableStore):
             json.dump(value, f)
         os.replace(tmp, target)
 
+    def note_part(self, bucket: str, key: str, path: Path, number: int, size: int) -> None:
+        """Add a part sent to the checkpoint oss2 wrote (oss2 keeps none for uploads: it lists
+        them from OSS), so that a plan can say what a resume still has to send without a call
+        (`sent_bytes`)."""
+        store_key = self.make_store_key(bucket, key, os.path.abspath(path))
+        with self._note_lock:
+            record = self.get(store_key)
+            if not isinstance(record, dict):
+                return  # completed (oss2 removed it) or never written
+            sent = {**(record.get(SENT_PARTS) or {}), str(number): size}
+            self.put(store_key, {**record, SENT_PARTS: sent})
+
+    _note_lock = threading.Lock()
+
     def forget(self, bucket: str, key: str, path: Path) -> None:
         store_key = self.make_store_key(bucket, key, os.path.abspath(path))
         try:
@@ -345,45 +391,70 @@ class _PrivateStore(oss2.ResumableStore):
 
 
 class _Progress:
-    """Thread-safe, monotonic progress.
+    """Thread-safe, monotonic progress in bytes, within parts too.
 
-    oss2's resumable upload reports only when a part starts (and at the end),
-    which with parallel parts jumps from the first part to 100%. We also count
-    each finished part: done = what oss2 listed as finished when this attempt
-    began + parts finished in this attempt.
+    oss2's resumable upload reports only when a part starts (the bytes of the parts finished
+    so far, listed from OSS on a resume) and at the end; with parallel parts that jumps from
+    the first part to 100%. So each part's own bytes are counted as they are read for
+    sending (`part_sending`), and each finished part (`part_done`): done = what oss2 listed as
+    finished when this attempt began + parts finished in this attempt + bytes of parts under
+    way. What OSS already held when the upload began (`resumed`: the first attempt's listing)
+    is not this upload's to send: the callback gets (sent, to_send) net of it.
     """
 
-    def __init__(self, callback: Callable[[int, int], None] | None, total: int) -> None:
+    def __init__(self, callback: Callable[[int, int], None] | None, total: int, *, resumable: bool) -> None:
         self._callback = callback
         self._total = total
         self._done = -1
-        self._baseline: int | None = None
+        self._baseline: int | None = None if resumable else 0
+        self.resumed = None if resumable else 0
         self._attempt_bytes = 0
+        self._inflight: dict[int, int] = {}  # part number -> bytes of it read for sending
         self.parts_done = 0  # parts sent successfully, over all attempts
+        self._resumable = resumable
         self._lock = threading.Lock()
 
     def begin_attempt(self) -> None:
         with self._lock:
-            self._baseline, self._attempt_bytes = None, 0
+            self._baseline = None if self._resumable else 0
+            self._attempt_bytes = 0
+            self._inflight.clear()
 
-    def __call__(self, done: int, total: int | None = None) -> None:
+    def listed(self, done: int, total: int | None = None) -> None:
+        """oss2's resumable callback: bytes of the finished parts, when a part starts."""
         with self._lock:
             if self._baseline is None:
                 self._baseline = done
+                if self.resumed is None:
+                    self.resumed = done
+            self._emit(max(done, self._baseline + self._attempt_bytes + sum(self._inflight.values())))
+
+    def sent(self, done: int, total: int | None = None) -> None:
+        """A single PUT's callback (bytes read for sending), and the end of any upload."""
+        with self._lock:
+            if self.resumed is None:  # nothing listed: every part was already in OSS
+                self.resumed = self._baseline = done
             self._emit(done)
 
-    def part_done(self, size: int) -> None:
+    def part_sending(self, part_number: int, sent: int) -> None:
         with self._lock:
+            self._inflight[part_number] = sent
+            self._emit((self._baseline or 0) + self._attempt_bytes + sum(self._inflight.values()))
+
+    def part_done(self, part_number: int, size: int) -> None:
+        with self._lock:
+            self._inflight.pop(part_number, None)
             self.parts_done += 1
             self._attempt_bytes += size
-            self._emit((self._baseline or 0) + self._attempt_bytes)
+            self._emit((self._baseline or 0) + self._attempt_bytes + sum(self._inflight.values()))
 
     def _emit(self, done: int) -> None:
         done = min(done, self._total)
         if self._callback is None or done <= self._done:
             return
         self._done = done
-        self._callback(done, self._total)
+        base = self.resumed or 0
+        self._callback(max(done - base, 0), self._total - base)
 
 
 class _LargeBlockAdapter(requests.adapters.HTTPAdapter):
@@ -452,6 +523,28 @@ def _read_checkpoint(path: Path) -> Checkpoint | None:
                           str(data["file_path"]), len(data.get("parts") or ()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def sent_bytes(checkpoint_dir: Path, path: str | Path) -> int:
+    """Bytes of the file at `path` already in OSS, by the checkpoint of its unfinished multipart
+    upload: what a resume will not send again. 0 without one, or when the file changed since
+    (oss2 would start over). An estimate for plans: the upload itself asks OSS (ListParts)."""
+    root = Path(checkpoint_dir) / oss2.resumable._UPLOAD_TEMP_DIR
+    if not root.is_dir():
+        return 0
+    target = os.path.abspath(path)
+    try:
+        stat = os.stat(target)
+    except OSError:
+        return 0
+    for checkpoint in root.iterdir():
+        try:
+            data = json.loads(checkpoint.read_text())
+            if data["file_path"] == target and data["size"] == stat.st_size and data["mtime"] == stat.st_mtime:
+                return sum(int(v) for v in (data.get(SENT_PARTS) or {}).values())
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return 0
 
 
 def list_checkpoints(checkpoint_dir: Path) -> tuple[list[Checkpoint], list[Path]]:

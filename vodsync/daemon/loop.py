@@ -52,7 +52,8 @@ from vodsync.daemon.watch import ChangeWatcher
 from vodsync.desired.dropfolder import DropCandidate, DropFolder, check_labels, drop_folders
 from vodsync.desired.items import DesiredItem
 from vodsync.engine.diff import Action
-from vodsync.engine.executor import ExecOptions, Executor, Outcome, Reporter
+from vodsync.engine.execution import Waiting
+from vodsync.engine.executor import ExecOptions, Executor, Outcome
 from vodsync.engine.ownership import state_namespace
 from vodsync.engine.plan import Plan, PlanOptions
 from vodsync.engine.reconcile import build_plan, checkpoint_dir
@@ -73,34 +74,22 @@ _INGESTED = (RecordStatus.PROCESSING, RecordStatus.READY)
 _UPLOAD_ACTIONS = ("create", "replace", "resume")
 
 
-class UploadInterrupted(BaseException):  # noqa: N818 - not an error: the daemon is stopping
-    """Raised from an upload's progress callback once the daemon is stopping.
-
-    A BaseException on purpose: the executor records an `Exception` as the
-    item's failure (status FAILED, backoff), whereas an interrupted upload is
-    not a failure — its record must stay `uploading` so the next start resumes it.
-    oss2 has listed every finished part on the server, so nothing sent is lost.
-    """
-
-
 # ------------------------------------------------------------------ reporter
 
 
-class DaemonReporter(Reporter):
-    """The executor's progress sink in the daemon: log lines, upload metrics, and the stop check."""
+class DaemonReporter:
+    """The executor's progress sink in the daemon: log lines and upload metrics. It implements
+    the executor's `Reporter` interface (`engine/execution.py`). (Stopping between parts is the
+    uploader's, on the executor's `stopping`, which the daemon shares.)"""
 
     def __init__(
         self,
-        stopping: threading.Event,
         metrics: Metrics,
         *,
-        interrupt_from: int,
         every: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.stopping = stopping
         self.metrics = metrics
-        self.interrupt_from = interrupt_from  # only multipart uploads have parts to stop between
         self.every = every
         self.clock = clock
         self._lock = threading.Lock()
@@ -119,8 +108,6 @@ class DaemonReporter(Reporter):
         log.info("upload %s: started (%d bytes)", name, total, extra={"item": name, "bytes": total})
 
     def upload_progress(self, name: str, done: int, total: int) -> None:
-        if self.stopping.is_set() and total >= self.interrupt_from and done < total:
-            raise UploadInterrupted(name)
         now = self.clock()
         with self._lock:
             if now - self._last.get(name, now) < self.every:
@@ -139,6 +126,13 @@ class DaemonReporter(Reporter):
         if outcome.ok and size is not None:
             self.metrics.uploaded(size)
         self.metrics.queue_depth.dec()
+
+    def waiting(self, waiting: Waiting) -> None:
+        if waiting.transcodes or waiting.ingests:
+            log.debug("%s", waiting.text())  # the daemon follows with later polls, not by waiting
+
+    def notice(self, message: str) -> None:
+        log.warning("%s", message)
 
     def final_outcomes(self) -> dict[str, Outcome]:
         """The last word per item (an item may report twice: submitted, then ingested)."""
@@ -230,7 +224,7 @@ class Daemon:
         self.stopping = threading.Event()  # shared with every executor: no new work once set
         base = exec_options or ExecOptions()
         self.exec_options = dataclasses.replace(base, wait=0.0, concurrency=settings.concurrency)
-        self.reporter = DaemonReporter(self.stopping, self.metrics, interrupt_from=self.exec_options.multipart_threshold)
+        self.reporter = DaemonReporter(self.metrics)
         self.settings = settings
         self.folders: list[DropFolder] = []
         self._configure_folders(settings)
@@ -383,9 +377,6 @@ class Daemon:
             self._next_full = now + self.settings.interval
         try:
             self._reconcile(now, report, reload_manifests=reload_manifests, full=full)
-        except UploadInterrupted:
-            report.interrupted = True
-            log.info("stopped mid-upload at a part boundary; the next start resumes it")
         except VodsyncError as err:  # e.g. the state file: report, try again on the next pass
             report.error = err.message
             log.error("reconcile failed: %s", err.message)
@@ -485,7 +476,11 @@ class Daemon:
         self.reporter.begin()
         self.metrics.queue_depth.set(len(plan.changes))
         try:
-            self._executor().run(plan)
+            result = self._executor().run(plan)
+            if result.stopped:
+                report.interrupted = True
+                log.info("stopped mid-upload at a part boundary (%s); the next start resumes it",
+                         ", ".join(result.stopped))
         finally:
             report.outcomes = self.reporter.final_outcomes()
             self._settle_backoff(report.outcomes, before)

@@ -97,6 +97,20 @@ _UNFINISHED = {
 }
 
 
+# Video statuses that end following (vod-api.md §00, §4). Review is the account owner's to do in
+# the console: the video exists and stays as it is until then.
+IN_REVIEW = {"Checking": "the video awaits review in the VOD console"}
+FAILED_VIDEO = {
+    "Blocked": "the review blocked the video",
+    "TranscodeFail": "transcoding failed",
+    "ProduceFail": "producing the video failed",
+    "UploadFail": "VOD could not take in the uploaded file",
+}
+
+# VOD statuses (of media, and of URL jobs) that make a failed record's failure VOD's own.
+_REMOTE_FAILURES = frozenset(FAILED_VIDEO) | {"DOWNLOAD_FAIL", "UPLOAD_FAIL"}
+
+
 def _diff_one(
     item: DesiredItem,
     record: Record | None,
@@ -122,6 +136,11 @@ def _diff_one(
             Action.RESUME, item.name, item.kind, _UNFINISHED[record.status], item=item, record=record,
             upload_bytes=size,
         )
+    if record.status is RecordStatus.FAILED and record.job_id:
+        # The URL job is recorded: whatever failed after the submission, following the job is
+        # the way on. Submitting again would make a second video (issue 11).
+        return Change(Action.FOLLOW, item.name, item.kind, f"URL ingest {record.job_id} recorded; following it",
+                      item=item, record=record)
     if record.status is RecordStatus.FAILED and (record.remote_id is None or record.content_hash is None
                                                  and item.kind.uploads_local_file):
         why = f"last attempt failed: {record.last_error}" if record.last_error else "last attempt failed"
@@ -170,6 +189,11 @@ def _diff_one(
             Action.UPDATE, item.name, item.kind, f"{', '.join(fields)} changed{drift}", fields=fields,
             item=item, record=record, uncleared=uncleared,
         )
+    if record.status is RecordStatus.FAILED and record.remote_status not in _REMOTE_FAILURES:
+        # Complete media recorded as failed for a reason of ours (not VOD's): it is followed until
+        # the record says what VOD says, never created again.
+        return Change(Action.FOLLOW, item.name, item.kind, f"media {record.remote_id} recorded; checking its status",
+                      item=item, record=record)
     if uncleared:
         return Change(Action.TOUCH, item.name, item.kind, "bookkeeping", item=item, record=record,
                       content_hash=content_hash, uncleared=uncleared)

@@ -7,10 +7,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from vodsync.desired.items import DesiredItem
 from vodsync.engine.diff import Action, Change
@@ -56,6 +57,10 @@ class Result:
     outcomes: list[Outcome] = field(default_factory=list)
     uploaded_bytes: int = 0
     unsettled: list[str] = field(default_factory=list)  # still ingesting or transcoding when the run ended
+    # A stop (Ctrl-C, SIGTERM) cut these short: uploads stopped at a part boundary (their records
+    # stay `uploading`, the next run resumes them) and items never started. Empty otherwise.
+    stopped: list[str] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)
     # time.monotonic() when the first counted upload began and the last one ended
     upload_span: tuple[float, float] | None = None
 
@@ -71,14 +76,108 @@ class Result:
     def ok(self) -> bool:
         return not self.failed
 
+    @property
+    def cut_short(self) -> bool:
+        """True only when a stop really left work undone."""
+        return bool(self.stopped or self.not_started)
 
-class Reporter:
-    """Where progress and outcomes go; the CLI renders them (rich on a terminal, log lines otherwise)."""
+
+@dataclass(frozen=True)
+class Waiting:
+    """What `apply --wait` is following at VOD, and for how long it has been."""
+
+    transcodes: int
+    ingests: int
+    elapsed: float  # seconds since the following began
+
+    def text(self) -> str:
+        """ "waiting for 3 transcodes, 1 URL ingest … 0:42" """
+        what = [f"{n} {label}{'' if n == 1 else 's'}"
+                for n, label in ((self.transcodes, "transcode"), (self.ingests, "URL ingest")) if n]
+        minutes, seconds = divmod(int(self.elapsed), 60)
+        hours, minutes = divmod(minutes, 60)
+        clock = f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+        return f"waiting for {', '.join(what) or 'VOD'} … {clock}"
+
+
+@runtime_checkable
+class Reporter(Protocol):
+    """Where progress and outcomes go: rich on a terminal and log lines otherwise (`ui.py`), the
+    daemon's log lines and metrics (`daemon/loop.py`). Every implementation is checked against
+    this interface by `tests/test_reporters.py`.
+
+    `upload_progress` reports the bytes this upload has sent, of the bytes it has to send (a
+    resumed upload's `total` shrinks to what was still missing once the uploader knows it).
+    The executor never lets a reporter's exception reach an item (`GuardedReporter`).
+    """
 
     def upload_started(self, name: str, total: int) -> None: ...
     def upload_progress(self, name: str, done: int, total: int) -> None: ...
     def upload_finished(self, name: str) -> None: ...
     def outcome(self, outcome: Outcome) -> None: ...
+    def waiting(self, waiting: Waiting) -> None: ...
+    def notice(self, message: str) -> None: ...
+
+
+class NullReporter:
+    """A `Reporter` that shows nothing (embedders and tests that only want the `Result`)."""
+
+    def upload_started(self, name: str, total: int) -> None:
+        return None
+
+    def upload_progress(self, name: str, done: int, total: int) -> None:
+        return None
+
+    def upload_finished(self, name: str) -> None:
+        return None
+
+    def outcome(self, outcome: Outcome) -> None:
+        return None
+
+    def waiting(self, waiting: Waiting) -> None:
+        return None
+
+    def notice(self, message: str) -> None:
+        return None
+
+
+class GuardedReporter:
+    """A `Reporter` around another whose exceptions are logged, never raised: showing an outcome
+    must not turn a finished upload into a failed item, nor a progress bar stop an upload."""
+
+    def __init__(self, inner: Reporter) -> None:
+        self.inner = inner
+        self._warned: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _call(self, method: str, *args: Any) -> None:
+        try:
+            getattr(self.inner, method)(*args)
+        except Exception as err:  # noqa: BLE001 - a display problem is never the item's failure
+            with self._lock:
+                first = method not in self._warned
+                self._warned.add(method)
+            if first:  # once per method: a broken bar would otherwise log on every byte
+                log.warning("could not show progress (%s): %s: %s", method, type(err).__name__, err,
+                            exc_info=log.isEnabledFor(logging.DEBUG))
+
+    def upload_started(self, name: str, total: int) -> None:
+        self._call("upload_started", name, total)
+
+    def upload_progress(self, name: str, done: int, total: int) -> None:
+        self._call("upload_progress", name, done, total)
+
+    def upload_finished(self, name: str) -> None:
+        self._call("upload_finished", name)
+
+    def outcome(self, outcome: Outcome) -> None:
+        self._call("outcome", outcome)
+
+    def waiting(self, waiting: Waiting) -> None:
+        self._call("waiting", waiting)
+
+    def notice(self, message: str) -> None:
+        self._call("notice", message)
 
 
 def chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:

@@ -20,9 +20,10 @@ What they share is in `execution.py`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,8 @@ from vodsync.engine.edits import Edits
 from vodsync.engine.execution import (
     REGISTER_BATCH,
     ExecOptions,
+    GuardedReporter,
+    NullReporter,
     Outcome,
     Reporter,
     Result,
@@ -47,13 +50,13 @@ from vodsync.engine.ownership import Namespace, delete_media, state_namespace
 from vodsync.engine.plan import Plan
 from vodsync.engine.recovery import Recovery
 from vodsync.engine.uploads import Uploads
-from vodsync.errors import VodsyncError
+from vodsync.errors import UploadInterrupted, VodsyncError
 from vodsync.state.store import Record, RecordStatus, StateStore
 
 if TYPE_CHECKING:  # the SDKs (oss2, aliyunsdkcore) cost ~0.3 s to import; `plan` never needs them
     from vodsync.cloud.vod import VodClient
 
-__all__ = ["ExecOptions", "Executor", "Outcome", "Reporter", "Result", "reference_id", "user_data"]
+__all__ = ["ExecOptions", "Executor", "NullReporter", "Outcome", "Reporter", "Result", "reference_id", "user_data"]
 
 
 class Executor(Recovery, Uploads, Ingests, Edits):
@@ -78,7 +81,7 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         self.namespace = namespace or state_namespace(store)
         self.checkpoint_dir = checkpoint_dir
         self.options = options or ExecOptions()
-        self.reporter = reporter or Reporter()
+        self.reporter: Reporter = GuardedReporter(reporter or NullReporter())
         if uploader is None:
             from vodsync.cloud.upload import upload_file as uploader
         self.uploader = uploader
@@ -87,7 +90,8 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         self._result = Result()
         self._upload_bytes = 0  # of the plan being run: what `_part_threads` shares out
         self._lock = threading.Lock()
-        self.stopping = threading.Event()  # set by the daemon on SIGTERM: no new work is started
+        self._unreported = threading.local()  # outcomes of the item a guard is running, shown after it
+        self.stopping = threading.Event()  # set on SIGTERM/Ctrl-C: no new work; uploads stop between parts
 
     # ------------------------------------------------------------------ driver
 
@@ -98,6 +102,7 @@ class Executor(Recovery, Uploads, Ingests, Edits):
 
         settle_checkpoints(self.checkpoint_dir)  # before recovery resumes what they name
         self.recover([c.name for c in actions])
+        self._resettle(actions)
         self._execute(actions)
         touched = {c.name for c in actions}
         deadline = self._now() + self.options.wait  # one --wait for all the following below
@@ -131,7 +136,25 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         for c in actions:
             if c.action is Action.TOUCH:
                 self._touch(c)
-        self._delete(deletes)
+        if self.stopping.is_set():
+            self._result.not_started.extend(c.name for c in deletes)
+        else:
+            self._delete(deletes)
+
+    def _resettle(self, actions: Iterable[Change]) -> None:
+        """A record that says `failed` although its create is recorded (a job, a media ID: see
+        `diff`) goes back to being followed: the job or media is settled at VOD, never created
+        a second time, and the record ends up saying what VOD says."""
+        for c in actions:
+            if c.action is not Action.FOLLOW:
+                continue
+            rec = self.store.get(c.name)
+            if rec is None or rec.status is not RecordStatus.FAILED:
+                continue
+            status = RecordStatus.INGESTING if rec.job_id else RecordStatus.PROCESSING
+            self._save(rec.replace(status=status))
+            log.info("%s: recorded as failed, but its %s is recorded; following it", c.name,
+                     f"URL job {rec.job_id}" if rec.job_id else f"media {rec.remote_id}")
 
     def _held_back(self, actions: Iterable[Change]) -> list[Change]:
         """The edits an ingest in progress held back (a new title, a new URL: `diff`), for the
@@ -170,13 +193,30 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         return uploads, urls, registers, updates, deletes
 
     def _record_outcome(self, outcome: Outcome) -> None:
+        """Record (and log) first; the reporter is shown it after the item's guard, if one runs."""
         with self._lock:
             self._result.outcomes.append(outcome)
-        self.reporter.outcome(outcome)
         (log.info if outcome.ok else log.warning)(
             "%s %s: %s", outcome.action, outcome.name, outcome.message,
             extra={"item": outcome.name, "action": outcome.action, "ok": outcome.ok},
         )
+        pending = getattr(self._unreported, "outcomes", None)
+        if pending is None:
+            self.reporter.outcome(outcome)
+        else:
+            pending.append(outcome)
+
+    @contextlib.contextmanager
+    def _reporting_after(self) -> Iterator[None]:
+        """Outcomes recorded inside are shown to the reporter on the way out, outside the
+        item's failure guard (which `GuardedReporter` makes doubly sure of)."""
+        self._unreported.outcomes = pending = []
+        try:
+            yield
+        finally:
+            self._unreported.outcomes = None
+            for outcome in pending:
+                self.reporter.outcome(outcome)
 
     def _fail(self, name: str, action: str, err: BaseException, *, unusable: bool) -> None:
         message = err.message if isinstance(err, VodsyncError) else f"unexpected error: {type(err).__name__}: {err}"
@@ -194,24 +234,36 @@ class Executor(Recovery, Uploads, Ingests, Edits):
 
     def _guard(self, change: Change, fn: Callable[[Change], None]) -> None:
         if self.stopping.is_set():
+            with self._lock:
+                self._result.not_started.append(change.name)
             return
-        try:
-            fn(change)
-        except Exception as err:  # noqa: BLE001 - one item's failure must not stop the others
-            if not isinstance(err, VodsyncError):
-                log.exception("unexpected error on %s", change.name)
-            self._fail(change.name, str(change.action), err, unusable=change.action is not Action.UPDATE)
+        with self._reporting_after():
+            try:
+                fn(change)
+            except UploadInterrupted:
+                # Not a failure: the record stays `uploading`; the next run resumes the upload.
+                with self._lock:
+                    self._result.stopped.append(change.name)
+                log.info("upload %s: stopped at a part boundary; the next run resumes it", change.name,
+                         extra={"item": change.name})
+            except Exception as err:  # noqa: BLE001 - one item's failure must not stop the others
+                if not isinstance(err, VodsyncError):
+                    log.exception("unexpected error on %s", change.name)
+                self._fail(change.name, str(change.action), err, unusable=change.action is not Action.UPDATE)
 
     def _guard_batch(self, batch: Sequence[Change], fn: Callable[[Sequence[Change]], None]) -> None:
         if self.stopping.is_set():
+            with self._lock:
+                self._result.not_started.extend(c.name for c in batch)
             return
-        try:
-            fn(batch)
-        except Exception as err:  # noqa: BLE001
-            if not isinstance(err, VodsyncError):
-                log.exception("unexpected error on a batch")
-            for c in batch:
-                self._fail(c.name, str(c.action), err, unusable=c.action is not Action.UPDATE)
+        with self._reporting_after():
+            try:
+                fn(batch)
+            except Exception as err:  # noqa: BLE001
+                if not isinstance(err, VodsyncError):
+                    log.exception("unexpected error on a batch")
+                for c in batch:
+                    self._fail(c.name, str(c.action), err, unusable=c.action is not Action.UPDATE)
 
     def _now(self) -> float:
         return self.clock()

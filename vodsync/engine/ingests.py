@@ -11,12 +11,13 @@ from typing import Any
 
 from vodsync.cloud.types import RegisterEntry, UrlUploadEntry
 from vodsync.desired.items import DesiredItem, Kind
-from vodsync.engine.diff import Action, Change
+from vodsync.engine.diff import FAILED_VIDEO, IN_REVIEW, Action, Change
 from vodsync.engine.execution import (
     URL_BATCH,
     URL_QUERY_BATCH,
     VIDEO_BATCH,
     Outcome,
+    Waiting,
     chunks,
     cleanup_intent,
     log,
@@ -25,16 +26,6 @@ from vodsync.engine.execution import (
 )
 from vodsync.errors import CloudError, VodsyncError
 from vodsync.state.store import Record, RecordStatus
-
-# Video statuses that end following (vod-api.md §00, §4). Review is the account owner's to do in
-# the console: the video exists and stays as it is until then.
-IN_REVIEW = {"Checking": "the video awaits review in the VOD console"}
-FAILED_VIDEO = {
-    "Blocked": "the review blocked the video",
-    "TranscodeFail": "transcoding failed",
-    "ProduceFail": "producing the video failed",
-    "UploadFail": "VOD could not take in the uploaded file",
-}
 
 
 class Ingests:
@@ -89,7 +80,14 @@ class Ingests:
 
     def _follow(self, names: set[str], deadline: float | None = None) -> None:
         """Follow URL jobs and transcoding until they settle or the wait (`--wait` from now, or
-        until `deadline`) runs out."""
+        until `deadline`) runs out; the reporter is told what is waited for, and when it ends."""
+        began = self._now()
+        try:
+            self._follow_until(names, began, deadline)
+        finally:
+            self.reporter.waiting(Waiting(0, 0, self._now() - began))
+
+    def _follow_until(self, names: set[str], began: float, deadline: float | None) -> None:
         if deadline is None:
             deadline = self._now() + self.options.wait
         first = True
@@ -111,6 +109,8 @@ class Ingests:
                                                      pending=True))
                 return
             if not first:
+                transcodes = sum(1 for r in processing if Kind(r.kind).remote_is_video)
+                self.reporter.waiting(Waiting(transcodes, len(ingesting), self._now() - began))
                 self.sleep(delay)
                 delay = min(delay * 2, self.options.poll_interval)
             first = False

@@ -6,15 +6,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vodsync.desired.items import DesiredItem
+from vodsync.desired.items import DesiredItem, Kind
 from vodsync.engine.content import hashes_needed
-from vodsync.engine.diff import diff
+from vodsync.engine.diff import Action, Change, diff
 from vodsync.engine.plan import Plan, PlanOptions, check_plan, make_plan
-from vodsync.state.store import Record, StateStore
+from vodsync.state.store import Record, RecordStatus, StateStore
 
 if TYPE_CHECKING:  # `plan` never executes: it does not pay for the executor's imports
     from vodsync.cloud.vod import VodClient
@@ -46,7 +47,27 @@ def build_plan(
         from vodsync.engine.remote import read_remote
 
         remote = read_remote(refresh_with, records)
-    return make_plan(diff(desired, records, hashes=hashes, remote=remote), options, desired_count=len(desired))
+    changes = _net_of_parts_sent(diff(desired, records, hashes=hashes, remote=remote), checkpoint_dir(store.path))
+    return make_plan(changes, options, desired_count=len(desired))
+
+
+def _net_of_parts_sent(changes: list[Change], checkpoints: Path) -> list[Change]:
+    """A resumed video upload sends only what OSS does not hold yet: its byte count says so.
+    (Images and attached media are created anew on a resume: all their bytes go up again.)"""
+    resumes = [i for i, c in enumerate(changes)
+               if c.action is Action.RESUME and c.kind is Kind.VIDEO and c.item is not None and c.item.local
+               and c.record is not None and c.record.status is RecordStatus.UPLOADING]
+    if not resumes:
+        return changes
+    from vodsync.cloud.upload import sent_bytes  # oss2: only when there is a resume to count
+
+    changes = list(changes)
+    for i in resumes:
+        c = changes[i]
+        assert c.item is not None and c.item.local is not None
+        sent = sent_bytes(checkpoints, c.item.local.path)
+        changes[i] = dataclasses.replace(c, upload_bytes=max(c.upload_bytes - sent, 0))
+    return changes
 
 
 def apply(

@@ -187,12 +187,13 @@ class Uploads:
                 checkpoint_dir=self.checkpoint_dir, part_size=self.options.part_size,
                 multipart_threshold=self.options.multipart_threshold, threads=self._part_threads(total),
                 progress=lambda done, tot: self.reporter.upload_progress(item.name, done, tot),
+                stop=self.stopping.is_set,
             )
         finally:
             self.reporter.upload_finished(item.name)
         ended = time.monotonic()
         with self._lock:
-            self._result.uploaded_bytes += total
+            self._result.uploaded_bytes += total - result.resumed_bytes  # what this run sent
             span = self._result.upload_span
             self._result.upload_span = (min(span[0], began), max(span[1], ended)) if span else (began, ended)
         return digest_of(result.crc64)
