@@ -19,6 +19,7 @@ class UploadAddress:
     endpoint: str  # with scheme, e.g. https://oss-cn-shanghai.aliyuncs.com
     bucket: str
     key: str  # the OSS object key, exactly UploadAddress.FileName
+    region: str = ""  # the bucket's region, which V4 signatures name (UploadAuth.Region); "" = unknown
 
 
 @dataclass(frozen=True)

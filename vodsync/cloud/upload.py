@@ -24,6 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import oss2
 import requests.adapters
@@ -33,12 +34,15 @@ from oss2.credentials import Credentials
 from vodsync.checksum import file_crc64
 from vodsync.cloud.retry import RetryPolicy, install_sdk_log_scrubber, is_retryable_code, scrub
 from vodsync.cloud.settings import is_loopback_url
-from vodsync.cloud.types import UploadCredential, UploadResult, UploadTicket
+from vodsync.cloud.types import UploadAddress, UploadCredential, UploadResult, UploadTicket
 from vodsync.errors import CloudError, CredentialExpired
 
 __all__ = ["Checkpoint", "UploadResult", "abort_upload", "list_checkpoints", "settle_checkpoints", "upload_file"]
 
 AUTH_ERRORS = frozenset({"SecurityTokenExpired", "InvalidAccessKeyId"})
+# OSS refuses V1 signatures on buckets created since 2025 (vod-api.md §00): every request is signed V4.
+SIGNATURE = oss2.AUTH_VERSION_4
+_ENDPOINT_REGION = re.compile(r"(?:[^.]+\.)?oss-(?P<region>[a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$")
 MAX_REACTIVE_REFRESHES = 3
 PROACTIVE_RETRY_AFTER = 30.0  # seconds to keep a still-valid token when a proactive refresh failed
 NETWORK_ERROR = "SDK.HttpError"
@@ -90,10 +94,11 @@ def upload_file(
     address = ticket.address
     reporter = _Progress(progress, size)
     bucket = _Bucket(
-        oss2.ProviderAuth(holder),
+        oss2.ProviderAuthV4(holder),
         address.endpoint,
         address.bucket,
         session=_session(address.endpoint, threads),
+        region=_region(address),
         # oss2's own CRC runs crcmod over every byte (~0.4 GB/s of client CPU); instead the whole
         # object's CRC-64, which OSS reports on the final PUT or Complete, is checked below against
         # the local file (fastcrc, ~13 GB/s). That also covers parts an earlier process sent.
@@ -410,6 +415,17 @@ def _session(endpoint: str, threads: int) -> oss2.Session:
     return session
 
 
+def _region(address: UploadAddress) -> str:
+    """The region V4 signatures name: the ticket's, else read from an `oss-<region>.aliyuncs.com` endpoint."""
+    if address.region:
+        return address.region
+    match = _ENDPOINT_REGION.match(urlsplit(address.endpoint).hostname or "")
+    if match is None:
+        raise CloudError("SDK.NoRegion", f"the upload ticket names no region and its endpoint "
+                         f"{address.endpoint} does not say one; OSS V4 signatures need it", retryable=False)
+    return match["region"]
+
+
 def _translate(exc: oss_errors.OssError) -> CloudError:
     """oss2 exception -> CloudError (CredentialExpired for a refused STS token)."""
     if isinstance(exc, oss_errors.RequestError):
@@ -506,9 +522,9 @@ def abort_upload(ticket: UploadTicket, upload_id: str) -> None:
     An upload that no longer exists counts as aborted."""
     install_sdk_log_scrubber()
     cred = ticket.credential
-    auth = oss2.StsAuth(cred.access_key_id, cred.access_key_secret, cred.security_token)
+    auth = oss2.StsAuth(cred.access_key_id, cred.access_key_secret, cred.security_token, auth_version=SIGNATURE)
     bucket = oss2.Bucket(auth, ticket.address.endpoint, ticket.address.bucket,
-                         session=_session(ticket.address.endpoint, 1))
+                         session=_session(ticket.address.endpoint, 1), region=_region(ticket.address))
     try:
         bucket.abort_multipart_upload(ticket.address.key, upload_id)
     except oss_errors.NoSuchUpload:

@@ -570,7 +570,8 @@ class VodClient:
         try:
             addr = json.loads(base64.b64decode(resp["UploadAddress"]))
             auth = json.loads(base64.b64decode(resp["UploadAuth"]))
-            address = UploadAddress(endpoint=addr["Endpoint"], bucket=addr["Bucket"], key=addr["FileName"])
+            address = UploadAddress(endpoint=addr["Endpoint"], bucket=addr["Bucket"], key=addr["FileName"],
+                                    region=str(auth.get("Region") or self._settings.region))
             credential = UploadCredential(
                 access_key_id=auth["AccessKeyId"],
                 access_key_secret=auth["AccessKeySecret"],
