@@ -43,7 +43,7 @@ AUTH_ERRORS = frozenset({"SecurityTokenExpired", "InvalidAccessKeyId"})
 # OSS refuses V1 signatures on buckets created since 2025 (vod-api.md §00): every request is signed V4.
 SIGNATURE = oss2.AUTH_VERSION_4
 _ENDPOINT_REGION = re.compile(r"(?:[^.]+\.)?oss-(?P<region>[a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$")
-MAX_REACTIVE_REFRESHES = 3
+MAX_REACTIVE_REFRESHES = 3  # refreshes in a row with no part landed between them (progress renews it)
 PROACTIVE_RETRY_AFTER = 30.0  # seconds to keep a still-valid token when a proactive refresh failed
 NETWORK_ERROR = "SDK.HttpError"
 RETRY_LIST_PARTS = (0.05, 0.2, 0.5)  # waits between ListParts attempts (idempotent, cheap)
@@ -130,7 +130,7 @@ def upload_file(
     local_crc = _FileCrc(path)
     delays = (policy or RetryPolicy()).delays()
     reactive_left = MAX_REACTIVE_REFRESHES
-    parts_seen = 0
+    parts_seen = parts_at_refresh = 0
     while True:
         try:
             result = once()
@@ -147,6 +147,11 @@ def upload_file(
                 if store is not None:
                     store.forget(address.bucket, address.key, path)
         if isinstance(err, CredentialExpired):
+            if reporter.parts_done > parts_at_refresh:
+                # Parts landed since the last refresh: a long upload on short-lived tokens (or a
+                # slow link) is not stuck. Only refreshes that buy nothing are counted.
+                parts_at_refresh = reporter.parts_done
+                reactive_left = MAX_REACTIVE_REFRESHES
             if refresh is None or reactive_left == 0:
                 raise err
             reactive_left -= 1
