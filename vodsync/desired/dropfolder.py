@@ -132,6 +132,8 @@ class DropFile:
     mtime_ns: int
     sidecar: Path | None = None
     sidecar_sig: tuple[int, int] | None = None  # (size, mtime_ns) of the sidecar
+    dev: int = 0  # device and inode, so the upload opens this very file (vodsync.sourcefile)
+    ino: int = 0
 
     @property
     def key(self) -> tuple[str, int, int, tuple[int, int] | None]:
@@ -336,7 +338,7 @@ class DropFolder:
             sidecar_sig = (
                 (sidecars[sidecar_name].st_size, sidecars[sidecar_name].st_mtime_ns) if sidecar_name else None
             )
-            file = DropFile(path, info.st_size, info.st_mtime_ns, sidecar, sidecar_sig)
+            file = DropFile(path, info.st_size, info.st_mtime_ns, sidecar, sidecar_sig, info.st_dev, info.st_ino)
             if file.key in self._done or file.key in self._stuck:
                 continue
             if not self.tracker.is_stable(path, now) or (
@@ -409,7 +411,7 @@ class DropFolder:
             source=str(file.path),
             metadata={k: v for k, v in metadata.items() if k in UPDATABLE_FIELDS[kind]},
             options=options,
-            local=LocalFile(str(file.path), file.size, file.mtime_ns),
+            local=LocalFile(str(file.path), file.size, file.mtime_ns, file.dev, file.ino),
             origin=Location(str(file.path)),
         )
         return item, digest

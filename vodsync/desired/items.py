@@ -49,6 +49,8 @@ class LocalFile:
     path: str  # absolute, already confined to an allowed root
     size: int
     mtime_ns: int
+    dev: int = 0  # device and inode of the file planned (0: not recorded): the upload opens
+    ino: int = 0  # exactly that file or refuses (vodsync.sourcefile)
 
 
 @dataclass(frozen=True, slots=True)

@@ -567,4 +567,4 @@ class _ManifestFileLoader:
         if not stat.S_ISREG(info.st_mode):
             fail(f"{model.file} is not a regular file")
             return None
-        return LocalFile(real, info.st_size, info.st_mtime_ns)
+        return LocalFile(real, info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino)

@@ -18,6 +18,7 @@ from vodsync.engine.execution import (
     user_data,
 )
 from vodsync.errors import CloudError, CredentialExpired
+from vodsync.sourcefile import Planned, SourceFile
 from vodsync.state.store import Record, RecordStatus
 
 MAX_FRESH_CREATES = 3  # images/attached: new media after an expired credential, at most
@@ -27,6 +28,15 @@ class Uploads:
     """Part of `Executor`: creates, replaces and resumes of videos, images and attached media."""
 
     def _upload(self, change: Change) -> None:
+        item = change.item
+        assert item is not None and item.local is not None
+        local = item.local
+        # Opened once, before anything is created: the very file planned, or the item fails here
+        # (vodsync.sourcefile). Everything below reads it through this descriptor only.
+        with SourceFile.open(local.path, Planned(local.size, local.mtime_ns, local.dev, local.ino)) as source:
+            self._upload_source(change, source)
+
+    def _upload_source(self, change: Change, source: SourceFile) -> None:
         item = change.item
         assert item is not None and item.local is not None
         rec = self.store.get(item.name)
@@ -40,9 +50,9 @@ class Uploads:
         elif rec is not None and change.reason == "deleted remotely":
             rec = self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None))
         if item.kind is Kind.VIDEO:
-            digest = self._upload_video(change, rec)
+            digest = self._upload_video(change, rec, source)
         else:
-            digest = self._upload_other(change, rec)
+            digest = self._upload_other(change, rec, source)
         done = self.store.get(item.name)
         assert done is not None
         verb = {Action.CREATE: "created", Action.REPLACE: "replaced", Action.RESUME: "resumed"}[change.action]
@@ -52,7 +62,7 @@ class Uploads:
             pending=done.status is RecordStatus.PROCESSING,
         ))
 
-    def _upload_video(self, change: Change, rec: Record | None) -> str:
+    def _upload_video(self, change: Change, rec: Record | None, source: SourceFile) -> str:
         item = change.item
         assert item is not None and item.local is not None
         if rec is None or rec.remote_id is None:
@@ -73,7 +83,8 @@ class Uploads:
             rec = self._save(rec.replace(status=RecordStatus.UPLOADING, remote_id=ticket.media_id,
                                          intent={"op": "upload", "at": self._now()}))
         video_id = ticket.media_id
-        digest = self._transfer(item, ticket, refresh=lambda: self.client.refresh_upload_video(video_id=video_id))
+        digest = self._transfer(item, source, ticket,
+                                refresh=lambda: self.client.refresh_upload_video(video_id=video_id))
         fields = changed_fields(item, rec.metadata)
         if fields:
             self.client.update_video_info(video_id, {f: item.metadata[f] for f in fields})
@@ -103,7 +114,7 @@ class Uploads:
             user_data=user_data(item.name),
         )
 
-    def _upload_other(self, change: Change, rec: Record | None) -> str:
+    def _upload_other(self, change: Change, rec: Record | None, source: SourceFile) -> str:
         """Images and attached media: no refresh exists, so a new credential means new media.
 
         `serving` is the media the item had before this change (kept until the new one is
@@ -125,7 +136,7 @@ class Uploads:
                                          metadata=meta_json(item), options=dict(item.options),
                                          intent={"op": "upload", "at": self._now(), "supersedes": serving}))
             try:
-                digest = self._transfer(item, ticket, refresh=None)
+                digest = self._transfer(item, source, ticket, refresh=None)
             except CredentialExpired as err:
                 last_err = err
                 self._delete_remote(item.kind, [ticket.media_id])
@@ -176,16 +187,16 @@ class Uploads:
             return base
         return max(base, min(streams, round(streams * size / self._upload_bytes)))
 
-    def _transfer(self, item: DesiredItem, ticket: UploadTicket,
+    def _transfer(self, item: DesiredItem, source: SourceFile, ticket: UploadTicket,
                   refresh: Callable[[], UploadTicket] | None) -> str:
-        """Upload the file; its content identity is the CRC-64 the uploader checked against OSS's."""
-        assert item.local is not None
-        total = item.local.size
+        """Upload the file from its checked descriptor; its content identity is the CRC-64 the
+        uploader read from that descriptor and checked against OSS's."""
+        total = source.size
         self.reporter.upload_started(item.name, total)
         began = time.monotonic()
         try:
             result = self.uploader(
-                ticket, item.local.path, refresh=refresh,
+                ticket, source, refresh=refresh,
                 checkpoint_dir=self.checkpoint_dir, part_size=self.options.part_size,
                 multipart_threshold=self.options.multipart_threshold, threads=self._part_threads(total),
                 progress=lambda done, tot: self.reporter.upload_progress(item.name, done, tot),
