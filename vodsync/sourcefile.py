@@ -88,10 +88,11 @@ class SourceFile:
             length -= len(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    def crc64(self) -> int:
-        """CRC-64/XZ of the planned size's bytes, read from the descriptor; then the file must be unchanged."""
+    def crc64(self, initial: int = 0) -> int:
+        """CRC-64/XZ of the planned size's bytes, read from the descriptor (continuing `initial`);
+        then the file must be unchanged."""
         try:
-            crc = crc64_of_descriptor(self.fd, self.size)
+            crc = crc64_of_descriptor(self.fd, self.size, initial=initial)
         except EOFError:
             raise LocalFileRefused(f"{self.path} shrank while being read (was {self.size} bytes)") from None
         self.check_unchanged()

@@ -6,7 +6,7 @@ their repr so that a stray log line or traceback cannot leak them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 URL_JOB_TERMINAL = frozenset({"SUCCESS", "DOWNLOAD_FAIL", "UPLOAD_FAIL"})
@@ -20,6 +20,11 @@ class UploadAddress:
     bucket: str
     key: str  # the OSS object key, exactly UploadAddress.FileName
     region: str = ""  # the bucket's region, which V4 signatures name (UploadAuth.Region); "" = unknown
+    object_prefix: str = ""  # M3U8 videos: where the segments go (UploadAddress.ObjectPrefix + name)
+
+    def at(self, key: str) -> UploadAddress:
+        """The same bucket and credential scope, another object key (an HLS segment's)."""
+        return replace(self, key=key)
 
 
 @dataclass(frozen=True)

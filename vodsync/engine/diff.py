@@ -82,7 +82,7 @@ def needs_hash(item: DesiredItem, record: Record | None) -> bool:
     """True when a local file's size, mtime or path moved since it was recorded."""
     if item.local is None or record is None or record.content_hash is None:
         return False
-    return (item.local.path, item.local.size, item.local.mtime_ns) != (
+    return (item.local.path, item.local.total_size, item.local.newest_mtime_ns) != (
         record.source,
         record.size,
         record.mtime_ns,
@@ -102,7 +102,7 @@ def _diff_one(
     hashes: Mapping[str, str],
     remote: Mapping[str, Mapping[str, Any] | None] | None,
 ) -> Change | None:
-    size = item.local.size if item.local else 0
+    size = item.local.total_size if item.local else 0
     if record is None:
         return Change(Action.CREATE, item.name, item.kind, "new item", item=item, upload_bytes=size)
     if record.kind != item.kind:
@@ -165,7 +165,7 @@ def _diff_one(
             Action.UPDATE, item.name, item.kind, f"{', '.join(fields)} changed{drift}", fields=fields,
             item=item, record=record,
         )
-    stat_moved = item.local is not None and (item.local.path, item.local.size, item.local.mtime_ns) != (
+    stat_moved = item.local is not None and (item.local.path, item.local.total_size, item.local.newest_mtime_ns) != (
         record.source, record.size, record.mtime_ns,
     )
     if stat_moved or record.protect != item.protect:
