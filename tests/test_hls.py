@@ -130,3 +130,19 @@ def test_emulator_m3u8_address_has_an_object_prefix_and_a_playlist_alone_fails(e
     bucket.put_object(address["FileName"], b"#EXTM3U\n#EXTINF:4,\na.ts\n#EXTINF:4,\nb.ts\n#EXT-X-ENDLIST\n")
     [video] = emulator.state()["videos"]
     assert video["Status"] == "UploadFail"  # b.ts never arrived
+
+
+def test_a_dropped_playlist_fails_with_a_reason(tmp_path) -> None:
+    """A drop folder cannot tell which dropped files are a playlist's segments: it refuses it."""
+    from vodsync.config import DropFolderSettings
+    from vodsync.desired.dropfolder import DropFolder
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    (folder / "show.m3u8").write_bytes(PLAYLIST)
+    now = [1000.0]
+    drop = DropFolder(DropFolderSettings(path=str(folder), label="inbox", stable_seconds=1), clock=lambda: now[0])
+    drop.scan()
+    now[0] += 10
+    (failure,) = drop.scan().failed
+    assert failure.path == folder / "show.m3u8" and "HLS playlist cannot be dropped alone" in failure.reason

@@ -47,6 +47,7 @@ from pydantic import ValidationError
 
 from vodsync.checksum import file_digest
 from vodsync.config import DropFolderSettings, describe_value, explain_error
+from vodsync.desired.hls import is_playlist
 from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile
 from vodsync.desired.manifest import (
     ATTACHED_EXTENSIONS,
@@ -419,6 +420,11 @@ class DropFolder:
     def _kind(self, name: str, business_type: str | None) -> tuple[Kind, str | None]:
         ext = _ext(name)
         shown = f".{ext}" if ext else "no extension"
+        if is_playlist(name):
+            # A playlist goes up with its segments (vodsync.desired.hls), and a drop folder has no
+            # way to say which dropped files belong to it or when the last one is complete.
+            raise _Failed("an HLS playlist cannot be dropped alone; name it in a manifest, which "
+                          "uploads it with its segments")
         configured = self.settings.kind
         if configured == "auto":
             if business_type is not None:
