@@ -138,3 +138,24 @@ def test_dev_zero_swapped_in_ends_the_item_within_seconds(lib: Library, emulator
     assert took < SLOW_CREATE / 1000 + 20, out
     assert code == 1 and "b-zero" in out and "is now a symbolic link" in out, out
     assert len(emulator.state()["objects"]) == 1
+
+
+def test_a_file_truncated_after_it_was_opened_fails_its_upload(emulator: Emulator, tmp_path: Path) -> None:
+    """Cut short in place (same inode) after the check: the read comes up short and says so,
+    instead of sending fewer bytes than announced (a request that would hang until a timeout)."""
+    from vodsync.cloud.settings import CloudSettings
+    from vodsync.cloud.upload import upload_file
+    from vodsync.cloud.vod import VodClient
+    from vodsync.errors import LocalFileRefused
+    from vodsync.sourcefile import Planned, SourceFile
+
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(mp4(300_000))
+    info = path.stat()
+    client = VodClient(CloudSettings("emulator", "emulator-secret", endpoint=emulator.url))
+    ticket = client.create_upload_video(title="t", file_name="clip.mp4")
+    with SourceFile.open(path, Planned(info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino)) as source:
+        os.truncate(path, 1000)
+        with pytest.raises(LocalFileRefused, match="shrank"):
+            upload_file(ticket, source, refresh=None, checkpoint_dir=tmp_path / "ck")
+    assert emulator.state()["objects"] == []
