@@ -46,6 +46,7 @@ class SourceFile:
     def __init__(self, path: str, fd: int, info: os.stat_result) -> None:
         self.path = path
         self._fd: int | None = fd
+        self._info = info
         self.size = info.st_size
         self.mtime_ns = info.st_mtime_ns
         self.mtime = info.st_mtime  # what oss2's checkpoints record (`os.path.getmtime`)
@@ -68,6 +69,10 @@ class SourceFile:
             os.close(fd)
             raise
         return cls(path, fd, info)
+
+    def dup(self) -> SourceFile:
+        """Another descriptor of the same open file (for a reader that may outlive this one's `close`)."""
+        return SourceFile(self.path, os.dup(self.fd), self._info)
 
     @property
     def fd(self) -> int:

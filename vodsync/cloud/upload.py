@@ -202,12 +202,15 @@ class _FileCrc:
     def __init__(self, source: SourceFile) -> None:
         self._value: int | None = None
         self._error: LocalFileRefused | None = None
-        self._thread = threading.Thread(target=self._run, args=(source,), daemon=True)
+        # Its own descriptor of the same file: the upload may end (and its caller close the
+        # source) before this read does, when the upload fails.
+        self._thread = threading.Thread(target=self._run, args=(source.dup(),), daemon=True)
         self._thread.start()
 
     def _run(self, source: SourceFile) -> None:
         try:
-            self._value = source.crc64()
+            with source:
+                self._value = source.crc64()
         except LocalFileRefused as exc:
             self._error = exc
         except OSError as exc:
