@@ -90,10 +90,11 @@ def _create_upload_video(client, title: str, path: Path) -> tuple[dict, dict]:  
 def _bucket(address: dict, auth: dict, enable_crc: bool = True):  # noqa: ANN202
     import oss2
 
-    sts = oss2.StsAuth(auth["AccessKeyId"], auth["AccessKeySecret"], auth["SecurityToken"])
+    sts = oss2.StsAuth(auth["AccessKeyId"], auth["AccessKeySecret"], auth["SecurityToken"], auth_version="v4")
     session = oss2.Session(pool_size=32)
     session.session.trust_env = False
-    return oss2.Bucket(sts, address["Endpoint"], address["Bucket"], session=session, enable_crc=enable_crc)
+    return oss2.Bucket(sts, address["Endpoint"], address["Bucket"], session=session, enable_crc=enable_crc,
+                       region=auth["Region"])
 
 
 def sdk_method(url: str, files: list[Path], *, part_size: int = 10 * MiB) -> None:

@@ -80,9 +80,11 @@ def sts_bucket(emulator: Emulator) -> Callable:
     def make(bucket_name: str, key: str):
         auth = emulator.sts.mint(bucket_name, key)
         return oss2.Bucket(
-            oss2.StsAuth(auth["AccessKeyId"], auth["AccessKeySecret"], auth["SecurityToken"]),
+            # Upload tokens must sign V4 (OSS refuses V1 on new buckets), with the bucket's region.
+            oss2.StsAuth(auth["AccessKeyId"], auth["AccessKeySecret"], auth["SecurityToken"], auth_version="v4"),
             emulator.url,
             bucket_name,
+            region=auth["Region"],
         )
 
     return make

@@ -57,8 +57,9 @@ class World:
     def upload(self, created: dict[str, str], data: bytes) -> None:
         """PUT `data` with oss2 exactly as a client would, from a Create*/Refresh answer."""
         address, auth = decode(created["UploadAddress"]), decode(created["UploadAuth"])
-        sts = oss2.StsAuth(auth["AccessKeyId"], auth["AccessKeySecret"], auth["SecurityToken"])
-        oss2.Bucket(sts, address["Endpoint"], address["Bucket"]).put_object(address["FileName"], data)
+        sts = oss2.StsAuth(auth["AccessKeyId"], auth["AccessKeySecret"], auth["SecurityToken"], auth_version="v4")
+        oss2.Bucket(sts, address["Endpoint"], address["Bucket"], region=auth["Region"]).put_object(
+            address["FileName"], data)
 
     def bucket(self) -> str:
         """A customer bucket outside VOD storage (for RegisterMedia)."""

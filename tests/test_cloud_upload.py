@@ -235,6 +235,59 @@ def test_reactive_refreshes_are_bounded(emulator, client, tmp_path):
     assert len(calls) == 3 and puts(emulator) == 4
 
 
+def _expire_after_each_part(emulator, key: str, parts: int = 5):
+    """A progress callback that lets the upload token die whenever a part lands (but the last), as a
+    2-second token does on a slow link: the next request is refused, and the upload must refresh
+    reactively. Client-side time stands still, so no refresh is proactive. "A part landed" is read
+    from the emulator (progress also moves within parts), so the trigger does not depend on how
+    progress is counted."""
+    landed = [0]
+
+    def progress(done: int, total: int) -> None:
+        now = sum(u["parts"] for u in emulator.state()["multipart_uploads"] if u["key"] == key)
+        if landed[0] < now < parts:
+            landed[0] = now
+            emulator.advance(emulator.sts_ttl + 1)
+
+    return progress
+
+
+def test_refreshes_that_make_progress_are_not_capped(emulator, client, tmp_path, big_file):
+    """Five parts, the token dying after each of the first four: four reactive refreshes, each
+    followed by a part landing, and the upload completes."""
+    path, crc = big_file
+    ticket = client.create_upload_video(title="b", file_name="big.mp4")
+    calls: list[int] = []
+    result = upload_file(ticket, path, refresh=refresher(client, ticket, calls), checkpoint_dir=tmp_path / "ck",
+                         part_size=PART, threads=1, progress=_expire_after_each_part(emulator, ticket.address.key),
+                         clock=lambda: ticket.credential.deadline - 3000, sleep=lambda s: None)
+    assert result.crc64 == crc == stored(emulator, ticket)["crc64"]
+    assert len(calls) == 4
+    assert emulator.calls()["oss:POST"] == 2  # one Initiate, one Complete: resumed each time, never restarted
+
+
+def test_refreshes_without_progress_stay_bounded_after_progress(emulator, client, tmp_path, big_file):
+    """Progress earns no credit: once refreshes stop buying parts, three more and the upload fails."""
+    path, _ = big_file
+    ticket = client.create_upload_video(title="b", file_name="big.mp4")
+    calls: list[int] = []
+
+    def refresh() -> UploadTicket:
+        calls.append(1)
+        fresh = client.refresh_upload_video(video_id=ticket.media_id)
+        if len(calls) > 2:
+            emulator.advance(emulator.sts_ttl + 1)  # from the third on, each new token is dead on arrival
+        return fresh
+
+    with pytest.raises(CredentialExpired):
+        upload_file(ticket, path, refresh=refresh, checkpoint_dir=tmp_path / "ck", part_size=PART, threads=1,
+                    progress=_expire_after_each_part(emulator, ticket.address.key),
+                    clock=lambda: ticket.credential.deadline - 3000, sleep=lambda s: None)
+    assert len(calls) == 2 + 3  # two that bought a part each, then three that bought nothing
+    [upload] = [u for u in emulator.state()["multipart_uploads"] if u["key"] == ticket.address.key]
+    assert upload["parts"] == 3
+
+
 def test_refresh_that_moves_the_address_is_refused(emulator, client, tmp_path):
     path = tmp_path / "small.mp4"
     path.write_bytes(b"x" * 1000)

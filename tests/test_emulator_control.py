@@ -87,8 +87,8 @@ def test_advance_moves_emulator_time(emulator):
 
 def test_sts_endpoint_mints_upload_credentials(emulator, account_bucket):
     auth = _control(emulator, "POST", "sts", {"bucket": "test-bucket", "key": "x.mp4"}).json()
-    bucket = oss2.Bucket(oss2.StsAuth(auth["AccessKeyId"], auth["AccessKeySecret"], auth["SecurityToken"]),
-                         emulator.url, "test-bucket")
+    bucket = oss2.Bucket(oss2.StsAuth(auth["AccessKeyId"], auth["AccessKeySecret"], auth["SecurityToken"],
+                                      auth_version="v4"), emulator.url, "test-bucket", region=auth["Region"])
     bucket.put_object("x.mp4", b"ok")
 
 
@@ -217,8 +217,8 @@ def test_data_dir_keeps_state_across_a_restart(tmp_path):
         account = oss2.Bucket(oss2.Auth("emulator", "emulator-secret"), second.url, "kept-bucket")
         assert account.get_object("a.mp4").read() == b"persisted bytes"
         assert [p.etag for p in account.list_parts("open.mp4", upload_id).parts] == [part.etag]
-        sts = oss2.Bucket(oss2.StsAuth(auth["AccessKeyId"], auth["AccessKeySecret"], auth["SecurityToken"]),
-                          second.url, "kept-bucket")
+        sts = oss2.Bucket(oss2.StsAuth(auth["AccessKeyId"], auth["AccessKeySecret"], auth["SecurityToken"],
+                                       auth_version="v4"), second.url, "kept-bucket", region=auth["Region"])
         sts.put_object("later.mp4", b"token still known")
         assert second.clock.now() - time.time() >= 119
         # A bucket's public-read ACL persists too (a restored URL job may download from it at once).

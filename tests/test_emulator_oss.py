@@ -119,21 +119,59 @@ def test_sts_token_is_scoped_to_its_bucket_and_key(emulator, account_bucket, sts
     assert listing.value.status == 403
 
 
+def _refusal(call) -> tuple[int, str]:
+    """(status, code) of the OSS error `call()` raises."""
+    with pytest.raises(oss2.exceptions.ServerError) as exc:
+        call()
+    return exc.value.status, exc.value.code
+
+
 def test_unknown_key_and_wrong_secret(emulator, account_bucket):
     unknown = oss2.Bucket(oss2.Auth("nobody", "emulator-secret"), emulator.url, "test-bucket")
-    with pytest.raises(oss2.exceptions.ServerError) as exc:
-        unknown.put_object("a.mp4", b"x")
-    assert (exc.value.status, exc.value.code) == (403, "InvalidAccessKeyId")
-
+    assert _refusal(lambda: unknown.put_object("a.mp4", b"x")) == (403, "InvalidAccessKeyId")
     wrong = oss2.Bucket(oss2.Auth("emulator", "not-the-secret"), emulator.url, "test-bucket")
-    with pytest.raises(oss2.exceptions.ServerError) as exc:
-        wrong.put_object("a.mp4", b"x")
-    assert (exc.value.status, exc.value.code) == (403, "SignatureDoesNotMatch")
-
+    assert _refusal(lambda: wrong.put_object("a.mp4", b"x")) == (403, "SignatureDoesNotMatch")
     # HEAD has no body: the code travels in x-oss-err, and oss2 still sees it.
-    with pytest.raises(oss2.exceptions.ServerError) as exc:
-        wrong.head_object("a.mp4")
-    assert (exc.value.status, exc.value.code) == (403, "SignatureDoesNotMatch")
+    assert _refusal(lambda: wrong.head_object("a.mp4")) == (403, "SignatureDoesNotMatch")
+
+
+def _sts(emulator, auth: dict, *, version: str = "v4", secret: str | None = None, region: str | None = None):
+    """An oss2 bucket for a minted upload token, signed as asked (a wrong secret or region on request)."""
+    return oss2.Bucket(
+        oss2.StsAuth(auth["AccessKeyId"], secret or auth["AccessKeySecret"], auth["SecurityToken"],
+                     auth_version=version),
+        emulator.url, "test-bucket", region=region or auth["Region"],
+    )
+
+
+def test_upload_tokens_must_sign_v4(emulator, account_bucket):
+    """A VOD storage bucket is a new bucket: OSS refuses V1 there (403, EC 0002-00000080,
+    vod-api.md §00), with any upload token, even a valid one; V4 with the same token works."""
+    auth = emulator.sts.mint("test-bucket", "sv/v.mp4")
+    for request in (lambda b: b.put_object("sv/v.mp4", b"x"), lambda b: b.init_multipart_upload("sv/v.mp4"),
+                    lambda b: b.head_object("sv/v.mp4")):
+        with pytest.raises(oss2.exceptions.ServerError) as exc:
+            request(_sts(emulator, auth, version="v1"))
+        assert exc.value.status == 403
+        assert exc.value.details.get("EC") == "0002-00000080"
+    assert emulator.oss.head("test-bucket", "sv/v.mp4") is None
+    _sts(emulator, auth).put_object("sv/v.mp4", b"signed v4")
+    assert emulator.oss.head("test-bucket", "sv/v.mp4").size == len(b"signed v4")
+    # The account key may still sign V1 (the seeding path) or V4.
+    account_bucket.put_object("seed.mp4", b"v1")
+    oss2.Bucket(oss2.AuthV4("emulator", "emulator-secret"), emulator.url, "test-bucket",
+                region="cn-shanghai").put_object("seed4.mp4", b"v4")
+
+
+def test_bad_v4_signature_is_refused(emulator, account_bucket):
+    auth = emulator.sts.mint("test-bucket", "sv/v.mp4")
+    wrong_secret = _sts(emulator, auth, secret="not-the-secret")
+    assert _refusal(lambda: wrong_secret.put_object("sv/v.mp4", b"x")) == (403, "SignatureDoesNotMatch")
+    assert _refusal(lambda: wrong_secret.head_object("sv/v.mp4")) == (403, "SignatureDoesNotMatch")
+    # The signing key is derived from the region: a signature for another region does not match here.
+    other_region = _sts(emulator, auth, region="cn-beijing")
+    assert _refusal(lambda: other_region.put_object("sv/v.mp4", b"x")) == (403, "SignatureDoesNotMatch")
+    assert emulator.oss.head("test-bucket", "sv/v.mp4") is None
 
 
 def test_expired_token_is_security_token_expired(emulator, account_bucket, sts_bucket):

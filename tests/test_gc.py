@@ -117,7 +117,8 @@ def test_gc_never_touches_media_that_is_not_uploading(lib: Library, emulator: Em
     c = _client(emulator)
     t = c.create_upload_video(title="Done", file_name="d.mp4", reference_id=reference_id("done"))
     bucket = oss2.Bucket(oss2.StsAuth(t.credential.access_key_id, t.credential.access_key_secret,
-                                      t.credential.security_token), t.address.endpoint, t.address.bucket)
+                                      t.credential.security_token, auth_version="v4"),
+                         t.address.endpoint, t.address.bucket, region=t.address.region)
     bucket.put_object(t.address.key, mp4(2000))
     emulator.advance(gc.CREDENTIAL_LIFETIME * 3)
     run = lib.cli("gc", "--yes")
@@ -128,8 +129,9 @@ def test_gc_never_touches_media_that_is_not_uploading(lib: Library, emulator: Em
 def _interrupted_multipart(emulator: Emulator, ticket, path: Path, cp_dir: Path, parts: int) -> str:
     """What a process killed mid-upload leaves: an upload with some parts, and oss2's checkpoint."""
     cred = ticket.credential
-    bucket = oss2.Bucket(oss2.StsAuth(cred.access_key_id, cred.access_key_secret, cred.security_token),
-                         ticket.address.endpoint, ticket.address.bucket)
+    bucket = oss2.Bucket(oss2.StsAuth(cred.access_key_id, cred.access_key_secret, cred.security_token,
+                                      auth_version="v4"),
+                         ticket.address.endpoint, ticket.address.bucket, region=ticket.address.region)
     upload_id = bucket.init_multipart_upload(ticket.address.key).upload_id
     data = path.read_bytes()
     for n in range(parts):

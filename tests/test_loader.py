@@ -42,7 +42,7 @@ def problems(repo: Path, **kw) -> list[str]:
 
 def local(path: Path) -> LocalFile:
     st = os.stat(path)
-    return LocalFile(str(path), st.st_size, st.st_mtime_ns)
+    return LocalFile(str(path), st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino)
 
 
 def test_all_kinds_map_to_exact_items(repo):

@@ -128,6 +128,10 @@ class PathNotAllowed(VodsyncError):
     """A manifest names a local path outside the allowed roots."""
 
 
+class LocalFileRefused(VodsyncError):
+    """A local file to upload is not the regular file that was planned (swapped, a link, a device, changed)."""
+
+
 class DeleteRefused(VodsyncError):
     """A run would delete more than the user allowed, or prune on an unsafe desired set."""
 

@@ -7,7 +7,7 @@ their repr so that a stray log line or traceback cannot leak them.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
@@ -21,6 +21,12 @@ class UploadAddress:
     endpoint: str  # with scheme, e.g. https://oss-cn-shanghai.aliyuncs.com
     bucket: str
     key: str  # the OSS object key, exactly UploadAddress.FileName
+    region: str = ""  # the bucket's region, which V4 signatures name (UploadAuth.Region); "" = unknown
+    object_prefix: str = ""  # M3U8 videos: where the segments go (UploadAddress.ObjectPrefix + name)
+
+    def at(self, key: str) -> UploadAddress:
+        """The same bucket and credential scope, another object key (an HLS segment's)."""
+        return replace(self, key=key)
 
 
 @dataclass(frozen=True)

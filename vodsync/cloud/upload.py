@@ -7,14 +7,17 @@ reactively on a 403 from OSS, resuming from the parts already sent), retries of
 network errors and 5xx with the shared backoff policy, and translation of oss2
 exceptions into `CloudError` / `CredentialExpired`.
 
-The file is read by oss2 while sending and once more, on a thread, for its CRC-64 (which
-is also its content identity, `vodsync.checksum`); that value is returned. For `vodsync gc`
+The file is opened once (`vodsync.sourcefile`: no symlink followed, checked to be the regular
+file planned) and read only through that descriptor: by oss2 while sending (every part from
+the same descriptor, never by path) and once more, on a thread, for its CRC-64 (which is also
+its content identity, `vodsync.checksum`); that value is returned. For `vodsync gc`
 it also reads the checkpoints interrupted multipart uploads left (`list_checkpoints`)
 and aborts such an upload with a credential for its key (`abort_upload`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -25,22 +28,26 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import oss2
 import requests.adapters
 from oss2 import exceptions as oss_errors
 from oss2.credentials import Credentials
 
-from vodsync.checksum import file_crc64
 from vodsync.cloud.retry import RetryPolicy, install_sdk_log_scrubber, is_retryable_code, scrub
 from vodsync.cloud.settings import is_loopback_url
-from vodsync.cloud.types import UploadCredential, UploadResult, UploadTicket
-from vodsync.errors import CloudError, CredentialExpired, UploadInterrupted
+from vodsync.cloud.types import UploadAddress, UploadCredential, UploadResult, UploadTicket
+from vodsync.errors import CloudError, CredentialExpired, LocalFileRefused, UploadInterrupted
+from vodsync.sourcefile import SourceFile
 
 __all__ = ["Checkpoint", "UploadResult", "abort_upload", "list_checkpoints", "settle_checkpoints", "upload_file"]
 
 AUTH_ERRORS = frozenset({"SecurityTokenExpired", "InvalidAccessKeyId"})
-MAX_REACTIVE_REFRESHES = 3
+# OSS refuses V1 signatures on buckets created since 2025 (vod-api.md §00): every request is signed V4.
+SIGNATURE = oss2.AUTH_VERSION_4
+_ENDPOINT_REGION = re.compile(r"(?:[^.]+\.)?oss-(?P<region>[a-z0-9-]+?)(?:-internal)?\.aliyuncs\.com$")
+MAX_REACTIVE_REFRESHES = 3  # refreshes in a row with no part landed between them (progress renews it)
 PROACTIVE_RETRY_AFTER = 30.0  # seconds to keep a still-valid token when a proactive refresh failed
 NETWORK_ERROR = "SDK.HttpError"
 RETRY_LIST_PARTS = (0.05, 0.2, 0.5)  # waits between ListParts attempts (idempotent, cheap)
@@ -64,7 +71,7 @@ def choose_part_size(size: int, threads: int) -> int:
 
 def upload_file(
     ticket: UploadTicket,
-    path: str | Path,
+    path: str | Path | SourceFile,
     *,
     refresh: Callable[[], UploadTicket] | None,
     checkpoint_dir: Path,
@@ -80,7 +87,10 @@ def upload_file(
 ) -> UploadResult:
     """Upload `path` to `ticket.address`; returns the ETag, the file's CRC-64 and size.
 
-    The CRC-64 is the local file's, checked equal to the whole object's when OSS reports one.
+    `path` is best an already checked `SourceFile` (the caller closes it); a path is opened here
+    once, as whatever regular file is there. The CRC-64 is the local file's, read from the same
+    descriptor as the bytes sent, and checked equal to the whole object's when OSS reports one.
+    A file that is not (or stops being) that regular file raises `LocalFileRefused`.
 
     `refresh` must return a ticket for the same address with a new credential
     (RefreshUploadVideo). Without it an expired token raises `CredentialExpired`.
@@ -95,16 +105,39 @@ def upload_file(
     # oss2's part-thread queue logs every exception it re-raises with its traceback (ERROR), an
     # `UploadInterrupted` included: the exception reaches us and is reported; the log is noise.
     logging.getLogger("oss2.task_queue").setLevel(logging.CRITICAL)
-    path = Path(path)
-    size = path.stat().st_size
+    opened = contextlib.nullcontext(path) if isinstance(path, SourceFile) else SourceFile.open(path)
+    with opened as source:
+        return _upload(ticket, source, refresh=refresh, checkpoint_dir=checkpoint_dir, part_size=part_size,
+                       multipart_threshold=multipart_threshold, threads=threads, progress=progress, clock=clock,
+                       refresh_margin=refresh_margin, policy=policy, sleep=sleep, stop=stop)
+
+
+def _upload(
+    ticket: UploadTicket,
+    source: SourceFile,
+    *,
+    refresh: Callable[[], UploadTicket] | None,
+    checkpoint_dir: Path,
+    part_size: int | None,
+    multipart_threshold: int,
+    threads: int,
+    progress: Callable[[int, int], None] | None,
+    clock: Callable[[], float],
+    refresh_margin: float,
+    policy: RetryPolicy | None,
+    sleep: Callable[[float], object],
+    stop: Callable[[], bool] | None,
+) -> UploadResult:
+    size = source.size
     holder = _CredentialHolder(ticket, refresh, clock, refresh_margin)
     address = ticket.address
     reporter = _Progress(progress, size, resumable=size >= multipart_threshold)
     bucket = _Bucket(
-        oss2.ProviderAuth(holder),
+        oss2.ProviderAuthV4(holder),
         address.endpoint,
         address.bucket,
         session=_session(address.endpoint, threads),
+        region=_region(address),
         # oss2's own CRC runs crcmod over every byte (~0.4 GB/s of client CPU); instead the whole
         # object's CRC-64, which OSS reports on the final PUT or Complete, is checked below against
         # the local file (fastcrc, ~13 GB/s). That also covers parts an earlier process sent.
@@ -116,34 +149,27 @@ def upload_file(
     multipart = size >= multipart_threshold
     if part_size is None:
         part_size = choose_part_size(size, threads)
-    _abort_stale_upload(bucket, Path(checkpoint_dir), address.key, path, resumable=multipart)
+    _abort_stale_upload(bucket, Path(checkpoint_dir), address.key, source, resumable=multipart)
     store = _PrivateStore(Path(checkpoint_dir)) if multipart else None
 
     def _part_sent(number: int, part_bytes: int) -> None:
         reporter.part_done(number, part_bytes)
         if store is not None:
-            store.note_part(address.bucket, address.key, path, number, part_bytes)
+            store.note_part(address.bucket, address.key, source.path, number, part_bytes)
 
     def once() -> Any:
         reporter.begin_attempt()
         if not multipart:
-            with open(path, "rb") as f:
-                return bucket.put_object(address.key, f, progress_callback=reporter.sent)
-        return oss2.resumable_upload(
-            bucket,
-            address.key,
-            str(path),
-            store=store,
-            multipart_threshold=multipart_threshold,
-            part_size=part_size,
+            return bucket.put_object(address.key, _slice(source, 0, size), progress_callback=reporter.sent)
+        return _DescriptorUploader(
+            bucket, address.key, source, store=store, part_size=part_size, progress_callback=reporter.listed,
             num_threads=threads,
-            progress_callback=reporter.listed,
-        )
+        ).upload()
 
-    local_crc = _FileCrc(path)
+    local_crc = _FileCrc(source)
     delays = (policy or RetryPolicy()).delays()
     reactive_left = MAX_REACTIVE_REFRESHES
-    parts_seen = 0
+    parts_seen = parts_at_refresh = 0
     while True:
         try:
             result = once()
@@ -156,10 +182,15 @@ def upload_file(
             if isinstance(exc, oss_errors.InconsistentError):
                 # The file may have changed under us: read it again for the next attempt. And a
                 # part that failed its CRC may already be listed by the server: start over.
-                local_crc = _FileCrc(path)
+                local_crc = _FileCrc(source)
                 if store is not None:
-                    store.forget(address.bucket, address.key, path)
+                    store.forget(address.bucket, address.key, source.path)
         if isinstance(err, CredentialExpired):
+            if reporter.parts_done > parts_at_refresh:
+                # Parts landed since the last refresh: a long upload on short-lived tokens (or a
+                # slow link) is not stuck. Only refreshes that buy nothing are counted.
+                parts_at_refresh = reporter.parts_done
+                reactive_left = MAX_REACTIVE_REFRESHES
             if refresh is None or reactive_left == 0:
                 raise err
             reactive_left -= 1
@@ -179,29 +210,83 @@ def upload_file(
         sleep(delay)
 
     reporter.sent(size)
-    crc = local_crc.value()
-    if crc is None:  # the file could not be read for its checksum (oss2 could, moments before)
-        raise CloudError("LocalReadError", f"cannot read {path.name} for its CRC-64", retryable=True)
-    return UploadResult(etag=result.etag, crc64=crc, size=size, resumed_bytes=reporter.resumed or 0)
+    return UploadResult(etag=result.etag, crc64=local_crc.value(), size=size, resumed_bytes=reporter.resumed or 0)
 
 
 class _FileCrc:
-    """CRC-64/XZ of a local file, computed on a thread while the upload runs."""
+    """CRC-64/XZ of the source, computed on a thread (from its descriptor) while the upload runs."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, source: SourceFile) -> None:
         self._value: int | None = None
-        self._thread = threading.Thread(target=self._run, args=(path,), daemon=True)
+        self._error: LocalFileRefused | None = None
+        # Its own descriptor of the same file: the upload may end (and its caller close the
+        # source) before this read does, when the upload fails.
+        self._thread = threading.Thread(target=self._run, args=(source.dup(),), daemon=True)
         self._thread.start()
 
-    def _run(self, path: Path) -> None:
+    def _run(self, source: SourceFile) -> None:
         try:
-            self._value = file_crc64(str(path))
-        except OSError:
-            self._value = None
+            with source:
+                self._value = source.crc64()
+        except LocalFileRefused as exc:
+            self._error = exc
+        except OSError as exc:
+            self._error = LocalFileRefused(f"cannot read {source.path} for its CRC-64: {exc.strerror or exc}")
 
-    def value(self) -> int | None:
+    def value(self) -> int:
         self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
         return self._value
+
+
+class _SourceSlice:
+    """`length` bytes of a source from `offset`, read with `pread` (so parallel parts share one descriptor)."""
+
+    def __init__(self, source: SourceFile, offset: int, length: int) -> None:
+        self._source = source
+        self._offset = offset
+        self._end = offset + length
+
+    def read(self, amt: int | None = None) -> bytes:
+        left = self._end - self._offset
+        n = left if amt is None or amt < 0 else min(amt, left)
+        data = self._source.read_at(self._offset, n)
+        self._offset += len(data)
+        return data
+
+
+def _slice(source: SourceFile, offset: int, length: int) -> oss2.utils.SizedFileAdapter:
+    return oss2.utils.SizedFileAdapter(_SourceSlice(source, offset, length), length)
+
+
+class _DescriptorUploader(oss2.resumable._ResumableUploader):
+    """oss2's resumable uploader (checkpoints, ListParts, parallel parts), reading every part from
+    the checked descriptor instead of opening the file by name for each part as oss2 does.
+
+    oss2 2.19 has no hook for that: its one part-reading method (`__upload_part`, name-mangled)
+    is replaced here, and the mtime its checkpoint records is the descriptor's.
+    """
+
+    def __init__(self, bucket: oss2.Bucket, key: str, source: SourceFile, **kwargs: Any) -> None:
+        self._source = source
+        try:  # oss2 stats the name for its checkpoint's mtime (no read); the descriptor's is recorded
+            super().__init__(bucket, key, source.path, source.size, **kwargs)
+        except OSError:
+            raise LocalFileRefused(f"{source.path} was removed or replaced while being uploaded") from None
+        self._ResumableUploader__mtime = source.mtime
+
+    def _ResumableUploader__upload_part(self, part: Any) -> None:  # noqa: N802 - oss2's mangled name
+        self._report_progress(self._ResumableUploader__finished_size)
+        headers = oss2.resumable._populate_valid_headers(
+            self._ResumableUploader__headers, [oss2.headers.OSS_REQUEST_PAYER, oss2.headers.OSS_TRAFFIC_LIMIT]
+        )
+        result = self.bucket.upload_part(self.key, self._ResumableUploader__upload_id, part.part_number,
+                                         _slice(self._source, part.start, part.size), headers=headers)
+        self._ResumableUploader__finish_part(
+            oss2.models.PartInfo(part.part_number, result.etag, size=part.size, part_crc=result.crc)
+        )
 
 
 class _CredentialHolder(oss2.CredentialsProvider):
@@ -322,18 +407,19 @@ class _Bucket(oss2.Bucket):
         return super().complete_multipart_upload(key, upload_id, parts, headers=headers)
 
 
-def _abort_stale_upload(bucket: oss2.Bucket, checkpoint_dir: Path, key: str, path: Path, *, resumable: bool) -> None:
+def _abort_stale_upload(bucket: oss2.Bucket, checkpoint_dir: Path, key: str, source: SourceFile, *,
+                        resumable: bool) -> None:
     """Abort the multipart upload of a checkpoint this upload will not resume.
 
     oss2 drops a checkpoint whose file changed (size/mtime) and starts a new upload, and a
     single PUT ignores checkpoints; either way the old upload's parts would stay in OSS for
     good. We hold a credential for this very key now, so this is the moment to abort it.
     """
-    store_key = oss2.ResumableStore.make_store_key(bucket.bucket_name, key, os.path.abspath(path))
+    store_key = oss2.ResumableStore.make_store_key(bucket.bucket_name, key, os.path.abspath(source.path))
     checkpoint = checkpoint_dir / oss2.resumable._UPLOAD_TEMP_DIR / store_key
     try:
         record = json.loads(checkpoint.read_text())
-        if resumable and record["size"] == path.stat().st_size and record["mtime"] == os.path.getmtime(path):
+        if resumable and record["size"] == source.size and record["mtime"] == source.mtime:
             return  # oss2 resumes it
         upload_id = str(record["upload_id"])
     except FileNotFoundError:
@@ -368,7 +454,7 @@ class _PrivateStore(oss2.ResumableStore):
             json.dump(value, f)
         os.replace(tmp, target)
 
-    def note_part(self, bucket: str, key: str, path: Path, number: int, size: int) -> None:
+    def note_part(self, bucket: str, key: str, path: str, number: int, size: int) -> None:
         """Add a part sent to the checkpoint oss2 wrote (oss2 keeps none for uploads: it lists
         them from OSS), so that a plan can say what a resume still has to send without a call
         (`sent_bytes`)."""
@@ -382,7 +468,7 @@ class _PrivateStore(oss2.ResumableStore):
 
     _note_lock = threading.Lock()
 
-    def forget(self, bucket: str, key: str, path: Path) -> None:
+    def forget(self, bucket: str, key: str, path: str) -> None:
         store_key = self.make_store_key(bucket, key, os.path.abspath(path))
         try:
             self.delete(store_key)
@@ -446,11 +532,12 @@ class _Progress:
             self._inflight.pop(part_number, None)
             self.parts_done += 1
             self._attempt_bytes += size
-            self._emit((self._baseline or 0) + self._attempt_bytes + sum(self._inflight.values()))
+            # Said again even when the part's bytes were already counted as read: a landed part is news.
+            self._emit((self._baseline or 0) + self._attempt_bytes + sum(self._inflight.values()), landed=True)
 
-    def _emit(self, done: int) -> None:
+    def _emit(self, done: int, *, landed: bool = False) -> None:
         done = min(done, self._total)
-        if self._callback is None or done <= self._done:
+        if self._callback is None or done < self._done or (done == self._done and not landed):
             return
         self._done = done
         base = self.resumed or 0
@@ -479,6 +566,17 @@ def _session(endpoint: str, threads: int) -> oss2.Session:
         # requests would honour HTTP(S)_PROXY for 127.0.0.1 unless NO_PROXY says otherwise.
         session.session.trust_env = False
     return session
+
+
+def _region(address: UploadAddress) -> str:
+    """The region V4 signatures name: the ticket's, else read from an `oss-<region>.aliyuncs.com` endpoint."""
+    if address.region:
+        return address.region
+    match = _ENDPOINT_REGION.match(urlsplit(address.endpoint).hostname or "")
+    if match is None:
+        raise CloudError("SDK.NoRegion", f"the upload ticket names no region and its endpoint "
+                         f"{address.endpoint} does not say one; OSS V4 signatures need it", retryable=False)
+    return match["region"]
 
 
 def _translate(exc: oss_errors.OssError) -> CloudError:
@@ -599,9 +697,9 @@ def abort_upload(ticket: UploadTicket, upload_id: str) -> None:
     An upload that no longer exists counts as aborted."""
     install_sdk_log_scrubber()
     cred = ticket.credential
-    auth = oss2.StsAuth(cred.access_key_id, cred.access_key_secret, cred.security_token)
+    auth = oss2.StsAuth(cred.access_key_id, cred.access_key_secret, cred.security_token, auth_version=SIGNATURE)
     bucket = oss2.Bucket(auth, ticket.address.endpoint, ticket.address.bucket,
-                         session=_session(ticket.address.endpoint, 1))
+                         session=_session(ticket.address.endpoint, 1), region=_region(ticket.address))
     try:
         bucket.abort_multipart_upload(ticket.address.key, upload_id)
     except oss_errors.NoSuchUpload:

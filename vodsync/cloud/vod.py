@@ -634,7 +634,9 @@ class VodClient:
         try:
             addr = json.loads(base64.b64decode(resp["UploadAddress"]))
             auth = json.loads(base64.b64decode(resp["UploadAuth"]))
-            address = UploadAddress(endpoint=addr["Endpoint"], bucket=addr["Bucket"], key=addr["FileName"])
+            address = UploadAddress(endpoint=addr["Endpoint"], bucket=addr["Bucket"], key=addr["FileName"],
+                                    region=str(auth.get("Region") or self._settings.region),
+                                    object_prefix=str(addr.get("ObjectPrefix") or ""))
             credential = UploadCredential(
                 access_key_id=auth["AccessKeyId"],
                 access_key_secret=auth["AccessKeySecret"],

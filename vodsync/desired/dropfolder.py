@@ -47,6 +47,7 @@ from pydantic import ValidationError
 
 from vodsync.checksum import file_digest
 from vodsync.config import DropFolderSettings, describe_value, explain_error
+from vodsync.desired.hls import is_playlist
 from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile
 from vodsync.desired.manifest import (
     ATTACHED_EXTENSIONS,
@@ -132,6 +133,8 @@ class DropFile:
     mtime_ns: int
     sidecar: Path | None = None
     sidecar_sig: tuple[int, int] | None = None  # (size, mtime_ns) of the sidecar
+    dev: int = 0  # device and inode, so the upload opens this very file (vodsync.sourcefile)
+    ino: int = 0
 
     @property
     def key(self) -> tuple[str, int, int, tuple[int, int] | None]:
@@ -336,7 +339,7 @@ class DropFolder:
             sidecar_sig = (
                 (sidecars[sidecar_name].st_size, sidecars[sidecar_name].st_mtime_ns) if sidecar_name else None
             )
-            file = DropFile(path, info.st_size, info.st_mtime_ns, sidecar, sidecar_sig)
+            file = DropFile(path, info.st_size, info.st_mtime_ns, sidecar, sidecar_sig, info.st_dev, info.st_ino)
             if file.key in self._done or file.key in self._stuck:
                 continue
             if not self.tracker.is_stable(path, now) or (
@@ -409,7 +412,7 @@ class DropFolder:
             source=str(file.path),
             metadata={k: v for k, v in metadata.items() if k in UPDATABLE_FIELDS[kind]},
             options=options,
-            local=LocalFile(str(file.path), file.size, file.mtime_ns),
+            local=LocalFile(str(file.path), file.size, file.mtime_ns, file.dev, file.ino),
             origin=Location(str(file.path)),
         )
         return item, digest
@@ -417,6 +420,11 @@ class DropFolder:
     def _kind(self, name: str, business_type: str | None) -> tuple[Kind, str | None]:
         ext = _ext(name)
         shown = f".{ext}" if ext else "no extension"
+        if is_playlist(name):
+            # A playlist goes up with its segments (vodsync.desired.hls), and a drop folder has no
+            # way to say which dropped files belong to it or when the last one is complete.
+            raise _Failed("an HLS playlist cannot be dropped alone; name it in a manifest, which "
+                          "uploads it with its segments")
         configured = self.settings.kind
         if configured == "auto":
             if business_type is not None:

@@ -49,6 +49,28 @@ class LocalFile:
     path: str  # absolute, already confined to an allowed root
     size: int
     mtime_ns: int
+    dev: int = 0  # device and inode of the file planned (0: not recorded): the upload opens
+    ino: int = 0  # exactly that file or refuses (vodsync.sourcefile)
+    segments: tuple[Segment, ...] = ()  # an HLS playlist's segments, in playlist order
+
+    @property
+    def total_size(self) -> int:
+        """Bytes to upload: the file's, and its segments' (what the state records as `size`)."""
+        return self.size + sum(s.file.size for s in self.segments)
+
+    @property
+    def newest_mtime_ns(self) -> int:
+        """The latest mtime of the file and its segments (what the state records as `mtime_ns`), so
+        that a changed segment moves the item's stat and its content is hashed again."""
+        return max((self.mtime_ns, *(s.file.mtime_ns for s in self.segments)))
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A segment an HLS playlist names: uploaded to `UploadAddress.ObjectPrefix + name`."""
+
+    name: str  # as the playlist writes it: a relative path, no `..`
+    file: LocalFile
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ Nothing here reads a media file's bytes, and no exception other than
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import gc
 import os
@@ -32,7 +33,8 @@ import yaml
 from pydantic import ValidationError
 
 from vodsync.config import describe_value, explain_error
-from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile
+from vodsync.desired.hls import is_playlist, read_segment_names
+from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile, Segment
 from vodsync.desired.manifest import (
     DEFAULTABLE,
     ITEM_ADAPTER,
@@ -43,7 +45,7 @@ from vodsync.desired.manifest import (
     ManifestFile,
 )
 from vodsync.desired.paths import PathConfiner, default_roots
-from vodsync.errors import Location, ManifestError, ManifestProblem, PathNotAllowed
+from vodsync.errors import Location, ManifestError, ManifestProblem, PathNotAllowed, VodsyncError
 from vodsync.yamldoc import node_at, node_line, parse_yaml_document, yaml_error_words
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -519,6 +521,8 @@ class _ManifestFileLoader:
                 return None
             if self.check_files:
                 local = self._stat(model, index, source, info)
+                if local is not None and kind is Kind.VIDEO and is_playlist(source):
+                    local = self._with_segments(model, index, local)
                 if local is None:
                     return None
         elif kind is Kind.URL:
@@ -551,7 +555,10 @@ class _ManifestFileLoader:
             origin=origin,
         )
 
-    def _stat(self, model: Any, index: int, real: str, info: os.stat_result | None) -> LocalFile | None:
+    def _stat(self, model: Any, index: int, real: str, info: os.stat_result | None,
+              shown: str | None = None) -> LocalFile | None:
+        shown = shown or str(model.file)
+
         def fail(words: str) -> None:
             self.problem(node_line(self.node, ["media", index, "file"]), f"{model.name}.file", words)
 
@@ -559,12 +566,36 @@ class _ManifestFileLoader:
             try:
                 info = os.stat(real)
             except FileNotFoundError:
-                fail(f"file not found: {model.file} (looked for {real})")
+                fail(f"file not found: {shown} (looked for {real})")
                 return None
             except (OSError, ValueError) as exc:
-                fail(f"cannot read {model.file}: {getattr(exc, 'strerror', None) or exc}")
+                fail(f"cannot read {shown}: {getattr(exc, 'strerror', None) or exc}")
                 return None
         if not stat.S_ISREG(info.st_mode):
-            fail(f"{model.file} is not a regular file")
+            fail(f"{shown} is not a regular file")
             return None
-        return LocalFile(real, info.st_size, info.st_mtime_ns)
+        return LocalFile(real, info.st_size, info.st_mtime_ns, info.st_dev, info.st_ino)
+
+    def _with_segments(self, model: Any, index: int, playlist: LocalFile) -> LocalFile | None:
+        """An HLS playlist with the segment files it names, each confined and stat-ed like `file`."""
+        def fail(words: str) -> None:
+            self.problem(node_line(self.node, ["media", index, "file"]), f"{model.name}.file", words)
+
+        try:
+            names = read_segment_names(playlist.path)
+        except (ValueError, VodsyncError) as exc:
+            fail(f"{model.file}: {exc}")
+            return None
+        segments = []
+        base = os.path.dirname(playlist.path)
+        for name in names:
+            try:
+                real, info = self.confiner.resolve(base, name)
+            except PathNotAllowed as exc:
+                fail(f"segment {name!r} of {model.file}: {exc}")
+                return None
+            segment = self._stat(model, index, real, info, shown=f"segment {name!r} of {model.file}")
+            if segment is None:
+                return None
+            segments.append(Segment(name, segment))
+        return dataclasses.replace(playlist, segments=tuple(segments))

@@ -1,11 +1,12 @@
-"""Who may call the emulator: VOD RPC signatures, OSS V1 signatures and STS upload tokens.
+"""Who may call the emulator: VOD RPC signatures, OSS V1 and V4 signatures and STS upload tokens.
 
 - `RpcVerifier` checks an RPC request (HMAC-SHA1/SHA256, SignatureVersion 1.0) against the
   one account key, plus the timestamp window and nonce replay rules of vod-api.md §1.
 - `StsIssuer` mints the temporary credentials that go into an UploadAuth and remembers
   them (so OSS can check them later, and so they survive a restart via snapshot/restore).
-- `OssAuthorizer` checks an OSS request (header `Authorization: OSS AK:sig` or a signed
-  URL) and decides whether that principal may touch that bucket/key.
+- `OssAuthorizer` checks an OSS request (header `Authorization: OSS AK:sig` (V1) or
+  `OSS4-HMAC-SHA256 Credential=...` (V4), or a V1 signed URL) and decides whether that
+  principal may touch that bucket/key. Upload tokens must sign V4.
 
 Everything raises the emulator's own error types; the server renders them.
 """
@@ -284,6 +285,71 @@ class OssPrincipal:
         return self.token is None
 
 
+V4_ALGORITHM = "OSS4-HMAC-SHA256"
+V4_SIGNED_HEADERS = ("content-type", "content-md5")  # signed besides every x-oss-* header (oss2 2.19.1)
+
+
+def _v4_encode(text: str, *, keep_slash: bool) -> str:
+    """V4's URI encoding: RFC 3986 unreserved characters kept, everything else %XX (upper case)."""
+    return quote(text.encode("utf-8"), safe="-_.~/" if keep_slash else "-_.~")
+
+
+def oss_v4_canonical_request(
+    method: str, headers: Mapping[str, str], bucket: str, key: str, params: Mapping[str, str],
+    additional: tuple[str, ...] = (),
+) -> str:
+    """V4 CanonicalRequest; `headers` must have lower-case names. Every query parameter is signed."""
+    uri = _v4_encode(f"/{bucket}/{key}" if bucket else "/", keep_slash=True)
+    query = "&".join(
+        f"{k}={v}" if v else k
+        for k, v in sorted((_v4_encode(k, keep_slash=False), _v4_encode(v, keep_slash=False))
+                           for k, v in params.items())
+    )
+    signed = sorted(
+        (k, v) for k, v in headers.items() if k.startswith("x-oss-") or k in V4_SIGNED_HEADERS or k in additional
+    )
+    canonical_headers = "".join(f"{k}:{v}\n" for k, v in signed)
+    payload = headers.get("x-oss-content-sha256", "UNSIGNED-PAYLOAD")
+    return "\n".join([method.upper(), uri, query, canonical_headers, ";".join(sorted(additional)), payload])
+
+
+def oss_v4_signature(secret: str, date_time: str, scope: str, canonical_request: str) -> str:
+    """Hex HMAC-SHA256 of the V4 StringToSign, with the key derived from secret, date, region, product."""
+    string_to_sign = "\n".join(
+        [V4_ALGORITHM, date_time, scope, hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()]
+    )
+    key = ("aliyun_v4" + secret).encode("utf-8")
+    for part in scope.split("/"):
+        key = hmac.new(key, part.encode("utf-8"), hashlib.sha256).digest()
+    return hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """What a request claims: who signed it, how, and the signature to check."""
+
+    version: str  # "v1" | "v4"
+    access_key_id: str
+    signature: str
+    security_token: str
+    date_override: str | None = None  # V1 signed URLs sign `Expires` in place of the date
+    scope: str = ""  # V4: date/region/product/aliyun_v4_request
+    additional: tuple[str, ...] = ()  # V4: AdditionalHeaders
+
+
+def _parse_v4_authorization(value: str, security_token: str) -> _Signed:
+    fields: dict[str, str] = {}
+    for part in value[len(V4_ALGORITHM):].split(","):
+        name, sep, field = part.strip().partition("=")
+        if sep:
+            fields[name] = field
+    access_key_id, _, scope = fields.get("Credential", "").partition("/")
+    if not access_key_id or not scope or not fields.get("Signature"):
+        raise OssApiError("InvalidArgument", "Authorization header is invalid.", 400, "0002-00000001")
+    additional = tuple(h for h in fields.get("AdditionalHeaders", "").lower().split(";") if h)
+    return _Signed("v4", access_key_id, fields["Signature"], security_token, scope=scope, additional=additional)
+
+
 class OssAuthorizer:
     def __init__(self, clock: Clock, access_key_id: str, access_key_secret: str, sts: StsIssuer) -> None:
         self._clock = clock
@@ -297,45 +363,25 @@ class OssAuthorizer:
     ) -> OssPrincipal:
         """Check the signature and the principal's scope; `headers` have lower-case names.
 
-        The account key may do anything (it owns every bucket here). An STS token may only
-        act on its own bucket and key; bucket-level calls are the account's.
+        The account key may do anything (it owns every bucket here) and may sign V1 or V4. An
+        STS token may only act on its own bucket and key, signed V4: VOD's storage buckets are
+        new buckets, which OSS no longer lets V1 reach (vod-api.md §00). Bucket-level calls are
+        the account's.
         """
-        date_override = None
-        authorization = headers.get("authorization", "")
-        if authorization:
-            if not authorization.startswith("OSS ") or ":" not in authorization:
-                raise OssApiError("InvalidArgument", "Authorization header is invalid.", 400, "0002-00000001")
-            access_key_id, _, signature = authorization[4:].rpartition(":")
-            security_token = headers.get("x-oss-security-token", "")
-        elif "OSSAccessKeyId" in params and "Signature" in params:
-            access_key_id, signature = params["OSSAccessKeyId"], params["Signature"]
-            security_token = params.get("security-token", "")
-            date_override = params.get("Expires", "")
-            try:
-                expired = float(date_override) < self._clock.now()
-            except ValueError:
-                expired = True
-            if expired:
-                raise OssApiError("AccessDenied", "Request has expired.", 403, "0002-00000069")
-        elif method in ("GET", "HEAD") and bucket in self.public_buckets and key:
+        signed = self._claimed(method, headers, bucket, key, params)
+        if signed is None:
             return OssPrincipal("anonymous")
-        else:
-            raise OssApiError(
-                "AccessDenied", "You have no right to access this object because of bucket acl.", 403,
-                "0003-00000001",
-            )
-
         token = None
-        if access_key_id == self._account_id:
+        if signed.access_key_id == self._account_id:
             secret = self._account_secret
         else:
-            token = self._sts.lookup(access_key_id)
+            token = self._sts.lookup(signed.access_key_id)
             if token is None:
                 raise OssApiError(
                     "InvalidAccessKeyId", "The OSS Access Key Id you provided does not exist in our records.",
                     403, "0002-00000902",
                 )
-            if not hmac.compare_digest(security_token, token.security_token):
+            if not hmac.compare_digest(signed.security_token, token.security_token):
                 raise OssApiError(
                     "InvalidSecurityToken", "The security token you provided is invalid.", 403, "0002-00000008"
                 )
@@ -343,20 +389,80 @@ class OssAuthorizer:
                 raise OssApiError(
                     "SecurityTokenExpired", "The security token you provided has expired.", 403, "0002-00000007"
                 )
+            if signed.version != "v4":
+                # Code and message are a guess; the EC and the status are vod-api.md §00's.
+                raise OssApiError(
+                    "AccessDenied", "V1 signature is not supported for this bucket, use V4 signature "
+                    "(OSS4-HMAC-SHA256).", 403, "0002-00000080",
+                )
             secret = token.access_key_secret
 
-        string_to_sign = oss_string_to_sign(method, headers, bucket, key, params, date_override)
-        if not hmac.compare_digest(oss_signature(string_to_sign, secret), signature):
-            raise OssApiError(
-                "SignatureDoesNotMatch",
-                "The request signature we calculated does not match the signature you provided. "
-                "Check your key and signing method.",
-                403,
-                "0002-00000040",
-            )
+        if signed.version == "v4":
+            self._check_v4(method, headers, bucket, key, params, signed, secret)
+        else:
+            string_to_sign = oss_string_to_sign(method, headers, bucket, key, params, signed.date_override)
+            if not hmac.compare_digest(oss_signature(string_to_sign, secret), signed.signature):
+                raise _signature_mismatch()
         if token is not None and not token.covers(bucket, key):
             raise OssApiError(
                 "AccessDenied", "You have no right to access this object because of bucket acl.", 403,
                 "0003-00000001",
             )
-        return OssPrincipal(access_key_id, token)
+        return OssPrincipal(signed.access_key_id, token)
+
+    def _claimed(
+        self, method: str, headers: Mapping[str, str], bucket: str, key: str, params: Mapping[str, str]
+    ) -> _Signed | None:
+        """The signature a request carries (header or V1 signed URL); None for an anonymous read
+        of a public bucket. Raises for a malformed or missing one."""
+        authorization = headers.get("authorization", "")
+        if authorization.startswith(V4_ALGORITHM + " "):
+            return _parse_v4_authorization(authorization, headers.get("x-oss-security-token", ""))
+        if authorization:
+            if not authorization.startswith("OSS ") or ":" not in authorization:
+                raise OssApiError("InvalidArgument", "Authorization header is invalid.", 400, "0002-00000001")
+            access_key_id, _, signature = authorization[4:].rpartition(":")
+            return _Signed("v1", access_key_id, signature, headers.get("x-oss-security-token", ""))
+        if "OSSAccessKeyId" in params and "Signature" in params:
+            expires = params.get("Expires", "")
+            try:
+                expired = float(expires) < self._clock.now()
+            except ValueError:
+                expired = True
+            if expired:
+                raise OssApiError("AccessDenied", "Request has expired.", 403, "0002-00000069")
+            return _Signed("v1", params["OSSAccessKeyId"], params["Signature"], params.get("security-token", ""),
+                           date_override=expires)
+        if method in ("GET", "HEAD") and bucket in self.public_buckets and key:
+            return None
+        raise OssApiError(
+            "AccessDenied", "You have no right to access this object because of bucket acl.", 403, "0003-00000001",
+        )
+
+    def _check_v4(
+        self, method: str, headers: Mapping[str, str], bucket: str, key: str, params: Mapping[str, str],
+        signed: _Signed, secret: str,
+    ) -> None:
+        """The scope must name the request's date, this region and OSS; then the signature must match."""
+        date_time = headers.get("x-oss-date", "")
+        parts = signed.scope.split("/")
+        if len(parts) != 4 or parts[0] != date_time[:8] or parts[2] != "oss" or parts[3] != "aliyun_v4_request":
+            raise OssApiError("InvalidArgument", "Invalid credential in Authorization header.", 400, "0002-00000001")
+        if parts[1] != self._sts.region:
+            raise OssApiError(
+                "SignatureDoesNotMatch", f"Invalid signing region in Authorization header: {parts[1]!r}; "
+                f"this bucket is in {self._sts.region!r}.", 403, "0002-00000040",
+            )
+        canonical = oss_v4_canonical_request(method, headers, bucket, key, params, signed.additional)
+        if not hmac.compare_digest(oss_v4_signature(secret, date_time, signed.scope, canonical), signed.signature):
+            raise _signature_mismatch()
+
+
+def _signature_mismatch() -> OssApiError:
+    return OssApiError(
+        "SignatureDoesNotMatch",
+        "The request signature we calculated does not match the signature you provided. "
+        "Check your key and signing method.",
+        403,
+        "0002-00000040",
+    )

@@ -185,6 +185,30 @@ def split_ids(params: dict[str, str], name: str, limit: int, code: str | None = 
     return ids
 
 
+# ------------------------------------------------------------------- M3U8
+
+
+def is_playlist_key(key: str) -> bool:
+    return key.lower().endswith(".m3u8")
+
+
+def segment_prefix(key: str) -> str:
+    """ObjectPrefix of an M3U8 video: the playlist's "directory" (its format is a guess)."""
+    return key.rpartition("/")[0] + "/"
+
+
+def playlist_segments(text: str) -> list[str]:
+    """The URIs a media playlist names: its non-tag lines and `#EXT-X-MAP` URIs."""
+    names = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("#EXT-X-MAP") and 'URI="' in line:
+            names.append(line.split('URI="', 1)[1].split('"', 1)[0])
+        elif line and not line.startswith("#"):
+            names.append(line)
+    return names
+
+
 # ------------------------------------------------------------------- records
 
 
@@ -228,6 +252,7 @@ class Media:
 @dataclass
 class Video(Media):
     file_name: str = ""  # the caller's FileName, not the OSS key
+    missing_segments: tuple[str, ...] = ()  # M3U8: segments the landed playlist names that were not there
     cover_url: str | None = None
     cate_id: int | None = None
     reference_id: str | None = None
@@ -246,6 +271,8 @@ class Video(Media):
             return self.forced_status
         if self.landed_at is None or now < self.landed_at:
             return "Uploading"
+        if self.missing_segments:
+            return "UploadFail"
         if not self.transcode or transcode_seconds <= 0:
             return "Normal"
         elapsed = now - self.landed_at

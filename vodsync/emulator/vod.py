@@ -80,10 +80,13 @@ from vodsync.emulator.media import (
     check_title,
     ext_of,
     invalid,
+    is_playlist_key,
     iso,
     missing,
     parse_iso,
+    playlist_segments,
     require,
+    segment_prefix,
     split_ids,
 )
 from vodsync.emulator.urljobs import JobFailed, UrlJob, download_into
@@ -309,7 +312,11 @@ class VodModel:
 
     def _ticket(self, bucket: str, key: str) -> tuple[str, str]:
         address = {"Endpoint": self.endpoint, "Bucket": bucket, "FileName": key}
-        return _b64json(address), _b64json(self.sts.mint(bucket, key))
+        if not is_playlist_key(key):
+            return _b64json(address), _b64json(self.sts.mint(bucket, key))
+        # M3U8: the segments go under ObjectPrefix (vod-api.md §2), and the token covers them all.
+        address["ObjectPrefix"] = prefix = segment_prefix(key)
+        return _b64json(address), _b64json(self.sts.mint(bucket, prefix, prefix=True))
 
     def _video_key(self, ext: str) -> str:
         stamp = format(int(self.clock.now() * 1000), "x")
@@ -342,6 +349,19 @@ class VodModel:
             media.landed_at = now
             media.size = int(info.size)
             media.touch(now)
+            if isinstance(media, Video) and is_playlist_key(key):
+                media.missing_segments = tuple(self._missing_segments(bucket, key))
+
+    def _missing_segments(self, bucket: str, key: str) -> list[str]:
+        """The segments a landed playlist names that are not under its ObjectPrefix (a guess at
+        the service's check: the official uploader sends every segment before the playlist)."""
+        _, reader = self.oss.open(bucket, key)
+        try:
+            text = b"".join(reader.chunks()).decode("utf-8", "replace")
+        finally:
+            reader.close()
+        prefix = segment_prefix(key)
+        return [name for name in playlist_segments(text) if self.oss.head(bucket, prefix + name) is None]
 
     def _parse_file_url(self, url: str) -> tuple[str, str] | None:
         """(bucket, key) of a real OSS URL or of the emulator's path-style URL; None if neither."""

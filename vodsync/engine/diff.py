@@ -83,7 +83,7 @@ def needs_hash(item: DesiredItem, record: Record | None) -> bool:
     """True when a local file's size, mtime or path moved since it was recorded."""
     if item.local is None or record is None or record.content_hash is None:
         return False
-    return (item.local.path, item.local.size, item.local.mtime_ns) != (
+    return (item.local.path, item.local.total_size, item.local.newest_mtime_ns) != (
         record.source,
         record.size,
         record.mtime_ns,
@@ -117,7 +117,7 @@ def _diff_one(
     hashes: Mapping[str, str],
     remote: Mapping[str, Mapping[str, Any] | None] | None,
 ) -> Change | None:
-    size = item.local.size if item.local else 0
+    size = item.local.total_size if item.local else 0
     if record is None:
         return Change(Action.CREATE, item.name, item.kind, "new item", item=item, upload_bytes=size)
     if record.kind != item.kind:
@@ -197,7 +197,7 @@ def _diff_one(
     if uncleared:
         return Change(Action.TOUCH, item.name, item.kind, "bookkeeping", item=item, record=record,
                       content_hash=content_hash, uncleared=uncleared)
-    stat_moved = item.local is not None and (item.local.path, item.local.size, item.local.mtime_ns) != (
+    stat_moved = item.local is not None and (item.local.path, item.local.total_size, item.local.newest_mtime_ns) != (
         record.source, record.size, record.mtime_ns,
     )
     if stat_moved or record.protect != item.protect:

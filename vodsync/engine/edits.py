@@ -71,7 +71,8 @@ class Edits:
             return
         changes: dict[str, Any] = {"protect": c.item.protect}
         if c.item.local is not None:
-            changes.update(source=c.item.local.path, size=c.item.local.size, mtime_ns=c.item.local.mtime_ns)
+            local = c.item.local
+            changes.update(source=local.path, size=local.total_size, mtime_ns=local.newest_mtime_ns)
             if c.content_hash:
                 changes["content_hash"] = c.content_hash
         self._save(rec.replace(**changes))

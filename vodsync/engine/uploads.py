@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from vodsync.checksum import digest_of
 from vodsync.cloud.types import UploadTicket
-from vodsync.desired.items import DesiredItem, Kind
+from vodsync.desired.items import DesiredItem, Kind, LocalFile
 from vodsync.engine.diff import Action, Change, changed_fields
 from vodsync.engine.execution import (
     Outcome,
@@ -16,15 +18,44 @@ from vodsync.engine.execution import (
     meta_json,
 )
 from vodsync.errors import CloudError, CredentialExpired
+from vodsync.sourcefile import Planned, SourceFile
 from vodsync.state.store import Record, RecordStatus
 
 MAX_FRESH_CREATES = 3  # images/attached: new media after an expired credential, at most
+
+
+@dataclass(frozen=True)
+class ItemFiles:
+    """An item's local files, each opened once and checked to be the file planned: the file
+    itself (an HLS playlist, for one) and its segments, with the names they go up under."""
+
+    main: SourceFile
+    segments: tuple[tuple[str, SourceFile], ...] = ()
+
+    @classmethod
+    def open(cls, local: LocalFile, stack: contextlib.ExitStack) -> ItemFiles:
+        def opened(f: LocalFile) -> SourceFile:
+            return stack.enter_context(SourceFile.open(f.path, Planned(f.size, f.mtime_ns, f.dev, f.ino)))
+
+        return cls(opened(local), tuple((s.name, opened(s.file)) for s in local.segments))
+
+    @property
+    def total_size(self) -> int:
+        return self.main.size + sum(f.size for _, f in self.segments)
 
 
 class Uploads:
     """Part of `Executor`: creates, replaces and resumes of videos, images and attached media."""
 
     def _upload(self, change: Change) -> None:
+        item = change.item
+        assert item is not None and item.local is not None
+        # Opened once, before anything is created: the very files planned, or the item fails here
+        # (vodsync.sourcefile). Everything below reads them through these descriptors only.
+        with contextlib.ExitStack() as stack:
+            self._upload_source(change, ItemFiles.open(item.local, stack))
+
+    def _upload_source(self, change: Change, source: ItemFiles) -> None:
         item = change.item
         assert item is not None and item.local is not None
         rec = self.store.get(item.name)
@@ -38,19 +69,19 @@ class Uploads:
         elif rec is not None and change.reason == "deleted remotely":
             rec = self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None))
         if item.kind is Kind.VIDEO:
-            digest = self._upload_video(change, rec)
+            digest = self._upload_video(change, rec, source)
         else:
-            digest = self._upload_other(change, rec)
+            digest = self._upload_other(change, rec, source)
         done = self.store.get(item.name)
         assert done is not None
         verb = {Action.CREATE: "created", Action.REPLACE: "replaced", Action.RESUME: "resumed"}[change.action]
         self._record_outcome(Outcome(
             item.name, str(change.action), True,
-            f"{verb} {done.remote_id} ({item.local.size} bytes, digest {digest[:12]})",
+            f"{verb} {done.remote_id} ({item.local.total_size} bytes, digest {digest[:12]})",
             pending=done.status is RecordStatus.PROCESSING,
         ))
 
-    def _upload_video(self, change: Change, rec: Record | None) -> str:
+    def _upload_video(self, change: Change, rec: Record | None, source: ItemFiles) -> str:
         item = change.item
         assert item is not None and item.local is not None
         if rec is None or rec.remote_id is None:
@@ -71,15 +102,16 @@ class Uploads:
             rec = self._save(rec.replace(status=RecordStatus.UPLOADING, remote_id=ticket.media_id,
                                          intent={"op": "upload", "at": self._now()}))
         video_id = ticket.media_id
-        digest = self._transfer(item, ticket, refresh=lambda: self.client.refresh_upload_video(video_id=video_id))
+        digest = self._transfer(item, source, ticket,
+                                refresh=lambda: self.client.refresh_upload_video(video_id=video_id))
         fields = changed_fields(item, rec.metadata)
         if fields:
             self.client.update_video_info(video_id, {f: item.metadata[f] for f in fields})
         self._save(rec.replace(
             status=RecordStatus.PROCESSING, remote_status="UploadSucc", content_hash=digest,
-            source=item.local.path, size=item.local.size, mtime_ns=item.local.mtime_ns,
+            source=item.local.path, size=item.local.total_size, mtime_ns=item.local.newest_mtime_ns,
             metadata=meta_json(item), intent=None, protect=item.protect,
-            last_result=f"uploaded {item.local.size} bytes", last_error=None, attempts=0, next_attempt_at=None,
+            last_result=f"uploaded {item.local.total_size} bytes", last_error=None, attempts=0, next_attempt_at=None,
         ))
         return digest
 
@@ -88,7 +120,7 @@ class Uploads:
         return self.client.create_upload_video(
             title=item.metadata.get("title"),
             file_name=os.path.basename(item.local.path),
-            file_size=item.local.size,
+            file_size=item.local.total_size,
             description=item.metadata.get("description"),
             tags=tuple(item.metadata.get("tags", ())),
             cate_id=item.metadata.get("cate_id"),
@@ -101,7 +133,7 @@ class Uploads:
             user_data=self.namespace.user_data(item.name),
         )
 
-    def _upload_other(self, change: Change, rec: Record | None) -> str:
+    def _upload_other(self, change: Change, rec: Record | None, source: ItemFiles) -> str:
         """Images and attached media: no refresh exists, so a new credential means new media.
 
         `serving` is the media the item had before this change (kept until the new one is
@@ -123,16 +155,16 @@ class Uploads:
                                          metadata=meta_json(item), options=dict(item.options),
                                          intent={"op": "upload", "at": self._now(), "supersedes": serving}))
             try:
-                digest = self._transfer(item, ticket, refresh=None)
+                digest = self._transfer(item, source, ticket, refresh=None)
             except CredentialExpired as err:
                 last_err = err
                 self._delete_remote(item.kind, [ticket.media_id])
                 continue
             self._save(rec.replace(
                 status=RecordStatus.READY, remote_status="Normal", content_hash=digest,
-                source=item.local.path, size=item.local.size, mtime_ns=item.local.mtime_ns,
+                source=item.local.path, size=item.local.total_size, mtime_ns=item.local.newest_mtime_ns,
                 intent=cleanup_intent(serving, item.kind, ticket.media_id), protect=item.protect,
-                last_result=f"uploaded {item.local.size} bytes", last_error=None, attempts=0, next_attempt_at=None,
+                last_result=f"uploaded {item.local.total_size} bytes", last_error=None, attempts=0, next_attempt_at=None,
             ))
             self._cleanup(item.name)
             return digest
@@ -174,26 +206,60 @@ class Uploads:
             return base
         return max(base, min(streams, round(streams * size / self._upload_bytes)))
 
-    def _transfer(self, item: DesiredItem, ticket: UploadTicket,
+    def _transfer(self, item: DesiredItem, files: ItemFiles, ticket: UploadTicket,
                   refresh: Callable[[], UploadTicket] | None) -> str:
-        """Upload the file; its content identity is the CRC-64 the uploader checked against OSS's."""
-        assert item.local is not None
-        total = item.local.size
+        """Upload the files from their checked descriptors: an HLS playlist's segments first, each
+        to `ObjectPrefix + name`, then the file itself at the ticket's key. The content identity
+        is the CRC-64 the uploader read from the main descriptor (and checked against OSS's),
+        continued over the segments' descriptors. Progress and the run's byte count are net of
+        what a resumed upload found already in OSS."""
+        total = files.total_size
         self.reporter.upload_started(item.name, total)
         began = time.monotonic()
-        try:
+        sent = 0  # bytes this run sent for the files done so far
+        resumed = 0  # bytes those files already had in OSS
+        left = total  # bytes of the files not done yet
+
+        def send(source: SourceFile, target: UploadTicket, again: Callable[[], UploadTicket] | None) -> int:
+            nonlocal sent, resumed, left
+            after = left - source.size  # bytes of the files after this one
             result = self.uploader(
-                ticket, item.local.path, refresh=refresh,
+                target, source, refresh=again,
                 checkpoint_dir=self.checkpoint_dir, part_size=self.options.part_size,
-                multipart_threshold=self.options.multipart_threshold, threads=self._part_threads(total),
-                progress=lambda done, tot: self.reporter.upload_progress(item.name, done, tot),
+                multipart_threshold=self.options.multipart_threshold, threads=self._part_threads(source.size),
+                progress=lambda done, to_send: self.reporter.upload_progress(
+                    item.name, sent + done, sent + to_send + after),
                 stop=self.stopping.is_set,
             )
+            sent += source.size - result.resumed_bytes
+            resumed += result.resumed_bytes
+            left = after
+            return result.crc64
+
+        try:
+            if files.segments and not ticket.address.object_prefix:
+                raise CloudError("InvalidUploadAddress", "the upload address of an M3U8 video has no ObjectPrefix "
+                                 "for its segments", retryable=False)
+            for name, segment in files.segments:
+                key = ticket.address.object_prefix + name
+                again = None if refresh is None else _retargeted(refresh, key)
+                send(segment, replace(ticket, address=ticket.address.at(key)), again)
+            crc = send(files.main, ticket, refresh)
+            for _, segment in files.segments:
+                crc = segment.crc64(initial=crc)
         finally:
             self.reporter.upload_finished(item.name)
         ended = time.monotonic()
         with self._lock:
-            self._result.uploaded_bytes += total - result.resumed_bytes  # what this run sent
+            self._result.uploaded_bytes += total - resumed  # what this run sent
             span = self._result.upload_span
             self._result.upload_span = (min(span[0], began), max(span[1], ended)) if span else (began, ended)
-        return digest_of(result.crc64)
+        return digest_of(crc)
+
+
+def _retargeted(refresh: Callable[[], UploadTicket], key: str) -> Callable[[], UploadTicket]:
+    """A refresh for an HLS segment: the video's new credential, for the segment's key."""
+    def again() -> UploadTicket:
+        ticket = refresh()
+        return replace(ticket, address=ticket.address.at(key))
+    return again
