@@ -3,7 +3,8 @@
 Exit codes (a contract for scripts):
   0  success; for `plan --detailed-exitcode`, no changes
   1  an error, or `apply` finished with failed items
-  2  `plan --detailed-exitcode`: there are changes (argparse also uses 2 for bad usage)
+  2  `plan --detailed-exitcode`: there are changes (and only that: bad usage exits 1, as in Terraform)
+  130 interrupted
 
 Each command imports what it needs lazily, so `vodsync plan` on a large library
 does not pay for the emulator, watchdog or the SDKs at start-up.
@@ -20,7 +21,9 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from vodsync.emulator.cli import bounded  # argparse types (light: the emulator loads lazily)
 
 if TYPE_CHECKING:
     from vodsync.cloud.settings import CloudSettings
@@ -32,6 +35,9 @@ log = logging.getLogger("vodsync")
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES = 0, 1, 2
 DEFAULT_CONFIG = "vodsync.yaml"
+# OSS multipart limits: every part but the last at least 100 KiB, at most 5 GiB.
+MIN_PART_SIZE, MAX_PART_SIZE = 100 * 1024, 5 * 1024**3
+MAX_CONCURRENCY = 256  # as the config's `concurrency`
 
 
 # ------------------------------------------------------------------ context
@@ -169,9 +175,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         if not plan.actions and not _has_async_work(store):
             return EXIT_OK
-        if plan.has_changes and not args.yes and sys.stdin.isatty() and not _confirm():
-            print("Nothing applied.", file=sys.stderr)
-            return EXIT_ERROR
+        if plan.has_changes and not args.yes:
+            if not sys.stdin.isatty():
+                print("vodsync: error: refusing to apply without confirmation: pass --yes", file=sys.stderr)
+                return EXIT_ERROR
+            if not _confirm():
+                print("Nothing applied.", file=sys.stderr)
+                return EXIT_ERROR
         exec_options = ctx.exec_options(concurrency=args.concurrency or ctx.config.concurrency, wait=args.wait)
         started = time.monotonic()
         with reporter_for(out) as reporter:
@@ -273,9 +283,10 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
 def _add_upload_tuning(p: argparse.ArgumentParser) -> None:
     """OSS multipart tuning (also what lets tests interrupt an upload between parts)."""
-    p.add_argument("--part-size", type=int, metavar="BYTES",
+    p.add_argument("--part-size", metavar="BYTES",
+                   type=bounded(int, MIN_PART_SIZE, MAX_PART_SIZE, why="OSS parts are 100 KiB to 5 GiB"),
                    help="multipart part size (default: 8-32 MiB, one part per upload thread; OSS minimum 100 KiB)")
-    p.add_argument("--multipart-threshold", type=int, metavar="BYTES",
+    p.add_argument("--multipart-threshold", type=bounded(int, 1), metavar="BYTES",
                    help="files this large or larger are uploaded in parts, resumably (default 16 MiB)")
 
 
@@ -288,7 +299,7 @@ def _add_common(p: argparse.ArgumentParser, *, manifests: bool = True, cloud: bo
         p.add_argument("--region", help="VOD region (default: cn-shanghai)")
         p.add_argument("--endpoint", metavar="URL", help="VOD endpoint, e.g. the emulator (env VODSYNC_ENDPOINT)")
         p.add_argument("--emulator", action="store_true", help="run against an embedded, in-process emulator")
-        p.add_argument("--emulator-port", type=int, default=9090, metavar="PORT",
+        p.add_argument("--emulator-port", type=bounded(int, 0, 65535), default=9090, metavar="PORT",
                        help="port of the embedded emulator (default 9090; 0 picks a free one)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="auto", choices=["auto", "text", "json"],
@@ -297,14 +308,27 @@ def _add_common(p: argparse.ArgumentParser, *, manifests: bool = True, cloud: bo
 
 def _add_policy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prune", action="store_true", help="delete media whose items left the manifests")
-    p.add_argument("--max-delete", type=int, metavar="N", help="refuse a run that would delete more (default 10)")
+    p.add_argument("--max-delete", type=bounded(int, 0), metavar="N", help="refuse a run that would delete more (default 10)")
     p.add_argument("--refresh", action="store_true", help="read the remote media and plan fixes for drift")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without prefix abbreviations (`--pr` is not `--prune`), and whose usage errors exit 1:
+    exit 2 is what `plan --detailed-exitcode` says about changes. Subcommands get the same class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from vodsync import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vodsync",
         description="Keep an ApsaraVideo VOD account in the state your manifests and drop folders describe.",
     )
@@ -321,9 +345,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apply", help="make VOD match the manifests")
     _add_common(p)
     _add_policy(p)
-    p.add_argument("--concurrency", type=int, metavar="N", help="items worked on at once (default 4)")
+    p.add_argument("--concurrency", type=bounded(int, 1, MAX_CONCURRENCY), metavar="N", help="items worked on at once (default 4)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+    p.add_argument("--wait", type=bounded(float, 0), default=300.0, metavar="SECONDS",
                    help="follow URL ingests and transcoding this long before returning (default 300)")
     _add_upload_tuning(p)
     p.set_defaults(func=cmd_apply)
@@ -342,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("watch", help="run as a daemon: watch manifests and drop folders, reconcile on change")
     _add_common(p)
-    p.add_argument("--interval", type=float, metavar="SECONDS",
+    p.add_argument("--interval", type=bounded(float, 0, above=True), metavar="SECONDS",
                    help="full reconcile at least this often (default: config daemon.interval_seconds, 600)")
     p.add_argument("--http", metavar="HOST:PORT", help="serve /healthz and /metrics here (loopback; off by default)")
     p.add_argument("--prune", action="store_true", help="delete media whose items left the manifests")
@@ -393,7 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vodsync.errors import VodsyncError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error (exit 1: see _Parser)
+        return done.code if isinstance(done.code, int) else EXIT_ERROR
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR

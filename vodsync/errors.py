@@ -124,6 +124,13 @@ class CredentialExpired(CloudError):
         super().__init__(code, message, retryable=True, **kw)  # type: ignore[arg-type]
 
 
+class CredentialsRejected(CloudError):
+    """VOD refused the account's credentials (unknown key, wrong secret, no RAM permission).
+
+    No item can succeed with them, so a run stops at the first one instead of failing every item.
+    """
+
+
 class PathNotAllowed(VodsyncError):
     """A manifest names a local path outside the allowed roots."""
 

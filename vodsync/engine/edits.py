@@ -14,7 +14,7 @@ from vodsync.engine.execution import (
     chunks,
     meta_json,
 )
-from vodsync.errors import CloudError, VodsyncError
+from vodsync.errors import CloudError, CredentialsRejected, VodsyncError
 from vodsync.state.store import Record, RecordStatus
 
 
@@ -80,11 +80,13 @@ class Edits:
         if not deletes or self.stopping.is_set():
             return
         by_kind: dict[Kind, list[Record]] = {}
+        before: dict[str, Record | None] = {}
         with self.store.transaction():
             for c in deletes:
                 rec = self.store.get(c.name)
                 if rec is None or rec.protect:
                     continue
+                before[c.name] = rec
                 self._save(rec.replace(status=RecordStatus.DELETING))
                 by_kind.setdefault(Kind(rec.kind), []).append(rec)
         for kind, recs in by_kind.items():
@@ -93,6 +95,9 @@ class Edits:
                 try:
                     if ids:
                         self._delete_remote(kind, ids)
+                except CredentialsRejected as err:
+                    self._credentials_rejected(err, {r.name: before[r.name] for r in batch})
+                    return
                 except VodsyncError as err:
                     for r in batch:
                         self._fail(r.name, "delete", err, unusable=False)

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,7 +47,7 @@ from vodsync.engine.ingests import Ingests
 from vodsync.engine.plan import Plan
 from vodsync.engine.recovery import Recovery
 from vodsync.engine.uploads import Uploads
-from vodsync.errors import VodsyncError
+from vodsync.errors import CredentialsRejected, VodsyncError
 from vodsync.state.store import Record, RecordStatus, StateStore
 
 if TYPE_CHECKING:  # the SDKs (oss2, aliyunsdkcore) cost ~0.3 s to import; `plan` never needs them
@@ -85,17 +85,21 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         self._upload_bytes = 0  # of the plan being run: what `_part_threads` shares out
         self._lock = threading.Lock()
         self.stopping = threading.Event()  # set by the daemon on SIGTERM: no new work is started
+        self.rejected: CredentialsRejected | None = None  # VOD refused the credentials: the run stops
 
     # ------------------------------------------------------------------ driver
 
     def run(self, plan: Plan) -> Result:
         self._result = Result()
+        self.rejected = None
         actions = list(plan.actions)
         from vodsync.cloud.upload import settle_checkpoints
 
         settle_checkpoints(self.checkpoint_dir)  # before recovery resumes what they name
         self.recover([c.name for c in actions])
         self._execute(actions)
+        if self.rejected is not None:
+            raise self.rejected
         touched = {c.name for c in actions}
         deadline = self._now() + self.options.wait  # one --wait for all the following below
         self._follow(touched, deadline)
@@ -190,25 +194,49 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         self._record_outcome(Outcome(name, action, False, message))
 
     def _guard(self, change: Change, fn: Callable[[Change], None]) -> None:
-        if self.stopping.is_set():
+        if self.stopping.is_set() or self.rejected is not None:
             return
+        before = {change.name: self.store.get(change.name)}
         try:
             fn(change)
+        except CredentialsRejected as err:
+            self._credentials_rejected(err, before)
         except Exception as err:  # noqa: BLE001 - one item's failure must not stop the others
             if not isinstance(err, VodsyncError):
                 log.exception("unexpected error on %s", change.name)
             self._fail(change.name, str(change.action), err, unusable=change.action is not Action.UPDATE)
 
     def _guard_batch(self, batch: Sequence[Change], fn: Callable[[Sequence[Change]], None]) -> None:
-        if self.stopping.is_set():
+        if self.stopping.is_set() or self.rejected is not None:
             return
+        before = {c.name: self.store.get(c.name) for c in batch}
         try:
             fn(batch)
+        except CredentialsRejected as err:
+            self._credentials_rejected(err, before)
         except Exception as err:  # noqa: BLE001
             if not isinstance(err, VodsyncError):
                 log.exception("unexpected error on a batch")
             for c in batch:
                 self._fail(c.name, str(c.action), err, unusable=c.action is not Action.UPDATE)
+
+    def _credentials_rejected(self, err: CredentialsRejected, before: Mapping[str, Record | None]) -> None:
+        """VOD refused the credentials: stop the run (`run` raises `err`), and take back the intents
+        written for creates that never got through, so the next run has nothing to untangle. A record
+        that gained a remote ID or job before the refusal keeps its intent (something exists)."""
+        with self._lock:
+            if self.rejected is None:
+                self.rejected = err
+        for name, prev in before.items():
+            rec = self.store.get(name)
+            if rec is None or rec.status not in (RecordStatus.CREATING, RecordStatus.DELETING):
+                continue
+            if (rec.remote_id, rec.job_id) != ((prev.remote_id, prev.job_id) if prev else (None, None)):
+                continue
+            if prev is None:
+                self.store.delete(name)
+            else:
+                self._save(prev)
 
     def _now(self) -> float:
         return self.clock()

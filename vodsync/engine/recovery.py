@@ -24,7 +24,7 @@ from vodsync.engine.execution import (
     log,
     reference_id,
 )
-from vodsync.errors import VodsyncError
+from vodsync.errors import CredentialsRejected, VodsyncError
 from vodsync.state.store import Record, RecordStatus
 
 # Orphans of an interrupted create are looked for this long before the recorded intent
@@ -62,6 +62,8 @@ class Recovery:
                     self._recover_orphans(rec, owned)
                 elif rec.kind == Kind.URL:
                     self._recover_url(rec, owned_jobs)
+            except CredentialsRejected:
+                raise  # no other record could be settled either: the run stops with this one message
             except VodsyncError as err:
                 log.warning("could not settle the interrupted %s of %s: %s", rec.kind, rec.name, err.message)
 

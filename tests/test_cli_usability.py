@@ -1,0 +1,134 @@
+"""What a person meets at the command line (issue 11): wrong credentials, flags, plans that say
+what changes, honest housekeeping, and the smaller things. Real CLI, real SDKs, the emulator."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("clikit")
+from clikit import ENV, Workspace, mp4  # noqa: E402
+
+from vodsync.cloud.retry import scrub  # noqa: E402
+from vodsync.logs import redact  # noqa: E402
+
+pytest_plugins = ["clikit"]  # the `ws` fixture
+
+# ------------------------------------------------------------- 5. wrong credentials fail fast
+
+
+@pytest.mark.parametrize(
+    ("env", "code"),
+    [
+        ({"ALIBABA_CLOUD_ACCESS_KEY_SECRET": "not-the-secret"}, "InvalidAccessKeySecret"),
+        ({"ALIBABA_CLOUD_ACCESS_KEY_ID": "LTAIunknownkey000"}, "InvalidAccessKeyId.NotFound"),
+    ],
+    ids=["wrong-secret", "unknown-key"],
+)
+def test_refused_credentials_stop_the_run_at_the_first_call_with_one_message(
+    ws: Workspace, env: dict[str, str], code: str
+) -> None:
+    ws.manifest(ws.five_kinds())
+    before = ws.calls()
+    run = ws.cli("apply", env=env)
+    assert run.code == 1, run
+    # One message, naming the code and what to check; no per-item failures, no SDK log lines.
+    assert run.err.count(code) == 1, run
+    assert "ALIBABA_CLOUD_ACCESS_KEY_SECRET" in run.err, run
+    assert "ServerException" not in run.err and "aliyunsdkcore" not in run.err, run
+    assert "***" not in run.err + run.out, run
+    assert "failed" not in run.out, run
+    rpc = {k: v for k, v in (ws.calls() - before).items() if not k.startswith("oss:")}
+    assert sum(rpc.values()) == 1, f"only the first call is sent: {rpc}"
+    # Nothing was created, so nothing is left `creating` for the next run to untangle.
+    assert ws.status() == {}
+    again = ws.cli("plan")
+    assert "resume" not in again.out and "5 to create" in again.out, again
+    good = ws.apply()
+    assert good.code == 0, good
+    assert len(ws.vod()["videos"]) == 3  # intro, trailer, archive: no duplicates, nothing lost
+
+
+def test_a_ram_refusal_stops_the_run_and_leaves_no_intent(ws: Workspace) -> None:
+    ws.file("media/a.mp4", mp4(500))
+    ws.file("media/b.mp4", mp4(600))
+    ws.manifest([{"name": "a", "type": "video", "file": "media/a.mp4"},
+                 {"name": "b", "type": "video", "file": "media/b.mp4"}])
+    ws.emulator.set_faults([{"match": "CreateUploadVideo", "error": "Forbidden.RAM"}])
+    run = ws.cli("apply", "--concurrency", "1")
+    assert run.code == 1, run
+    assert run.err.count("Forbidden.RAM") == 1 and "RAM policy" in run.err, run
+    assert ws.calls()["CreateUploadVideo"] == 1
+    assert ws.status() == {}
+
+
+def test_the_scrubbers_keep_ordinary_words_and_still_hide_secret_values() -> None:
+    text = "InvalidAccessKeySecret: The AccessKeySecret is incorrect. Please check your AccessKeyId."
+    assert redact(text) == text
+    assert scrub(text) == text
+    assert redact("AccessKeySecret: hunter2x") == "AccessKeySecret: ***"
+    assert scrub("access_key_secret=hunter2x&b=1") == "access_key_secret=***&b=1"
+    assert redact('{"SecurityToken": "CAIStoken"}') == '{"SecurityToken": "***"}'
+
+
+# ------------------------------------------------------------------------ 6. flags and input
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["apply", "--concurrency", "0"], "--concurrency: must be at least 1, got 0"),
+        (["apply", "--concurrency", "1000"], "--concurrency: must be at most 256"),
+        (["apply", "--part-size", "1000"], "--part-size: must be at least 102400"),
+        (["apply", "--multipart-threshold", "0"], "--multipart-threshold: must be at least 1"),
+        (["apply", "--wait", "-1"], "--wait: must be at least 0"),
+        (["plan", "--max-delete", "-5"], "--max-delete: must be at least 0, got -5"),
+        (["apply", "--max-delete", "-5"], "--max-delete: must be at least 0, got -5"),
+        (["plan", "--emulator-port", "70000"], "--emulator-port: must be at most 65535"),
+        (["watch", "--interval", "0"], "--interval: must be greater than 0"),
+        (["emulator", "--port", "-1"], "--port: must be at least 0"),
+        (["emulator", "--sts-ttl", "0"], "--sts-ttl: must be at least 1"),
+        (["emulator", "--transcode-seconds", "-2"], "--transcode-seconds: must be at least 0"),
+        (["apply", "--concurrency", "many"], "--concurrency: expected an integer, got 'many'"),
+        (["plan", "--pr"], "unrecognized arguments: --pr"),
+        (["apply", "--concur", "2"], "unrecognized arguments: --concur"),
+        (["plan", "--no-such-flag"], "unrecognized arguments"),
+        (["no-such-command"], "invalid choice"),
+    ],
+)
+def test_bad_usage_is_refused_with_exit_1_never_2(ws: Workspace, argv: list[str], words: str) -> None:
+    before = ws.calls()
+    run = ws.cli(*argv, manifests=False, state=False, endpoint=False) if argv[0] != "apply" else ws.cli(*argv)
+    assert run.code == 1, run
+    assert words in run.err, run
+    assert ws.calls() == before
+    assert not ws.state.exists()
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("concurrency", 0, "concurrency: must be at least 1, got 0"),
+    ("max_delete", -5, "max_delete: must be at least 0, got -5"),
+])
+def test_config_keys_have_the_flags_ranges(ws: Workspace, key: str, value: int, words: str) -> None:
+    Path("vodsync.yaml").write_text(f"{key}: {value}\n")
+    run = ws.cli("plan")
+    assert run.code == 1, run
+    assert words in run.err, run
+
+
+def test_apply_without_yes_and_without_a_terminal_refuses(ws: Workspace) -> None:
+    ws.file("media/a.mp4", mp4(500))
+    ws.manifest([{"name": "a", "type": "video", "file": "media/a.mp4"}])
+    argv = [sys.executable, "-m", "vodsync", "apply", "-f", str(ws.manifests), "--state", str(ws.state),
+            "--endpoint", ws.emulator.url]
+    before = ws.calls()
+    proc = subprocess.run(argv, env={**os.environ, **ENV}, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=60, cwd=ws.root)
+    assert proc.returncode == 1, proc
+    assert "refusing to apply without confirmation: pass --yes" in proc.stderr, proc
+    assert ws.calls() == before
+    assert ws.status() == {}
