@@ -428,7 +428,7 @@ def test_credentials_missing_or_wrong(ws: Workspace) -> None:
     assert run.code == 1 and "ALIBABA_CLOUD_ACCESS_KEY_ID" in run.err and "Traceback" not in run.err, run
     run = ws.cli("apply", env={"ALIBABA_CLOUD_ACCESS_KEY_SECRET": "not-the-secret"})
     assert run.code == 1, run
-    assert "InvalidAccessKeySecret" in run.out and "not-the-secret" not in run.out + run.err
+    assert "InvalidAccessKeySecret" in run.err and "not-the-secret" not in run.out + run.err
     assert not ws.vod()["videos"]
 
 

@@ -132,3 +132,57 @@ def test_apply_without_yes_and_without_a_terminal_refuses(ws: Workspace) -> None
     assert "refusing to apply without confirmation: pass --yes" in proc.stderr, proc
     assert ws.calls() == before
     assert ws.status() == {}
+
+
+# ------------------------------------------------------------------- 7. plans say what changes
+
+
+def test_plan_shows_old_and_new_values_and_what_a_create_sets(ws: Workspace) -> None:
+    ws.file("media/intro.mp4", mp4(500))
+    ws.manifest([{"name": "intro", "type": "video", "file": "media/intro.mp4", "title": "Intro",
+                  "tags": ["a"]}])
+    created = ws.cli("plan")
+    assert '      file: "manifests/media/intro.mp4"' in created.out.splitlines(), created
+    assert '      title: "Intro"' in created.out.splitlines(), created
+    assert '      tags: ["a"]' in created.out.splitlines(), created
+    assert ws.apply().code == 0
+    ws.manifest([{"name": "intro", "type": "video", "file": "media/intro.mp4", "title": "Intro (final)",
+                  "tags": ["a", "b"], "description": "new"}])
+    run = ws.cli("plan")
+    lines = run.out.splitlines()
+    assert '      title: "Intro" → "Intro (final)"' in lines, run
+    assert '      tags: ["a"] → ["a", "b"]' in lines, run
+    assert '      description: (unset) → "new"' in lines, run
+    data = ws.cli("plan", "--json").json()
+    assert data["format_version"] == 1
+    (change,) = data["changes"]
+    assert change["before"] == {"title": "Intro", "description": None, "tags": ["a"]}
+    assert change["after"] == {"title": "Intro (final)", "description": "new", "tags": ["a", "b"]}
+
+
+def test_plan_json_on_an_invalid_manifest_is_a_json_error_object(ws: Workspace) -> None:
+    (ws.manifests / "broken.yaml").write_text("media:\n  - name: a\n    type: video\n    file: x.mp4\n"
+                                              "    titel: A\n")
+    run = ws.cli("plan", "--json")
+    assert run.code == 1, run
+    data = run.json()
+    assert data["format_version"] == 1
+    problems = data["error"]["problems"]
+    assert {"file": "manifests/broken.yaml", "line": 5, "field": "a.titel"}.items() <= problems[0].items(), data
+    assert "did you mean title" in problems[0]["message"]
+
+
+# ------------------------------------------------------------------------ 9. smaller things
+
+
+def test_error_locations_open_from_the_working_directory(ws: Workspace, tmp_path_factory) -> None:
+    (ws.manifests / "sub").mkdir()
+    (ws.manifests / "sub" / "bad.yaml").write_text("media:\n  - name: a\n    type: vidoe\n")
+    run = ws.cli("validate")
+    assert run.code == 1
+    assert "manifests/sub/bad.yaml:3" in run.err, run
+    assert Path("manifests/sub/bad.yaml").is_file()
+    elsewhere = tmp_path_factory.mktemp("elsewhere")
+    os.chdir(elsewhere)
+    run = ws.cli("validate")
+    assert f"{ws.manifests}/sub/bad.yaml:3" in run.err, run  # outside the working directory: absolute

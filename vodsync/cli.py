@@ -133,6 +133,18 @@ def _client(settings: CloudSettings) -> Any:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from vodsync.engine.plan import error_json
+    from vodsync.errors import VodsyncError
+
+    try:
+        return _plan(args)
+    except VodsyncError as err:
+        if args.json:  # a script reading stdout gets an answer it can parse; the words still go to stderr
+            print(json.dumps(error_json(err), indent=2))
+        raise
+
+
+def _plan(args: argparse.Namespace) -> int:
     from vodsync.engine.plan import PlanOptions, plan_json
     from vodsync.engine.reconcile import build_plan
     from vodsync.state.store import StateStore

@@ -43,7 +43,7 @@ from vodsync.desired.manifest import (
     ManifestFile,
 )
 from vodsync.desired.paths import PathConfiner, default_roots
-from vodsync.errors import Location, ManifestError, ManifestProblem, PathNotAllowed
+from vodsync.errors import Location, ManifestError, ManifestProblem, PathNotAllowed, display_path
 from vodsync.yamldoc import node_at, node_line, parse_yaml_document, yaml_error_words
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -128,7 +128,7 @@ def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool)
     items: list[DesiredItem] = []
     names: list[tuple[str, Location]] = []
     for path in files:
-        rel = Path(os.path.relpath(path, base)).as_posix()
+        rel = display_path(path)  # in errors: a path the user can open from where they ran vodsync
         if not manifest_confiner.allows(os.path.realpath(path)):
             problems.append(
                 ManifestProblem(
@@ -167,12 +167,12 @@ def _manifest_files(root: Path, problems: list[ManifestProblem]) -> list[Path]:
     if root.is_file():
         return [root]
     if not root.is_dir():
-        problems.append(ManifestProblem(Location(str(root)), None, "no such manifests directory or file"))
+        problems.append(ManifestProblem(Location(display_path(root)), None, "no such manifests directory or file"))
         return []
     found: list[Path] = []
 
     def unreadable(exc: OSError) -> None:
-        where = Path(os.path.relpath(exc.filename or root, root)).as_posix()
+        where = display_path(exc.filename or root)
         problems.append(
             ManifestProblem(Location(where, 1), None, f"cannot list directory: {exc.strerror or exc}")
         )

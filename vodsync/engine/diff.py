@@ -46,6 +46,9 @@ class Change:
     record: Record | None = None
     upload_bytes: int = 0
     content_hash: str | None = None  # digest of the desired local content, when known
+    # The values `fields` were compared against: the record's last applied metadata, or with --refresh
+    # the remote media's. What a plan shows as each field's "before".
+    current: Mapping[str, Any] | None = None
 
     def __str__(self) -> str:
         if self.action is Action.UPDATE:
@@ -115,6 +118,7 @@ def _diff_one(
             item=item,
             record=record,
             upload_bytes=size,
+            current=record.metadata,
         )
     if record.status in _UNFINISHED:
         return Change(
@@ -158,12 +162,12 @@ def _diff_one(
     if replace_reason:
         return Change(
             Action.REPLACE, item.name, item.kind, replace_reason, fields=fields, item=item, record=record,
-            upload_bytes=size, content_hash=content_hash,
+            upload_bytes=size, content_hash=content_hash, current=current,
         )
     if fields:
         return Change(
             Action.UPDATE, item.name, item.kind, f"{', '.join(fields)} changed{drift}", fields=fields,
-            item=item, record=record,
+            item=item, record=record, current=current,
         )
     stat_moved = item.local is not None and (item.local.path, item.local.size, item.local.mtime_ns) != (
         record.source, record.size, record.mtime_ns,
