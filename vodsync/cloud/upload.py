@@ -36,7 +36,10 @@ from vodsync.cloud.settings import is_loopback_url
 from vodsync.cloud.types import UploadCredential, UploadResult, UploadTicket
 from vodsync.errors import CloudError, CredentialExpired
 
-__all__ = ["Checkpoint", "UploadResult", "abort_upload", "list_checkpoints", "settle_checkpoints", "upload_file"]
+__all__ = [
+    "Checkpoint", "UploadResult", "abort_checkpointed", "abort_upload", "list_checkpoints", "settle_checkpoints",
+    "upload_file",
+]
 
 AUTH_ERRORS = frozenset({"SecurityTokenExpired", "InvalidAccessKeyId"})
 MAX_REACTIVE_REFRESHES = 3
@@ -499,6 +502,13 @@ def settle_checkpoints(checkpoint_dir: Path) -> None:
                 tmp.unlink()
         except OSError:
             continue  # `vodsync gc` still reports it
+
+
+def abort_checkpointed(ticket: UploadTicket, checkpoint: Checkpoint) -> None:
+    """Abort the multipart upload `checkpoint` names (the ticket's credential covers its key), then
+    forget the checkpoint: nothing can resume it any more."""
+    abort_upload(ticket, checkpoint.upload_id)
+    checkpoint.path.unlink(missing_ok=True)
 
 
 def abort_upload(ticket: UploadTicket, upload_id: str) -> None:
