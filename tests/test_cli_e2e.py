@@ -643,10 +643,10 @@ def test_the_installed_console_script_converges(ws: Workspace) -> None:
     planned = vodsync("plan", *common, "--json", "--detailed-exitcode")
     assert planned.returncode == 2, planned
     assert sorted(c["name"] for c in json.loads(planned.stdout)["changes"]) == ["intro", "intro-subs", "logo"]
-    apply = vodsync("apply", *common, "--yes", "--wait", "20")
+    apply = vodsync("apply", *common, "--yes", "--wait", "20", "--log-format", "json")
     assert apply.returncode == 0, apply
     assert "Apply complete" in apply.stdout
-    for line in filter(None, apply.stderr.splitlines()):  # not a terminal: JSON log lines
+    for line in filter(None, apply.stderr.splitlines()):  # asked for: JSON log lines
         json.loads(line)
     assert "emulator-secret" not in apply.stdout + apply.stderr
     plan = vodsync("plan", *common, "--detailed-exitcode")

@@ -186,3 +186,38 @@ def test_error_locations_open_from_the_working_directory(ws: Workspace, tmp_path
     os.chdir(elsewhere)
     run = ws.cli("validate")
     assert f"{ws.manifests}/sub/bad.yaml:3" in run.err, run  # outside the working directory: absolute
+
+
+def test_status_names_the_file_of_a_drop_folder_item(ws: Workspace) -> None:
+    drop = ws.root / "drop"
+    drop.mkdir()
+    (drop / "clip.mp4").write_bytes(mp4(700))
+    ws.manifest([])
+    Path("vodsync.yaml").write_text(f"drop_folders:\n  - {{path: {drop}, label: inbox, stable_seconds: 0}}\n")
+    run = ws.cli("watch", "--once", "--config", "vodsync.yaml")
+    assert run.code == 0, run
+    status = ws.cli("status")
+    (line,) = [x for x in status.out.splitlines() if x.startswith("drop/inbox/")]
+    assert "(clip.mp4)" in line, status
+    assert ws.status()[line.split()[0]]["source"].endswith("clip.mp4")
+
+
+def test_plan_and_apply_log_text_unless_json_is_asked_for(ws: Workspace) -> None:
+    ws.file("media/a.mp4", mp4(500))
+    ws.manifest([{"name": "a", "type": "video", "file": "media/a.mp4"}])
+    run = ws.apply()
+    assert run.code == 0, run
+    logged = [x for x in run.err.splitlines() if "vodsync.apply" in x]
+    assert logged and not any(x.startswith("{") for x in logged), run.err
+    ws.manifest([{"name": "a", "type": "video", "file": "media/a.mp4", "title": "A2"}])
+    run = ws.cli("apply", "--log-format", "json")
+    assert run.code == 0 and run.err.strip().startswith("{"), run.err
+
+
+def test_config_errors_say_did_you_mean(ws: Workspace) -> None:
+    Path("vodsync.yaml").write_text("max_delet: 3\ndaemon:\n  intervall_seconds: 5\n")
+    run = ws.cli("plan")
+    assert run.code == 1
+    assert "vodsync.yaml:1: max_delet: unknown field for the config; did you mean max_delete?" in run.err, run
+    assert "vodsync.yaml:3: daemon.intervall_seconds: unknown field for daemon; did you mean interval_seconds?" \
+        in run.err, run

@@ -232,7 +232,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         {
             "name": r.name, "kind": str(r.kind), "status": str(r.status), "remote_id": r.remote_id,
             "remote_status": r.remote_status, "job_id": r.job_id, "last_result": r.last_result,
-            "protect": r.protect, "origin": r.origin,
+            "protect": r.protect, "origin": r.origin, "source": r.source,
         }
         for r in records
     ]
@@ -243,6 +243,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not rows:
         out.print(f"No items recorded in {ctx.state}.", markup=False)
         return EXIT_OK
+    for r in rows:  # a drop-folder item is named by its content's digest: say which file it was
+        if str(r["origin"]).startswith("drop:") and r["source"]:
+            r["name"] = f"{r['name']} ({os.path.basename(r['source'])})"
     width = max(len(r["name"]) for r in rows)
     out.print(f"{'NAME':<{width}}  {'KIND':<8}  {'STATUS':<10}  {'REMOTE ID':<32}  {'VOD STATUS':<12}  LAST RESULT",
               style="bold", markup=False)
@@ -315,7 +318,7 @@ def _add_common(p: argparse.ArgumentParser, *, manifests: bool = True, cloud: bo
                        help="port of the embedded emulator (default 9090; 0 picks a free one)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="auto", choices=["auto", "text", "json"],
-                   help="log lines on stderr: text on a terminal, JSON otherwise (auto)")
+                   help="log lines on stderr (default auto: text, except JSON for `watch` without a terminal)")
 
 
 def _add_policy(p: argparse.ArgumentParser) -> None:
@@ -406,7 +409,14 @@ def _setup_logging(args: argparse.Namespace) -> None:
     except ImportError:  # pragma: no cover - during bootstrap
         logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(message)s")
         return
-    setup_logging(level, getattr(args, "log_format", "auto"), sys.stderr)
+    setup_logging(level, _log_format(args), sys.stderr)
+
+
+def _log_format(args: argparse.Namespace) -> str:
+    """`auto` means JSON only for `watch` without a terminal (journald, a log collector); the other
+    commands are run by a person or a CI log, which read text."""
+    fmt = str(getattr(args, "log_format", "auto"))
+    return "text" if fmt == "auto" and args.command != "watch" else fmt
 
 
 def run() -> None:

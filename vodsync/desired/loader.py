@@ -20,7 +20,6 @@ Nothing here reads a media file's bytes, and no exception other than
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gc
 import os
 import stat
@@ -31,7 +30,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from vodsync.config import describe_value, explain_error
+from vodsync.config import closest, describe_value, explain_error, unknown_field_words
 from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile
 from vodsync.desired.manifest import (
     DEFAULTABLE,
@@ -320,8 +319,8 @@ class _ManifestFileLoader:
             return
         for key in data:
             if key not in _TOP_LEVEL:
-                hint = difflib.get_close_matches(str(key), _TOP_LEVEL, n=1)
-                extra = f"; did you mean {hint[0]}?" if hint else "; a manifest has only defaults and media"
+                hint = closest(str(key), _TOP_LEVEL)
+                extra = f"; did you mean {hint}?" if hint else "; a manifest has only defaults and media"
                 self.problem(
                     node_line(node, [key], key=True), str(key)[:80], f"unknown top-level field{extra}"
                 )
@@ -349,7 +348,7 @@ class _ManifestFileLoader:
                 key = err["type"] == "extra_forbidden"
                 words = explain_error({**err, "loc": loc}, expected=_EXPECTED, patterns=_PATTERNS)
                 if key:
-                    words = self._unknown_field_words(str(loc[-1]), ManifestDefaults.model_fields, "defaults")
+                    words = unknown_field_words(str(loc[-1]), ManifestDefaults.model_fields, "defaults")
                 self.problem(node_line(self.node, loc, key=key), "defaults" + _path_words(err["loc"]), words)
             return
         self.defaults = defaults
@@ -445,10 +444,8 @@ class _ManifestFileLoader:
             return
         if kind == "union_tag_invalid":
             tag = err.get("ctx", {}).get("tag")
-            hint = difflib.get_close_matches(str(tag), ITEM_TYPES, n=1)
-            words = f"unknown type {tag!r}; expected one of {_TYPE_LIST}" + (
-                f" (did you mean {hint[0]}?)" if hint else ""
-            )
+            hint = closest(str(tag), ITEM_TYPES)
+            words = f"unknown type {tag!r}; expected one of {_TYPE_LIST}" + (f" (did you mean {hint}?)" if hint else "")
             self.problem(node_line(self.node, [*item_loc, "type"]), f"{label}.type", words)
             return
         if kind == "union_tag_not_found":
@@ -478,7 +475,7 @@ class _ManifestFileLoader:
         if kind == "extra_forbidden":
             model = ITEM_MODELS.get(item_type)  # type: ignore[arg-type]
             fields = model.model_fields if model else {}
-            words = self._unknown_field_words(str(field), fields, f"{item_type} items")
+            words = unknown_field_words(str(field), fields, f"{item_type} items")
             self.problem(node_line(self.node, where, key=True), f"{label}.{str(field)[:80]}", words)
             return
         words = explain_error(err, expected=_EXPECTED, patterns=_PATTERNS)
@@ -500,13 +497,6 @@ class _ManifestFileLoader:
         except RecursionError:  # self-referencing YAML anchors; the tags line is close enough
             pass
         return [*item_loc, "tags"], False
-
-    @staticmethod
-    def _unknown_field_words(field: str, known: Any, owner: str) -> str:
-        hint = difflib.get_close_matches(field, list(known), n=1)
-        if hint:
-            return f"unknown field for {owner}; did you mean {hint[0]}?"
-        return f"unknown field for {owner}; known fields: {', '.join(sorted(known))}"
 
     def _to_item(self, model: Any, index: int, origin: Location) -> DesiredItem | None:
         kind = Kind(model.type)
