@@ -221,3 +221,14 @@ def test_config_errors_say_did_you_mean(ws: Workspace) -> None:
     assert "vodsync.yaml:1: max_delet: unknown field for the config; did you mean max_delete?" in run.err, run
     assert "vodsync.yaml:3: daemon.intervall_seconds: unknown field for daemon; did you mean interval_seconds?" \
         in run.err, run
+
+
+def test_the_readme_writes_the_schema_file_it_points_editors_at(ws: Workspace) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    (target,) = re.findall(r"vodsync schema > (\S+)", readme)
+    (pointer,) = re.findall(r"\$schema=(\S+)", readme)
+    assert Path(target).name == pointer, "the comment names the file the command writes, beside the manifests"
+    run = ws.cli("schema")
+    assert run.code == 0 and run.json()["title"] == "vodsync manifest"
