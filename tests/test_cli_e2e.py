@@ -103,9 +103,10 @@ def test_plan_json_shape(ws: Workspace) -> None:
     plan = ws.cli("plan", "--json", "--detailed-exitcode")
     assert plan.code == 2, plan
     doc = plan.json()
-    assert set(doc) >= {"changes", "kept", "summary", "refusal"}
+    assert set(doc) >= {"format_version", "changes", "kept", "summary", "refusal"}
     assert doc["changes"] == [
-        {"action": "create", "name": "a", "kind": "video", "reason": "new item", "upload_bytes": 1000}
+        {"action": "create", "name": "a", "kind": "video", "reason": "new item", "upload_bytes": 1000,
+         "before": None, "after": {"file": "manifests/media/a.mp4", "title": "A"}}
     ]
     assert doc["summary"]["create"] == 1 and doc["summary"]["has_changes"] is True
     assert doc["summary"]["upload_bytes"] == 1000 and doc["refusal"] is None
