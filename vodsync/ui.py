@@ -16,8 +16,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from vodsync.engine.diff import Action
-from vodsync.engine.plan import Plan, field_changes, human_bytes
+from vodsync.engine.diff import Action, Change
+from vodsync.engine.plan import Plan, creates_media, field_changes, human_bytes
 
 if TYPE_CHECKING:  # `vodsync plan` prints a plan without importing the executor
     from rich.progress import TaskID
@@ -78,14 +78,10 @@ def render_lines(plan: Plan) -> list[tuple[str, str]]:
     return lines
 
 
-def _field_lines(c: Any) -> list[str]:
-    out = []
-    for f in field_changes(c):
-        if f.before is None and c.action is not Action.UPDATE and c.action is not Action.REPLACE:
-            out.append(f"{f.field}: {_shown(f.after)}")
-        else:
-            out.append(f"{f.field}: {_shown(f.before)} → {_shown(f.after)}")
-    return out
+def _field_lines(c: Change) -> list[str]:
+    if creates_media(c):
+        return [f"{f.field}: {_shown(f.after)}" for f in field_changes(c)]
+    return [f"{f.field}: {_shown(f.before)} → {_shown(f.after)}" for f in field_changes(c)]
 
 
 def _shown(value: Any) -> str:
