@@ -103,9 +103,10 @@ def test_plan_json_shape(ws: Workspace) -> None:
     plan = ws.cli("plan", "--json", "--detailed-exitcode")
     assert plan.code == 2, plan
     doc = plan.json()
-    assert set(doc) >= {"changes", "kept", "summary", "refusal"}
+    assert set(doc) >= {"format_version", "changes", "kept", "summary", "refusal"}
     assert doc["changes"] == [
-        {"action": "create", "name": "a", "kind": "video", "reason": "new item", "upload_bytes": 1000}
+        {"action": "create", "name": "a", "kind": "video", "reason": "new item", "upload_bytes": 1000,
+         "before": None, "after": {"file": "manifests/media/a.mp4", "title": "A"}}
     ]
     assert doc["summary"]["create"] == 1 and doc["summary"]["has_changes"] is True
     assert doc["summary"]["upload_bytes"] == 1000 and doc["refusal"] is None
@@ -429,7 +430,7 @@ def test_credentials_missing_or_wrong(ws: Workspace) -> None:
     assert run.code == 1 and "ALIBABA_CLOUD_ACCESS_KEY_ID" in run.err and "Traceback" not in run.err, run
     run = ws.cli("apply", env={"ALIBABA_CLOUD_ACCESS_KEY_SECRET": "not-the-secret"})
     assert run.code == 1, run
-    assert "InvalidAccessKeySecret" in run.out and "not-the-secret" not in run.out + run.err
+    assert "InvalidAccessKeySecret" in run.err and "not-the-secret" not in run.out + run.err
     assert not ws.vod()["videos"]
 
 
@@ -644,10 +645,10 @@ def test_the_installed_console_script_converges(ws: Workspace) -> None:
     planned = vodsync("plan", *common, "--json", "--detailed-exitcode")
     assert planned.returncode == 2, planned
     assert sorted(c["name"] for c in json.loads(planned.stdout)["changes"]) == ["intro", "intro-subs", "logo"]
-    apply = vodsync("apply", *common, "--yes", "--wait", "20")
+    apply = vodsync("apply", *common, "--yes", "--wait", "20", "--log-format", "json")
     assert apply.returncode == 0, apply
     assert "Apply complete" in apply.stdout
-    for line in filter(None, apply.stderr.splitlines()):  # not a terminal: JSON log lines
+    for line in filter(None, apply.stderr.splitlines()):  # asked for: JSON log lines
         json.loads(line)
     assert "emulator-secret" not in apply.stdout + apply.stderr
     plan = vodsync("plan", *common, "--detailed-exitcode")

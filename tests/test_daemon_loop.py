@@ -261,7 +261,9 @@ def test_broken_manifest_is_reported_and_nothing_of_it_is_deleted(tmp_path: Path
     w.store.close()
 
 
-def test_lenient_loading_keeps_valid_files_and_names_the_broken_ones(tmp_path: Path) -> None:
+def test_lenient_loading_keeps_valid_files_and_names_the_broken_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # files are named as a user opens them from the working directory
     (tmp_path / "m").mkdir()
     (tmp_path / "m" / "good.yaml").write_text("media:\n  - {name: u, type: url, url: 'https://e.x/a.mp4'}\n")
     (tmp_path / "m" / "bad.yaml").write_text("media:\n  - {name: v, type: nope}\n")
@@ -269,7 +271,7 @@ def test_lenient_loading_keeps_valid_files_and_names_the_broken_ones(tmp_path: P
     (tmp_path / "m" / "dup2.yaml").write_text("media:\n  - {name: d, type: url, url: 'https://e.x/c.mp4'}\n")
     loaded = load_lenient(tmp_path / "m", roots=[tmp_path])
     assert [i.name for i in loaded.items] == ["u"]
-    assert loaded.skipped == ("bad.yaml", "dup1.yaml", "dup2.yaml") and not loaded.complete
+    assert loaded.skipped == ("m/bad.yaml", "m/dup1.yaml", "m/dup2.yaml") and not loaded.complete
 
 
 # ----------------------------------------------------------------- async work, stop, metrics

@@ -203,7 +203,7 @@ def test_manifest_edit_is_applied_within_seconds_and_a_broken_edit_leaves_everyt
     before = records(project)
     write_manifest(project, "b.yaml", "media:\n  - name: b\n    type: video\n    file: [unclosed\n")
     line = d.wait_log(lambda r: str(r.get("level")).lower() == "error" and "invalid manifest" in r.get("msg", ""))
-    assert line["file"] == "b.yaml" and line["line"]
+    assert line["file"] == "manifests/b.yaml" and line["line"]  # from the daemon's working directory
     write_manifest(project, "a.yaml", video_manifest("a", "a.mp4", "Third title"))  # a later valid edit
     eventually(lambda: any(v["Title"] == "Third title" for v in emulator.state()["videos"]), timeout=10,
                what="an edit of a valid file while another is broken")

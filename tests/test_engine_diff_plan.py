@@ -6,8 +6,9 @@ import pytest
 
 from vodsync.desired.items import DesiredItem, Kind, LocalFile
 from vodsync.engine.diff import Action, diff, needs_hash
-from vodsync.engine.plan import PlanOptions, make_plan, plan_json, render_text
+from vodsync.engine.plan import PlanOptions, make_plan, plan_json
 from vodsync.state.store import Record, RecordStatus
+from vodsync.ui import render_text
 
 
 def video(name: str = "intro", *, size: int = 10, mtime: int = 1, path: str | None = None, **meta) -> DesiredItem:
@@ -190,7 +191,11 @@ def test_plan_order_text_and_json():
     data = plan_json(plan)
     assert data["summary"]["create"] == 1 and data["summary"]["upload_bytes"] == 2048
     assert data["changes"][1] == {"action": "update", "name": "t", "kind": "video", "reason": "title changed",
-                                  "fields": ["title"], "remote_id": "id-t"}
+                                  "fields": ["title"], "remote_id": "id-t",
+                                  "before": {"title": "T"}, "after": {"title": "T2"}}
+    assert data["format_version"] == 1
+    assert data["changes"][0]["before"] is None and data["changes"][0]["after"] == {"file": "/m/new.mp4", "title": "New"}
+    assert '      title: "T" → "T2"' in text.splitlines()
 
 
 def test_no_changes_summary():

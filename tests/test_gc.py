@@ -230,3 +230,56 @@ def test_checkpoint_writes_cut_by_a_kill_are_settled(emulator: Emulator, tmp_pat
                 part_size=102400, multipart_threshold=204800)
     assert emulator.calls()["oss:PUT"] - puts == 3, "the two parts already sent are not sent again"
     assert upload_id not in {u["upload_id"] for u in emulator.state()["multipart_uploads"]}
+
+
+def test_gc_summary_counts_only_what_it_did_and_says_why_an_upload_stays(
+        lib: Library, emulator: Emulator, tmp_path: Path) -> None:
+    c = _client(emulator)
+    cp_dir = checkpoint_dir(lib.state)
+    big = tmp_path / "big.mp4"
+    big.write_bytes(mp4(500_000))
+    # The state will be of the name-only scheme (it has records before gc first reads it): its marker.
+    orphan = c.create_upload_video(title="Half", file_name="h.mp4", reference_id=reference_id("half"),
+                                   user_data=user_data("half"))
+    aborted = _interrupted_multipart(emulator, orphan, big, cp_dir, parts=2)
+    pic = tmp_path / "pic.png"
+    pic.write_bytes(b"\x89PNG" + b"p" * 300_000)
+    img = c.create_upload_image(image_type="default", image_ext="png", title="Pic")
+    stranded = _interrupted_multipart(emulator, img, pic, cp_dir, parts=1)
+    store = StateStore.open(lib.state)  # an image item whose upload was interrupted, then finished by a PUT
+    store.put(Record(name="pic", kind="image", status=RecordStatus.READY, source=str(pic), remote_id=img.media_id))
+    store.close()
+    emulator.advance(gc.CREDENTIAL_LIFETIME + 1)
+
+    run = lib.cli("gc", "--yes")
+    assert run.code == 0, run
+    assert "Removing" not in run.out, "nothing is claimed before it is done"
+    assert f"aborted upload {aborted}" in run.out
+    assert f"forgot upload {stranded}" in run.out
+    assert f"belongs to the image media {img.media_id} of item 'pic'" in run.out, run.out
+    assert ("Done: deleted 1 orphaned media, aborted 1 multipart upload(s), removed 0 stray checkpoint file(s), "
+            "1 upload(s) could not be aborted (why is said above).") in run.out, run.out
+    assert {u["upload_id"] for u in emulator.state()["multipart_uploads"]} == {stranded}
+
+
+def test_pruning_an_item_aborts_its_interrupted_multipart_upload(
+        lib: Library, emulator: Emulator, tmp_path: Path) -> None:
+    keep = lib.file("media/keep.mp4", mp4(300))
+    lib.write([{"name": "keep", "type": "video", "file": keep}])
+    assert lib.cli("apply").code == 0
+    c = _client(emulator)
+    big = tmp_path / "big.mp4"
+    big.write_bytes(mp4(500_000))
+    ticket = c.create_upload_video(title="Gone", file_name="g.mp4", reference_id=reference_id("gone"))
+    upload = _interrupted_multipart(emulator, ticket, big, checkpoint_dir(lib.state), parts=2)
+    store = StateStore.open(lib.state)  # what a run interrupted mid-upload records
+    store.put(Record(name="gone", kind="video", status=RecordStatus.UPLOADING, source=str(big),
+                     remote_id=ticket.media_id, origin="manifest"))
+    store.close()
+
+    run = lib.cli("apply", "--prune")
+    assert run.code == 0, run
+    assert upload not in {u["upload_id"] for u in emulator.state()["multipart_uploads"]}
+    assert ticket.media_id not in _ids(emulator)
+    assert not list((checkpoint_dir(lib.state) / ".py-oss-upload").iterdir())
+    assert "aborted the interrupted upload" in run.err, run

@@ -17,11 +17,13 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
-def repo(tmp_path: Path) -> Path:
+def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / ".git").mkdir()
     (tmp_path / "manifests" / "media").mkdir(parents=True)
     for name, size in (("intro.mp4", 10), ("logo.png", 3), ("intro.en.vtt", 7)):
         (tmp_path / "manifests" / "media" / name).write_bytes(b"x" * size)
+    # Locations are named relative to the working directory: here, the manifests directory.
+    monkeypatch.chdir(tmp_path / "manifests")
     return tmp_path
 
 

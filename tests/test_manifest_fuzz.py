@@ -134,7 +134,8 @@ def check(workdir: Path, contents: list[bytes]) -> None:
     except ManifestError as exc:
         assert exc.problems
         for problem in exc.problems:
-            assert problem.location.file.startswith("m") and problem.location.file.endswith(".yaml")
+            name = Path(problem.location.file).name  # relative to the working directory, or absolute
+            assert name.startswith("m") and name.endswith(".yaml")
             assert isinstance(problem.location.line, int) and problem.location.line >= 1
             assert isinstance(problem.message, str) and problem.message
         str(exc)

@@ -13,7 +13,8 @@ from vodsync.errors import ManifestError, PathNotAllowed
 
 
 @pytest.fixture
-def layout(tmp_path: Path) -> Path:
+def layout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # problems name manifests relative to the working directory
     repo = tmp_path / "repo"
     (repo / ".git").mkdir(parents=True)
     (repo / "manifests" / "media").mkdir(parents=True)
@@ -31,7 +32,7 @@ def refused(repo: Path, file_value: str, **kw) -> str:
     with pytest.raises(ManifestError) as caught:
         load_manifests(repo / "manifests", **kw)
     (problem,) = caught.value.problems
-    assert (problem.location.file, problem.location.line, problem.field) == ("a.yaml", 4, "x.file")
+    assert (problem.location.file, problem.location.line, problem.field) == ("repo/manifests/a.yaml", 4, "x.file")
     return problem.message
 
 

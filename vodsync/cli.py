@@ -3,7 +3,7 @@
 Exit codes (a contract for scripts):
   0  success; for `plan --detailed-exitcode`, no changes
   1  an error, or `apply` finished with failed items
-  2  `plan --detailed-exitcode`: there are changes (argparse also uses 2 for bad usage)
+  2  `plan --detailed-exitcode`: there are changes (and only that: bad usage exits 1, as in Terraform)
   130  interrupted (Ctrl-C); the state is saved, the next run continues
 
 Each command imports what it needs lazily, so `vodsync plan` on a large library
@@ -23,7 +23,9 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from vodsync.emulator.cli import bounded  # argparse types (light: the emulator loads lazily)
 
 if TYPE_CHECKING:
     from vodsync.cloud.settings import CloudSettings
@@ -35,6 +37,9 @@ log = logging.getLogger("vodsync")
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_CONFIG = "vodsync.yaml"
+# OSS multipart limits: every part but the last at least 100 KiB, at most 5 GiB.
+MIN_PART_SIZE, MAX_PART_SIZE = 100 * 1024, 5 * 1024**3
+MAX_CONCURRENCY = 256  # as the config's `concurrency`
 
 
 # ------------------------------------------------------------------ context
@@ -130,6 +135,18 @@ def _client(settings: CloudSettings) -> Any:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
+    from vodsync.engine.plan import error_json
+    from vodsync.errors import VodsyncError
+
+    try:
+        return _plan(args)
+    except VodsyncError as err:
+        if args.json:  # a script reading stdout gets an answer it can parse; the words still go to stderr
+            print(json.dumps(error_json(err), indent=2))
+        raise
+
+
+def _plan(args: argparse.Namespace) -> int:
     from vodsync.engine.plan import PlanOptions, plan_json
     from vodsync.engine.reconcile import build_plan
     from vodsync.state.store import StateStore
@@ -175,9 +192,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         if not plan.actions and not _has_async_work(store):
             return EXIT_OK
-        if plan.has_changes and not args.yes and sys.stdin.isatty() and not _confirm():
-            print("Nothing applied.", file=sys.stderr)
-            return EXIT_ERROR
+        if plan.has_changes and not args.yes:
+            if not sys.stdin.isatty():
+                print("vodsync: error: refusing to apply without confirmation: pass --yes", file=sys.stderr)
+                return EXIT_ERROR
+            if not _confirm():
+                print("Nothing applied.", file=sys.stderr)
+                return EXIT_ERROR
         exec_options = ctx.exec_options(concurrency=args.concurrency or ctx.config.concurrency, wait=args.wait)
         started = time.monotonic()
         with reporter_for(out) as reporter:
@@ -273,7 +294,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         {
             "name": r.name, "kind": str(r.kind), "status": str(r.status), "remote_id": r.remote_id,
             "remote_status": r.remote_status, "job_id": r.job_id, "last_result": r.last_result,
-            "protect": r.protect, "origin": r.origin,
+            "protect": r.protect, "origin": r.origin, "source": r.source,
         }
         for r in records
     ]
@@ -284,6 +305,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if not rows:
         out.print(f"No items recorded in {ctx.state}.", markup=False)
         return EXIT_OK
+    for r in rows:  # a drop-folder item is named by its content's digest: say which file it was
+        if str(r["origin"]).startswith("drop:") and r["source"]:
+            r["name"] = f"{r['name']} ({os.path.basename(r['source'])})"
     width = max(len(r["name"]) for r in rows)
     out.print(f"{'NAME':<{width}}  {'KIND':<8}  {'STATUS':<10}  {'REMOTE ID':<32}  {'VOD STATUS':<12}  LAST RESULT",
               style="bold", markup=False)
@@ -338,9 +362,10 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
 def _add_upload_tuning(p: argparse.ArgumentParser) -> None:
     """OSS multipart tuning (also what lets tests interrupt an upload between parts)."""
-    p.add_argument("--part-size", type=int, metavar="BYTES",
+    p.add_argument("--part-size", metavar="BYTES",
+                   type=bounded(int, MIN_PART_SIZE, MAX_PART_SIZE, why="OSS parts are 100 KiB to 5 GiB"),
                    help="multipart part size (default: 8-32 MiB, one part per upload thread; OSS minimum 100 KiB)")
-    p.add_argument("--multipart-threshold", type=int, metavar="BYTES",
+    p.add_argument("--multipart-threshold", type=bounded(int, 1), metavar="BYTES",
                    help="files this large or larger are uploaded in parts, resumably (default 16 MiB)")
 
 
@@ -353,23 +378,36 @@ def _add_common(p: argparse.ArgumentParser, *, manifests: bool = True, cloud: bo
         p.add_argument("--region", help="VOD region (default: cn-shanghai)")
         p.add_argument("--endpoint", metavar="URL", help="VOD endpoint, e.g. the emulator (env VODSYNC_ENDPOINT)")
         p.add_argument("--emulator", action="store_true", help="run against an embedded, in-process emulator")
-        p.add_argument("--emulator-port", type=int, default=9090, metavar="PORT",
+        p.add_argument("--emulator-port", type=bounded(int, 0, 65535), default=9090, metavar="PORT",
                        help="port of the embedded emulator (default 9090; 0 picks a free one)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("--log-format", default="auto", choices=["auto", "text", "json"],
-                   help="log lines on stderr: text on a terminal, JSON otherwise (auto)")
+                   help="log lines on stderr (default auto: text, except JSON for `watch` without a terminal)")
 
 
 def _add_policy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prune", action="store_true", help="delete media whose items left the manifests")
-    p.add_argument("--max-delete", type=int, metavar="N", help="refuse a run that would delete more (default 10)")
+    p.add_argument("--max-delete", type=bounded(int, 0), metavar="N", help="refuse a run that would delete more (default 10)")
     p.add_argument("--refresh", action="store_true", help="read the remote media and plan fixes for drift")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse without prefix abbreviations (`--pr` is not `--prune`), and whose usage errors exit 1:
+    exit 2 is what `plan --detailed-exitcode` says about changes. Subcommands get the same class."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from vodsync import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="vodsync",
         description="Keep an ApsaraVideo VOD account in the state your manifests and drop folders describe.",
     )
@@ -386,9 +424,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("apply", help="make VOD match the manifests")
     _add_common(p)
     _add_policy(p)
-    p.add_argument("--concurrency", type=int, metavar="N", help="items worked on at once (default 4)")
+    p.add_argument("--concurrency", type=bounded(int, 1, MAX_CONCURRENCY), metavar="N", help="items worked on at once (default 4)")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    p.add_argument("--wait", type=float, default=300.0, metavar="SECONDS",
+    p.add_argument("--wait", type=bounded(float, 0), default=300.0, metavar="SECONDS",
                    help="follow URL ingests and transcoding this long before returning (default 300)")
     _add_upload_tuning(p)
     p.set_defaults(func=cmd_apply)
@@ -407,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("watch", help="run as a daemon: watch manifests and drop folders, reconcile on change")
     _add_common(p)
-    p.add_argument("--interval", type=float, metavar="SECONDS",
+    p.add_argument("--interval", type=bounded(float, 0, above=True), metavar="SECONDS",
                    help="full reconcile at least this often (default: config daemon.interval_seconds, 600)")
     p.add_argument("--http", metavar="HOST:PORT", help="serve /healthz and /metrics here (loopback; off by default)")
     p.add_argument("--prune", action="store_true", help="delete media whose items left the manifests")
@@ -435,7 +473,14 @@ def _setup_logging(args: argparse.Namespace) -> None:
     except ImportError:  # pragma: no cover - during bootstrap
         logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(message)s")
         return
-    setup_logging(level, getattr(args, "log_format", "auto"), sys.stderr)
+    setup_logging(level, _log_format(args), sys.stderr)
+
+
+def _log_format(args: argparse.Namespace) -> str:
+    """`auto` means JSON only for `watch` without a terminal (journald, a log collector); the other
+    commands are run by a person or a CI log, which read text."""
+    fmt = str(getattr(args, "log_format", "auto"))
+    return "text" if fmt == "auto" and args.command != "watch" else fmt
 
 
 def run() -> None:
@@ -458,7 +503,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from vodsync.errors import VodsyncError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a usage error (exit 1: see _Parser)
+        return done.code if isinstance(done.code, int) else EXIT_ERROR
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR

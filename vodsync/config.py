@@ -13,9 +13,10 @@ the manifest loader and the drop-folder sidecars share, so every problem reads
 from __future__ import annotations
 
 import datetime as _dt
+import difflib
 import os
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -151,6 +152,21 @@ def explain_error(
     return str(error.get("msg", "invalid value"))
 
 
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice `word` was probably meant to be (a typo), or None."""
+    hint = difflib.get_close_matches(word, list(choices), n=1)
+    return hint[0] if hint else None
+
+
+def unknown_field_words(field: str, known: Iterable[str], owner: str) -> str:
+    """Words for a key nobody knows: the likely one ("did you mean"), else every known one."""
+    known = list(known)
+    hint = closest(field, known)
+    if hint:
+        return f"unknown field for {owner}; did you mean {hint}?"
+    return f"unknown field for {owner}; known fields: {', '.join(sorted(known))}"
+
+
 # --- The config file ------------------------------------------------------------------------------
 
 
@@ -267,6 +283,16 @@ _CONFIG_PATTERNS = {
 _PATH_FIELDS = ("manifests", "state")
 
 
+def _section(loc: Sequence[Any]) -> tuple[type[BaseModel], str]:
+    """The settings model (and its name in words) that holds the key at `loc`."""
+    path = tuple(part for part in loc[:-1] if isinstance(part, str))
+    sections: dict[tuple[str, ...], type[BaseModel]] = {
+        (): Config, ("credentials",): CredentialsSettings, ("drop_folders",): DropFolderSettings,
+        ("drop_folders", "defaults"): DropFolderDefaults, ("daemon",): DaemonSettings,
+    }
+    return sections.get(path, Config), ".".join(path) or "the config"
+
+
 def _config_error(path: Path, line: int | None, field_path: str | None, message: str) -> ConfigError:
     where = f"{path}:{line}" if line else str(path)
     return ConfigError(f"{where}: {field_path}: {message}" if field_path else f"{where}: {message}")
@@ -339,9 +365,13 @@ def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> C
             loc = err["loc"]
             line = node_line(node, loc, key=err["type"] == "extra_forbidden")
             secret = "credentials" in loc
-            words = explain_error(
-                err, expected=_CONFIG_EXPECTED, patterns=_CONFIG_PATTERNS, show_input=not secret
-            )
+            if err["type"] == "extra_forbidden":
+                model, owner = _section(loc)
+                words = unknown_field_words(str(loc[-1]), model.model_fields, owner)
+            else:
+                words = explain_error(
+                    err, expected=_CONFIG_EXPECTED, patterns=_CONFIG_PATTERNS, show_input=not secret
+                )
             problems.append(str(_config_error(path or Path(CONFIG_FILE_NAME), line, _loc_words(loc), words)))
         raise ConfigError("invalid config:\n  " + "\n  ".join(problems)) from None
 

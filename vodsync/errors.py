@@ -8,6 +8,8 @@ exception escapes its layer. Each error says whether trying again can help
 
 from __future__ import annotations
 
+import os
+
 
 class VodsyncError(Exception):
     """Root of every error vodsync reports to a user."""
@@ -27,6 +29,16 @@ class VodsyncError(Exception):
 
 class ConfigError(VodsyncError):
     """Settings or credentials are missing, unreadable or unsafe."""
+
+
+def display_path(path: str | os.PathLike[str]) -> str:
+    """`path` as a user can open it from the working directory: relative when under it, else absolute."""
+    absolute = os.path.abspath(path)
+    try:
+        rel = os.path.relpath(absolute)
+    except ValueError:  # another drive (Windows)
+        return absolute
+    return absolute if rel == os.pardir or rel.startswith(os.pardir + os.sep) else rel
 
 
 class Location:
@@ -122,6 +134,13 @@ class CredentialExpired(CloudError):
 
     def __init__(self, code: str, message: str, **kw: object) -> None:
         super().__init__(code, message, retryable=True, **kw)  # type: ignore[arg-type]
+
+
+class CredentialsRejected(CloudError):
+    """VOD refused the account's credentials (unknown key, wrong secret, no RAM permission).
+
+    No item can succeed with them, so a run stops at the first one instead of failing every item.
+    """
 
 
 class PathNotAllowed(VodsyncError):

@@ -40,16 +40,18 @@ SECRET_KEYS: tuple[str, ...] = (
 _SECRET_KEYS_LOWER = frozenset(k.lower() for k in SECRET_KEYS)
 
 # `Key=value`, `Key: value`, `'Key': 'value'`, `"Key":"value"`. Authorization values contain a
-# space ("OSS id:signature"), so they run to the end of the quoted string or line.
+# space ("OSS id:signature"), so they run to the end of the quoted string or line. A key must start a
+# word: in "InvalidAccessKeySecret: The AccessKeySecret is incorrect" (an error code and its message)
+# "AccessKeySecret" is part of a longer name and "The" is no secret.
 _KEYS_PATTERN = "|".join(
     re.escape(k) for k in sorted(SECRET_KEYS, key=len, reverse=True) if k != "Authorization"
 )
 _KEY_VALUE = re.compile(
-    rf"(?P<key>{_KEYS_PATTERN})(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\"'&\s,;)}}\]]+)",
+    rf"(?<![A-Za-z0-9])(?P<key>{_KEYS_PATTERN})(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\"'&\s,;)}}\]]+)",
     re.IGNORECASE,
 )
 _AUTHORIZATION = re.compile(
-    r"(?P<key>Authorization)(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\"'\r\n,}]+)", re.IGNORECASE
+    r"(?<![A-Za-z0-9])(?P<key>Authorization)(?P<sep>[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\"'\r\n,}]+)", re.IGNORECASE
 )
 
 # A registered secret shorter than this would scrub ordinary words; such values are not secrets anyway.
@@ -227,4 +229,13 @@ def setup_logging(
     root.setLevel(numeric)
     for name in quiet_loggers:
         logging.getLogger(name).setLevel(logging.NOTSET if numeric <= logging.DEBUG else logging.WARNING)
+    for name in SILENCED_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if numeric <= logging.DEBUG else _SILENT)
     return handler
+
+
+# Loggers whose records repeat, in the SDK's words, an error vodsync reports itself: aliyunsdkcore's
+# client logs every ServerException at ERROR ("ServerException occurred. Host: ..."), before the
+# translated error reaches the caller. Shown only with --log-level debug.
+SILENCED_LOGGERS: tuple[str, ...] = ("aliyunsdkcore",)
+_SILENT = logging.CRITICAL + 1

@@ -7,6 +7,7 @@ readable. Nothing here decides anything; it only renders engine values.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import threading
@@ -15,7 +16,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from vodsync.engine.plan import Plan, human_bytes, render_lines
+from vodsync.engine.diff import Action, Change
+from vodsync.engine.plan import Plan, creates_media, field_changes, human_bytes, uncleared_text
 
 if TYPE_CHECKING:  # `vodsync plan` prints a plan without importing the executor
     from rich.progress import TaskID
@@ -32,6 +34,64 @@ def console_for(stream: IO[str]) -> Console:
 def print_plan(plan: Plan, console: Console) -> None:
     for text, style in render_lines(plan):
         console.print(text, style=style or None, markup=False)
+
+
+_SYMBOL = {
+    Action.CREATE: ("+", "green"),
+    Action.UPDATE: ("~", "yellow"),
+    Action.REPLACE: ("±", "magenta"),
+    Action.DELETE: ("-", "red"),
+    Action.RESUME: (">", "cyan"),
+    Action.FOLLOW: ("…", "blue"),
+}
+
+
+def summary_line(plan: Plan) -> str:
+    if plan.refusal:
+        return f"Plan refused: {plan.refusal}"
+    if not plan.has_changes:
+        kept = f"; {len(plan.kept)} kept (not in manifests)" if plan.kept else ""
+        return f"No changes. {plan.in_sync} item(s) in sync{kept}."
+    order = ("create", "update", "replace", "delete", "resume", "follow")
+    parts = [f"{plan.counts.get(a, 0)} to {a}" for a in order if plan.counts.get(a) or a in order[:4]]
+    upload = f"; {human_bytes(plan.upload_bytes)} to upload" if plan.upload_bytes else ""
+    return f"Plan: {', '.join(parts)}{upload}."
+
+
+def render_lines(plan: Plan) -> list[tuple[str, str]]:
+    """(text, style) per line of the human form; styles are rich style names. Under each change, what
+    it sets: `title: "Intro" → "Intro (final)"` (a create lists every attribute it sets)."""
+    rows = list(plan.changes)
+    width = max((len(c.name) for c in [*rows, *plan.kept, *plan.uncleared]), default=4)
+    lines: list[tuple[str, str]] = []
+    for c in rows:
+        sym, style = _SYMBOL[c.action]
+        extra = f"  ({human_bytes(c.upload_bytes)} to upload)" if c.upload_bytes else ""
+        lines.append((f"  {sym} {c.action:<8} {c.name:<{width}}  {c.kind:<8}  {c.reason}{extra}", style))
+        if c.action is not Action.DELETE:
+            lines.extend((f"      {line}", "") for line in _field_lines(c))
+    for c in plan.kept:
+        lines.append((f"    {'kept':<8} {c.name:<{width}}  {c.kind:<8}  {c.reason}", "dim"))
+    for c in plan.uncleared:
+        lines.append((f"    {'note':<8} {c.name:<{width}}  {c.kind:<8}  {uncleared_text(c)}", "dim"))
+    if lines:
+        lines.append(("", ""))
+    lines.append((summary_line(plan), "bold red" if plan.refusal else "bold"))
+    return lines
+
+
+def _field_lines(c: Change) -> list[str]:
+    if creates_media(c):
+        return [f"{f.field}: {_shown(f.after)}" for f in field_changes(c)]
+    return [f"{f.field}: {_shown(f.before)} → {_shown(f.after)}" for f in field_changes(c)]
+
+
+def _shown(value: Any) -> str:
+    return "(unset)" if value is None else json.dumps(value, ensure_ascii=False)
+
+
+def render_text(plan: Plan) -> str:
+    return "\n".join(text for text, _ in render_lines(plan))
 
 
 class RichReporter:

@@ -29,6 +29,22 @@ _RETRYABLE_CODES = frozenset(
 )
 
 
+# The account's credentials themselves were refused (vod-api.md §1 "Common errors"; the SDK renames a
+# SignatureDoesNotMatch to InvalidAccessKeySecret). No call can succeed with them: a run stops at the first.
+# OSS answers InvalidAccessKeyId / SignatureDoesNotMatch (403) for an account key it does not know; with an
+# STS credential from an UploadAuth the same codes mean "refresh it" (`cloud/upload.py`), not this.
+IDENTITY_REJECTED_CODES = frozenset({
+    "InvalidAccessKeyId.NotFound", "InvalidAccessKeyId.Inactive", "InvalidAccessKeyId",
+    "SignatureDoesNotMatch", "InvalidAccessKeySecret",
+})
+# The key is valid but its RAM policy forbids the call: stops the run too, yet another call may be allowed.
+PERMISSION_REJECTED_CODES = frozenset({"Forbidden.RAM"})
+
+
+def is_credentials_rejected(code: str) -> bool:
+    return code in IDENTITY_REJECTED_CODES or code in PERMISSION_REJECTED_CODES
+
+
 def is_retryable_code(code: str, status: int | None = None) -> bool:
     """Throttling*, 5xx-style codes, a reused nonce and network errors are transient; the rest is not."""
     return code.startswith("Throttling") or code in _RETRYABLE_CODES or (status is not None and status >= 500)
@@ -90,8 +106,9 @@ def call_with_retry(
 # echoes back, key=value pairs that carry credentials, and long opaque tokens
 # (STS tokens and base64 UploadAuth blobs run to hundreds of characters).
 _STRING_TO_SIGN = re.compile(r"(string to sign is:?).*", re.IGNORECASE | re.DOTALL)
+# The key must start a word: "InvalidAccessKeySecret: The AccessKeySecret is incorrect" names no secret.
 _SECRET_PAIR = re.compile(
-    r"(?i)((?:security[-_]?token|access[-_]?key[-_]?secret|signature|upload[-_]?auth|authorization)"
+    r"(?i)(?<![a-z0-9])((?:security[-_]?token|access[-_]?key[-_]?secret|signature|upload[-_]?auth|authorization)"
     r"(?:%3D|=|\"?\s*:\s*\"?|'\s*:\s*'))[^&\s\"',;}]+"
 )
 _LONG_TOKEN = re.compile(r"[A-Za-z0-9+/=_.%-]{64,}")

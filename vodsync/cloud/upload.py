@@ -41,7 +41,10 @@ from vodsync.cloud.types import UploadAddress, UploadCredential, UploadResult, U
 from vodsync.errors import CloudError, CredentialExpired, LocalFileRefused, UploadInterrupted
 from vodsync.sourcefile import SourceFile
 
-__all__ = ["Checkpoint", "UploadResult", "abort_upload", "list_checkpoints", "settle_checkpoints", "upload_file"]
+__all__ = [
+    "Checkpoint", "UploadResult", "abort_checkpointed", "abort_upload", "list_checkpoints", "settle_checkpoints",
+    "upload_file",
+]
 
 AUTH_ERRORS = frozenset({"SecurityTokenExpired", "InvalidAccessKeyId"})
 # OSS refuses V1 signatures on buckets created since 2025 (vod-api.md §00): every request is signed V4.
@@ -690,6 +693,13 @@ def settle_checkpoints(checkpoint_dir: Path) -> None:
                 tmp.unlink()
         except OSError:
             continue  # `vodsync gc` still reports it
+
+
+def abort_checkpointed(ticket: UploadTicket, checkpoint: Checkpoint) -> None:
+    """Abort the multipart upload `checkpoint` names (the ticket's credential covers its key), then
+    forget the checkpoint: nothing can resume it any more."""
+    abort_upload(ticket, checkpoint.upload_id)
+    checkpoint.path.unlink(missing_ok=True)
 
 
 def abort_upload(ticket: UploadTicket, upload_id: str) -> None:

@@ -26,7 +26,14 @@ from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerExcept
 from aliyunsdkcore.auth.credentials import AccessKeyCredential, StsTokenCredential
 from aliyunsdkcore.client import AcsClient
 
-from vodsync.cloud.retry import RetryPolicy, install_sdk_log_scrubber, is_retryable_code, scrub
+from vodsync.cloud.retry import (
+    IDENTITY_REJECTED_CODES,
+    RetryPolicy,
+    install_sdk_log_scrubber,
+    is_credentials_rejected,
+    is_retryable_code,
+    scrub,
+)
 from vodsync.cloud.settings import CloudSettings, is_loopback_url
 from vodsync.cloud.types import (
     Registered,
@@ -39,7 +46,7 @@ from vodsync.cloud.types import (
     UrlUploadEntry,
     same_file_url,
 )
-from vodsync.errors import CloudError
+from vodsync.errors import CloudError, CredentialsRejected
 
 DEFAULT_UPLOAD_AUTH_LIFETIME = 3000  # seconds, vod-api.md §2, when UploadAuth says nothing
 NETWORK_ERROR = "SDK.HttpError"
@@ -98,6 +105,7 @@ class VodClient:
         self._secrets = settings.secrets()
         self._lock = threading.Lock()
         self.calls: collections.Counter[str] = collections.Counter()
+        self._gate = _CredentialGate()
         install_sdk_log_scrubber()
         self._acs, self._prepare = _connect(settings)
 
@@ -561,6 +569,9 @@ class VodClient:
         self._sleep(delay)
 
     def _attempt(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        return self._gate.call(lambda: self._send(action, params))
+
+    def _send(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         request = _request_class(action)()
         for key, value in params.items():
             if value is not None:
@@ -609,9 +620,13 @@ class VodClient:
     ) -> CloudError:
         if retryable is None:
             retryable = is_retryable_code(code, status)
-        err = CloudError(
-            code, scrub(message, self._secrets), status=status, request_id=request_id, retryable=retryable
-        )
+        message = scrub(message, self._secrets)
+        if is_credentials_rejected(code):
+            where = "RAM policy of the AccessKey" if code not in IDENTITY_REJECTED_CODES else "AccessKey pair"
+            message = (f"{message} VOD refused the {where} vodsync uses: check ALIBABA_CLOUD_ACCESS_KEY_ID and "
+                       "ALIBABA_CLOUD_ACCESS_KEY_SECRET (or credentials: in the config file)")
+            return CredentialsRejected(code, message, status=status, request_id=request_id, retryable=False)
+        err = CloudError(code, message, status=status, request_id=request_id, retryable=retryable)
         err.ambiguous = ambiguous  # type: ignore[attr-defined]
         return err
 
@@ -655,6 +670,41 @@ class VodClient:
     @property
     def _acs_host(self) -> str:
         return urlsplit(self._settings.endpoint).netloc if self._settings.endpoint else f"vod.{self._settings.region}.aliyuncs.com"
+
+
+class _CredentialGate:
+    """Fail fast on credentials VOD refuses: until one call has been answered with the AccessKey
+    accepted, calls go one at a time, and once VOD has said the key is unknown or the secret wrong,
+    every later call raises that same error without being sent. (A RAM refusal is about one call,
+    not the key: it is raised, not remembered.)"""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._accepted = False
+        self._rejected: CredentialsRejected | None = None
+
+    def call(self, send: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        if not self._accepted:
+            with self._lock:
+                if self._rejected is not None:
+                    raise self._rejected
+                if not self._accepted:
+                    return self._first(send)
+        return send()
+
+    def _first(self, send: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            resp = send()
+        except CredentialsRejected as exc:
+            if exc.code in IDENTITY_REJECTED_CODES:
+                self._rejected = exc
+            raise
+        except CloudError as exc:
+            if exc.code != NETWORK_ERROR:  # an answer that was not about the key: it was accepted
+                self._accepted = True
+            raise
+        self._accepted = True
+        return resp
 
 
 # ---- how to reach the service (the one place) ---------------------------------

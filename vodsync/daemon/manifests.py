@@ -21,7 +21,7 @@ from pathlib import Path
 from vodsync.desired.items import DesiredItem
 from vodsync.desired.loader import MANIFEST_SUFFIXES, load_manifests
 from vodsync.desired.paths import default_roots
-from vodsync.errors import ManifestError
+from vodsync.errors import ManifestError, display_path
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,11 @@ def load_lenient(root: Path, *, roots: Sequence[Path] | None = None) -> LoadedMa
         error = exc
     if not root.is_dir():
         return LoadedManifests([], error, (str(root),))
-    base = root
     broken = {p.location.file for p in error.problems}
     confine_to = list(roots) if roots else default_roots(root)
     items: list[DesiredItem] = []
     for path in manifest_files(root):
-        rel = Path(os.path.relpath(path, base)).as_posix()
+        rel = display_path(path)  # as the loader names it in a ManifestProblem
         if rel in broken:
             continue
         try:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import difflib
 import gc
 import os
 import stat
@@ -32,7 +31,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from vodsync.config import describe_value, explain_error
+from vodsync.config import closest, describe_value, explain_error, unknown_field_words
 from vodsync.desired.hls import is_playlist, read_segment_names
 from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile, Segment
 from vodsync.desired.manifest import (
@@ -45,7 +44,14 @@ from vodsync.desired.manifest import (
     ManifestFile,
 )
 from vodsync.desired.paths import PathConfiner, default_roots
-from vodsync.errors import Location, ManifestError, ManifestProblem, PathNotAllowed, VodsyncError
+from vodsync.errors import (
+    Location,
+    ManifestError,
+    ManifestProblem,
+    PathNotAllowed,
+    VodsyncError,
+    display_path,
+)
 from vodsync.yamldoc import node_at, node_line, parse_yaml_document, yaml_error_words
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -130,7 +136,7 @@ def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool)
     items: list[DesiredItem] = []
     names: list[tuple[str, Location]] = []
     for path in files:
-        rel = Path(os.path.relpath(path, base)).as_posix()
+        rel = display_path(path)  # in errors: a path the user can open from where they ran vodsync
         if not manifest_confiner.allows(os.path.realpath(path)):
             problems.append(
                 ManifestProblem(
@@ -169,12 +175,12 @@ def _manifest_files(root: Path, problems: list[ManifestProblem]) -> list[Path]:
     if root.is_file():
         return [root]
     if not root.is_dir():
-        problems.append(ManifestProblem(Location(str(root)), None, "no such manifests directory or file"))
+        problems.append(ManifestProblem(Location(display_path(root)), None, "no such manifests directory or file"))
         return []
     found: list[Path] = []
 
     def unreadable(exc: OSError) -> None:
-        where = Path(os.path.relpath(exc.filename or root, root)).as_posix()
+        where = display_path(exc.filename or root)
         problems.append(
             ManifestProblem(Location(where, 1), None, f"cannot list directory: {exc.strerror or exc}")
         )
@@ -322,8 +328,8 @@ class _ManifestFileLoader:
             return
         for key in data:
             if key not in _TOP_LEVEL:
-                hint = difflib.get_close_matches(str(key), _TOP_LEVEL, n=1)
-                extra = f"; did you mean {hint[0]}?" if hint else "; a manifest has only defaults and media"
+                hint = closest(str(key), _TOP_LEVEL)
+                extra = f"; did you mean {hint}?" if hint else "; a manifest has only defaults and media"
                 self.problem(
                     node_line(node, [key], key=True), str(key)[:80], f"unknown top-level field{extra}"
                 )
@@ -351,7 +357,7 @@ class _ManifestFileLoader:
                 key = err["type"] == "extra_forbidden"
                 words = explain_error({**err, "loc": loc}, expected=_EXPECTED, patterns=_PATTERNS)
                 if key:
-                    words = self._unknown_field_words(str(loc[-1]), ManifestDefaults.model_fields, "defaults")
+                    words = unknown_field_words(str(loc[-1]), ManifestDefaults.model_fields, "defaults")
                 self.problem(node_line(self.node, loc, key=key), "defaults" + _path_words(err["loc"]), words)
             return
         self.defaults = defaults
@@ -447,10 +453,8 @@ class _ManifestFileLoader:
             return
         if kind == "union_tag_invalid":
             tag = err.get("ctx", {}).get("tag")
-            hint = difflib.get_close_matches(str(tag), ITEM_TYPES, n=1)
-            words = f"unknown type {tag!r}; expected one of {_TYPE_LIST}" + (
-                f" (did you mean {hint[0]}?)" if hint else ""
-            )
+            hint = closest(str(tag), ITEM_TYPES)
+            words = f"unknown type {tag!r}; expected one of {_TYPE_LIST}" + (f" (did you mean {hint}?)" if hint else "")
             self.problem(node_line(self.node, [*item_loc, "type"]), f"{label}.type", words)
             return
         if kind == "union_tag_not_found":
@@ -480,7 +484,7 @@ class _ManifestFileLoader:
         if kind == "extra_forbidden":
             model = ITEM_MODELS.get(item_type)  # type: ignore[arg-type]
             fields = model.model_fields if model else {}
-            words = self._unknown_field_words(str(field), fields, f"{item_type} items")
+            words = unknown_field_words(str(field), fields, f"{item_type} items")
             self.problem(node_line(self.node, where, key=True), f"{label}.{str(field)[:80]}", words)
             return
         words = explain_error(err, expected=_EXPECTED, patterns=_PATTERNS)
@@ -502,13 +506,6 @@ class _ManifestFileLoader:
         except RecursionError:  # self-referencing YAML anchors; the tags line is close enough
             pass
         return [*item_loc, "tags"], False
-
-    @staticmethod
-    def _unknown_field_words(field: str, known: Any, owner: str) -> str:
-        hint = difflib.get_close_matches(field, list(known), n=1)
-        if hint:
-            return f"unknown field for {owner}; did you mean {hint[0]}?"
-        return f"unknown field for {owner}; known fields: {', '.join(sorted(known))}"
 
     def _to_item(self, model: Any, index: int, origin: Location) -> DesiredItem | None:
         kind = Kind(model.type)

@@ -34,6 +34,8 @@ ERROR_STATUS: dict[str, int] = {
     "SecurityTokenExpired": 403,
     "InvalidAccessKeyId": 403,
     "AccessDenied": 403,
+    "Forbidden.RAM": 403,
+    "InvalidAccessKeyId.NotFound": 404,
     "RequestTimeout": 400,
     "SignatureNonceUsed": 400,
     "Forbidden.IllegalStatus": 400,
@@ -49,6 +51,8 @@ ERROR_MESSAGE: dict[str, str] = {
     "SecurityTokenExpired": "The security token you provided has expired.",
     "InvalidAccessKeyId": "The OSS Access Key Id you provided does not exist in our records.",
     "AccessDenied": "You have no right to access this object because of bucket acl.",
+    "Forbidden.RAM": "User not authorized to operate on the specified resource, or this API doesn't support RAM.",
+    "InvalidAccessKeyId.NotFound": "Specified access key is not found.",
     "RequestTimeout": "Your socket connection to the server was not read from or written to within the timeout period.",
 }
 

@@ -47,6 +47,9 @@ class Change:
     upload_bytes: int = 0
     content_hash: str | None = None  # digest of the desired local content, when known
     uncleared: tuple[str, ...] = ()  # fields the manifest empties, which the API cannot clear
+    # The values `fields` were compared against: the record's last applied metadata, or with --refresh
+    # the remote media's. What a plan shows as each field's "before".
+    current: Mapping[str, Any] | None = None
 
     def __str__(self) -> str:
         if self.action is Action.UPDATE:
@@ -130,6 +133,7 @@ def _diff_one(
             item=item,
             record=record,
             upload_bytes=size,
+            current=record.metadata,
         )
     if record.status in _UNFINISHED:
         return Change(
@@ -182,12 +186,12 @@ def _diff_one(
     if replace_reason:
         return Change(
             Action.REPLACE, item.name, item.kind, replace_reason, fields=fields, item=item, record=record,
-            upload_bytes=size, content_hash=content_hash, uncleared=uncleared,
+            upload_bytes=size, content_hash=content_hash, uncleared=uncleared, current=current,
         )
     if fields:
         return Change(
             Action.UPDATE, item.name, item.kind, f"{', '.join(fields)} changed{drift}", fields=fields,
-            item=item, record=record, uncleared=uncleared,
+            item=item, record=record, uncleared=uncleared, current=current,
         )
     if record.status is RecordStatus.FAILED and record.remote_status not in _REMOTE_FAILURES:
         # Complete media recorded as failed for a reason of ours (not VOD's): it is followed until

@@ -12,9 +12,10 @@ from vodsync.engine.execution import (
     VIDEO_BATCH,
     Outcome,
     chunks,
+    log,
     meta_json,
 )
-from vodsync.errors import CloudError, VodsyncError
+from vodsync.errors import CloudError, CredentialsRejected, VodsyncError
 from vodsync.state.store import Record, RecordStatus
 
 
@@ -81,19 +82,25 @@ class Edits:
         if not deletes or self.stopping.is_set():
             return
         by_kind: dict[Kind, list[Record]] = {}
+        before: dict[str, Record | None] = {}
         with self.store.transaction():
             for c in deletes:
                 rec = self.store.get(c.name)
                 if rec is None or rec.protect:
                     continue
+                before[c.name] = rec
                 self._save(rec.replace(status=RecordStatus.DELETING))
                 by_kind.setdefault(Kind(rec.kind), []).append(rec)
         for kind, recs in by_kind.items():
             for batch in chunks(recs, VIDEO_BATCH):
                 ids = [r.remote_id for r in batch if r.remote_id]
                 try:
+                    self._abort_interrupted_uploads(kind, batch)
                     if ids:
                         self._delete_remote(kind, ids)
+                except CredentialsRejected as err:
+                    self._credentials_rejected(err, {r.name: before[r.name] for r in batch})
+                    return
                 except VodsyncError as err:
                     for r in batch:
                         self._fail(r.name, "delete", err, unusable=False)
@@ -107,6 +114,39 @@ class Edits:
                         continue
                     self.store.delete(r.name)
                     self._record_outcome(Outcome(r.name, "delete", True, f"deleted {r.remote_id or '(never created)'}"))
+
+    def _abort_interrupted_uploads(self, kind: Kind, recs: Sequence[Record]) -> None:
+        """Before their media goes: abort the multipart uploads that interrupted runs left for these
+        records (their checkpoints name them), which nothing could abort once the media is deleted.
+
+        A video's RefreshUploadVideo gives a credential for its key. VOD has no such call for an image
+        or attached media, so those uploads stay, and the log says so."""
+        from vodsync.cloud.upload import abort_checkpointed, list_checkpoints
+
+        checkpoints, _ = list_checkpoints(self.checkpoint_dir)
+        by_file: dict[str, list[Any]] = {}
+        for cp in checkpoints:
+            by_file.setdefault(cp.file_path, []).append(cp)
+        for rec in recs:
+            mine = by_file.get(rec.source or "", [])
+            if not mine or not rec.remote_id:
+                continue
+            if not kind.remote_is_video:
+                log.warning("cannot abort the interrupted upload of %s (%s): VOD issues no new upload credential "
+                            "for an image or attached media; `vodsync gc` forgets it", rec.name, rec.remote_id,
+                            extra={"item": rec.name})
+                continue
+            try:
+                ticket = self.client.refresh_upload_video(video_id=rec.remote_id)
+            except CloudError as err:
+                if err.code != "InvalidVideo.NotFound":
+                    raise  # the delete waits: once the video is gone, nothing could abort the upload
+                continue  # already gone: `vodsync gc` reports the upload and why it stays
+            for cp in mine:
+                if (cp.bucket, cp.key) == (ticket.address.bucket, ticket.address.key):
+                    abort_checkpointed(ticket, cp)
+                    log.info("aborted the interrupted upload %s of %s", cp.upload_id, rec.name,
+                             extra={"item": rec.name})
 
     def _drop_ingest(self, rec: Record) -> bool:
         """Delete of an item whose URL job has not delivered: cancel it, or delete what it made.

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,7 +50,7 @@ from vodsync.engine.ownership import Namespace, delete_media, state_namespace
 from vodsync.engine.plan import Plan
 from vodsync.engine.recovery import Recovery
 from vodsync.engine.uploads import Uploads
-from vodsync.errors import UploadInterrupted, VodsyncError
+from vodsync.errors import CredentialsRejected, UploadInterrupted, VodsyncError
 from vodsync.state.store import Record, RecordStatus, StateStore
 
 if TYPE_CHECKING:  # the SDKs (oss2, aliyunsdkcore) cost ~0.3 s to import; `plan` never needs them
@@ -92,11 +92,13 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         self._lock = threading.Lock()
         self._unreported = threading.local()  # outcomes of the item a guard is running, shown after it
         self.stopping = threading.Event()  # set on SIGTERM/Ctrl-C: no new work; uploads stop between parts
+        self.rejected: CredentialsRejected | None = None  # VOD refused the credentials: the run stops
 
     # ------------------------------------------------------------------ driver
 
     def run(self, plan: Plan) -> Result:
         self._result = Result()
+        self.rejected = None
         actions = list(plan.actions)
         from vodsync.cloud.upload import settle_checkpoints
 
@@ -104,6 +106,8 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         self.recover([c.name for c in actions])
         self._resettle(actions)
         self._execute(actions)
+        if self.rejected is not None:
+            raise self.rejected
         touched = {c.name for c in actions}
         deadline = self._now() + self.options.wait  # one --wait for all the following below
         self._follow(touched, deadline)
@@ -233,10 +237,9 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         self._record_outcome(Outcome(name, action, False, message))
 
     def _guard(self, change: Change, fn: Callable[[Change], None]) -> None:
-        if self.stopping.is_set():
-            with self._lock:
-                self._result.not_started.append(change.name)
+        if self._not_starting([change.name]):
             return
+        before = {change.name: self.store.get(change.name)}
         with self._reporting_after():
             try:
                 fn(change)
@@ -246,24 +249,56 @@ class Executor(Recovery, Uploads, Ingests, Edits):
                     self._result.stopped.append(change.name)
                 log.info("upload %s: stopped at a part boundary; the next run resumes it", change.name,
                          extra={"item": change.name})
+            except CredentialsRejected as err:
+                self._credentials_rejected(err, before)
             except Exception as err:  # noqa: BLE001 - one item's failure must not stop the others
                 if not isinstance(err, VodsyncError):
                     log.exception("unexpected error on %s", change.name)
                 self._fail(change.name, str(change.action), err, unusable=change.action is not Action.UPDATE)
 
     def _guard_batch(self, batch: Sequence[Change], fn: Callable[[Sequence[Change]], None]) -> None:
-        if self.stopping.is_set():
-            with self._lock:
-                self._result.not_started.extend(c.name for c in batch)
+        if self._not_starting([c.name for c in batch]):
             return
+        before = {c.name: self.store.get(c.name) for c in batch}
         with self._reporting_after():
             try:
                 fn(batch)
+            except CredentialsRejected as err:
+                self._credentials_rejected(err, before)
             except Exception as err:  # noqa: BLE001
                 if not isinstance(err, VodsyncError):
                     log.exception("unexpected error on a batch")
                 for c in batch:
                     self._fail(c.name, str(c.action), err, unusable=c.action is not Action.UPDATE)
+
+    def _not_starting(self, names: Sequence[str]) -> bool:
+        """True when no new work may start: a stop was asked for (the items are counted as not
+        started) or VOD refused the credentials (the run ends with that one error)."""
+        if self.rejected is not None:
+            return True
+        if self.stopping.is_set():
+            with self._lock:
+                self._result.not_started.extend(names)
+            return True
+        return False
+
+    def _credentials_rejected(self, err: CredentialsRejected, before: Mapping[str, Record | None]) -> None:
+        """VOD refused the credentials: stop the run (`run` raises `err`), and take back the intents
+        written for creates that never got through, so the next run has nothing to untangle. A record
+        that gained a remote ID or job before the refusal keeps its intent (something exists)."""
+        with self._lock:
+            if self.rejected is None:
+                self.rejected = err
+        for name, prev in before.items():
+            rec = self.store.get(name)
+            if rec is None or rec.status not in (RecordStatus.CREATING, RecordStatus.DELETING):
+                continue
+            if (rec.remote_id, rec.job_id) != ((prev.remote_id, prev.job_id) if prev else (None, None)):
+                continue
+            if prev is None:
+                self.store.delete(name)
+            else:
+                self._save(prev)
 
     def _now(self) -> float:
         return self.clock()

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vodsync.cloud.upload import Checkpoint, abort_upload, list_checkpoints
+from vodsync.cloud.upload import Checkpoint, abort_checkpointed, list_checkpoints
 from vodsync.cloud.vod import DEFAULT_UPLOAD_AUTH_LIFETIME, VodClient
 from vodsync.desired.items import Kind
 from vodsync.engine.execution import VIDEO_BATCH, chunks, iso_to_epoch
@@ -143,7 +143,7 @@ def run_gc(
     if found.empty:
         print("Nothing to collect: no orphaned media, no abandoned uploads.", file=out)
         return 0
-    verb = "Removing" if yes else "Would remove"
+    verb = "Found" if yes else "Would remove"
     for m in found.media:
         print(f"  {m.kind:<8} {m.media_id}  {m.title!r}  Uploading for {_hours(m.age)}  ({m.why})", file=out)
     for u in found.uploads:
@@ -156,14 +156,34 @@ def run_gc(
     if not yes:
         print("Dry run: nothing was changed. Run `vodsync gc --yes` to remove these.", file=out)
         return 0
-    return _remove(found, client, out)
+    return _remove(found, store.records(), client, out)
 
 
-def _remove(found: Findings, client: VodClient, out: IO[str]) -> int:
-    failures = 0
+@dataclass
+class _Done:
+    """What `gc --yes` actually did, for a summary that counts only that."""
+
+    deleted: int = 0
+    aborted: int = 0
+    forgotten: int = 0  # uploads that could not be aborted: their checkpoints are dropped, with the reason
+    files: int = 0
+    failures: int = 0
+
+    def summary(self) -> str:
+        parts = [f"deleted {self.deleted} orphaned media", f"aborted {self.aborted} multipart upload(s)",
+                 f"removed {self.files} stray checkpoint file(s)"]
+        if self.forgotten:
+            parts.append(f"{self.forgotten} upload(s) could not be aborted (why is said above)")
+        tail = f"; {self.failures} failure(s)" if self.failures else ""
+        return f"Done: {', '.join(parts)}{tail}."
+
+
+def _remove(found: Findings, records: Mapping[str, Record], client: VodClient, out: IO[str]) -> int:
+    done = _Done()
     # Abort uploads first: an orphaned video's refresh (the credential that can abort them)
     # is only possible while the video exists.
     tickets: dict[tuple[str, str], Any] = {}
+    refused: dict[str, str] = {}  # orphaned video -> why no credential could be had for it
     for m in found.media:
         if m.kind != "video":
             continue
@@ -171,21 +191,22 @@ def _remove(found: Findings, client: VodClient, out: IO[str]) -> int:
             t = client.refresh_upload_video(video_id=m.media_id)
             tickets[(t.address.bucket, t.address.key)] = t
         except VodsyncError as err:
-            log.info("no credential for orphaned video %s: %s", m.media_id, err.message)
+            refused[m.media_id] = err.message
     for u in found.uploads:
         cp = u.checkpoint
         ticket = tickets.get((cp.bucket, cp.key))
         try:
             if ticket is not None:
-                abort_upload(ticket, cp.upload_id)
+                abort_checkpointed(ticket, cp)
+                done.aborted += 1
                 print(f"  aborted upload {cp.upload_id} ({cp.bucket}/{cp.key})", file=out)
             else:
-                print(f"  forgot upload {cp.upload_id} ({cp.bucket}/{cp.key}): no credential for that key can "
-                      "be had without touching live media; its parts stay until VOD's storage expires them",
-                      file=out)
-            cp.path.unlink(missing_ok=True)
+                cp.path.unlink(missing_ok=True)
+                done.forgotten += 1
+                print(f"  forgot upload {cp.upload_id} ({cp.bucket}/{cp.key}): {_why_not(cp, records, refused)}; "
+                      "its parts stay until VOD's storage expires them", file=out)
         except (VodsyncError, OSError) as err:
-            failures += 1
+            done.failures += 1
             print(f"  could not abort {cp.upload_id}: {getattr(err, 'message', err)}", file=out)
     by_kind: dict[str, list[str]] = {}
     for m in found.media:
@@ -196,17 +217,39 @@ def _remove(found: Findings, client: VodClient, out: IO[str]) -> int:
                 delete_media(client, Kind(kind), batch)
                 for mid in batch:
                     print(f"  deleted {kind} {mid}", file=out)
+                done.deleted += len(batch)
             except VodsyncError as err:
-                failures += len(batch)
+                done.failures += len(batch)
                 print(f"  could not delete {kind}s {', '.join(batch)}: {err.message}", file=out)
     for path in found.junk:
         try:
             path.unlink(missing_ok=True)
+            done.files += 1
         except OSError as err:
-            failures += 1
+            done.failures += 1
             print(f"  could not remove {path}: {err.strerror}", file=out)
-    print("Done." if not failures else f"Done, with {failures} failure(s).", file=out)
-    return 0 if not failures else 1
+    print(done.summary(), file=out)
+    return 0 if not done.failures else 1
+
+
+def _why_not(cp: Checkpoint, records: Mapping[str, Record], refused: Mapping[str, str]) -> str:
+    """Exactly why no credential for the key of `cp` could be had (OSS aborts need one for that key,
+    and only VOD issues them: for a video through RefreshUploadVideo, for nothing else)."""
+    owners = [r for r in records.values() if r.source == cp.file_path and r.remote_id]
+    for r in owners:
+        if r.remote_id in refused:
+            return f"RefreshUploadVideo of video {r.remote_id} failed: {refused[r.remote_id]}"
+    for r in owners:
+        if r.kind == "video":
+            return (f"its key belongs to video {r.remote_id} of item {r.name!r}, which is live: a credential for "
+                    "it (RefreshUploadVideo) would put that video back to Uploading")
+        return (f"its key belongs to the {r.kind} media {r.remote_id} of item {r.name!r}; VOD has no call that "
+                f"issues a new upload credential for an image or attached media")
+    if refused:
+        failed = "; ".join(f"{mid}: {why}" for mid, why in refused.items())
+        return f"no record names the media at that key, and RefreshUploadVideo failed for orphaned video(s) {failed}"
+    return ("no record and no orphaned video names the media at that key (it was deleted or replaced), and VOD "
+            "issues upload credentials only for media that exist")
 
 
 def _now() -> float:

@@ -1,4 +1,5 @@
-"""Changes -> an ordered plan, and the plan's text and JSON forms. Pure.
+"""Changes -> an ordered plan, what each change sets (old -> new), and the plan's JSON form. Pure.
+(`ui.py` renders the text.)
 
 The plan is where delete policy lives: deletions are carried out only when the
 user asked (`prune`), never for protected items, never when the desired set is
@@ -8,13 +9,15 @@ visible as `kept` so nobody is surprised later.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from vodsync.desired.items import Kind
 from vodsync.engine.diff import BOOKKEEPING, Action, Change
-from vodsync.errors import DeleteRefused
+from vodsync.errors import DeleteRefused, ManifestError, VodsyncError, display_path
 
 DEFAULT_MAX_DELETE = 10
 
@@ -119,19 +122,55 @@ def check_plan(plan: Plan) -> None:
 
 
 def _with_reason(c: Change, reason: str) -> Change:
-    return Change(c.action, c.name, c.kind, reason, c.fields, c.item, c.record, c.upload_bytes, c.content_hash)
+    return dataclasses.replace(c, reason=reason)
 
 
-# ---------------------------------------------------------------- rendering
+# ------------------------------------------------------ what a plan shows (ui.py renders it)
 
-_SYMBOL = {
-    Action.CREATE: ("+", "green"),
-    Action.UPDATE: ("~", "yellow"),
-    Action.REPLACE: ("±", "magenta"),
-    Action.DELETE: ("-", "red"),
-    Action.RESUME: (">", "cyan"),
-    Action.FOLLOW: ("…", "blue"),
-}
+PLAN_FORMAT_VERSION = 1  # of `plan --json`; raised when a key changes meaning or goes away
+
+_SOURCE_KEY = {Kind.VIDEO: "file", Kind.IMAGE: "file", Kind.ATTACHED: "file", Kind.URL: "url",
+               Kind.REGISTER: "file_url"}
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One attribute a change sets: `before` is None for a create (or a field not set before)."""
+
+    field: str
+    before: Any
+    after: Any
+
+
+def creates_media(c: Change) -> bool:
+    """A create, or a resume of an item whose media was never created: every attribute is new."""
+    return c.action is Action.CREATE or (
+        c.action is Action.RESUME and (c.record is None or not (c.record.remote_id or c.record.job_id)))
+
+
+def field_changes(c: Change) -> tuple[FieldChange, ...]:
+    """What the change sets, old -> new: every field an update or replace writes; every attribute of a
+    create (the source, metadata and creation options); a delete's last known metadata -> None."""
+    if c.action is Action.DELETE:
+        return tuple(FieldChange(f, _plain(v), None) for f, v in (c.record.metadata if c.record else {}).items())
+    item = c.item
+    if item is None:
+        return ()
+    if creates_media(c):
+        source = display_path(item.source) if item.kind.uploads_local_file else item.source
+        attrs = {_SOURCE_KEY[item.kind]: source, **item.metadata, **item.options}
+        return tuple(FieldChange(f, None, _plain(v)) for f, v in attrs.items() if v is not None)
+    current = c.current if c.current is not None else (c.record.metadata if c.record else {})
+    out = [FieldChange(f, _plain(current.get(f)), _plain(item.metadata.get(f))) for f in c.fields]
+    if c.action is Action.REPLACE and c.record is not None and c.record.source != item.source:
+        key, show = _SOURCE_KEY[item.kind], (display_path if item.kind.uploads_local_file else str)
+        out.insert(0, FieldChange(key, show(c.record.source) if c.record.source else None, show(item.source)))
+    return tuple(out)
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready: tags are lists."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 def human_bytes(n: float) -> str:
@@ -142,45 +181,9 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def summary_line(plan: Plan) -> str:
-    if plan.refusal:
-        return f"Plan refused: {plan.refusal}"
-    if not plan.has_changes:
-        kept = f"; {len(plan.kept)} kept (not in manifests)" if plan.kept else ""
-        return f"No changes. {plan.in_sync} item(s) in sync{kept}."
-    order = ("create", "update", "replace", "delete", "resume", "follow")
-    parts = [f"{plan.counts.get(a, 0)} to {a}" for a in order if plan.counts.get(a) or a in order[:4]]
-    upload = f"; {human_bytes(plan.upload_bytes)} to upload" if plan.upload_bytes else ""
-    return f"Plan: {', '.join(parts)}{upload}."
-
-
-def render_lines(plan: Plan) -> list[tuple[str, str]]:
-    """(text, style) per line of the human form; styles are rich style names."""
-    rows = list(plan.changes)
-    width = max((len(c.name) for c in [*rows, *plan.kept, *plan.uncleared]), default=4)
-    lines: list[tuple[str, str]] = []
-    for c in rows:
-        sym, style = _SYMBOL[c.action]
-        extra = f"  ({human_bytes(c.upload_bytes)} to upload)" if c.upload_bytes else ""
-        fields = f" [{', '.join(c.fields)}]" if c.fields and c.action is not Action.UPDATE else ""
-        lines.append((f"  {sym} {c.action:<8} {c.name:<{width}}  {c.kind:<8}  {c.reason}{fields}{extra}", style))
-    for c in plan.kept:
-        lines.append((f"    {'kept':<8} {c.name:<{width}}  {c.kind:<8}  {c.reason}", "dim"))
-    for c in plan.uncleared:
-        lines.append((f"    {'note':<8} {c.name:<{width}}  {c.kind:<8}  {uncleared_text(c)}", "dim"))
-    if lines:
-        lines.append(("", ""))
-    lines.append((summary_line(plan), "bold red" if plan.refusal else "bold"))
-    return lines
-
-
 def uncleared_text(c: Change) -> str:
     fields = ", ".join(c.uncleared)
     return f"{fields} cannot be cleared: the VOD API documents no way to empty a field; left as it is"
-
-
-def render_text(plan: Plan) -> str:
-    return "\n".join(text for text, _ in render_lines(plan))
 
 
 def change_json(c: Change) -> dict[str, Any]:
@@ -198,11 +201,16 @@ def change_json(c: Change) -> dict[str, Any]:
         out["upload_bytes"] = c.upload_bytes
     if c.record is not None and c.record.remote_id:
         out["remote_id"] = c.record.remote_id
+    changes = field_changes(c)
+    if changes:
+        out["before"] = None if creates_media(c) else {f.field: f.before for f in changes}
+        out["after"] = None if c.action is Action.DELETE else {f.field: f.after for f in changes}
     return out
 
 
 def plan_json(plan: Plan) -> dict[str, Any]:
     return {
+        "format_version": PLAN_FORMAT_VERSION,
         "changes": [change_json(c) for c in plan.changes],
         "kept": [change_json(c) for c in plan.kept],
         "summary": {
@@ -214,3 +222,16 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "refusal": plan.refusal,
         "notes": [{"name": c.name, "fields": list(c.uncleared), "note": uncleared_text(c)} for c in plan.uncleared],
     }
+
+
+def error_json(err: VodsyncError) -> dict[str, Any]:
+    """What `plan --json` prints instead of a plan when there is none: an invalid manifest names each
+    problem's file, line and field."""
+    error: dict[str, Any] = {"message": err.message}
+    if isinstance(err, ManifestError):
+        error["message"] = f"invalid manifests ({len(err.problems)} problem(s))"
+        error["problems"] = [
+            {"file": p.location.file, "line": p.location.line, "field": p.field, "message": p.message}
+            for p in err.problems
+        ]
+    return {"format_version": PLAN_FORMAT_VERSION, "error": error}

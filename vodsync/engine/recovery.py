@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from vodsync.desired.items import Kind
 from vodsync.engine.execution import iso_to_epoch, log
 from vodsync.engine.ownership import find_marked, owned_media, search
-from vodsync.errors import VodsyncError
+from vodsync.errors import CredentialsRejected, VodsyncError
 from vodsync.state.store import Record, RecordStatus
 
 # Orphans of an interrupted create are looked for this long before the recorded intent
@@ -61,6 +61,8 @@ class Recovery:
                     self._recover_orphans(rec, owned)
                 elif rec.kind == Kind.URL:
                     self._recover_url(rec, owned_jobs)
+            except CredentialsRejected:
+                raise  # no other record could be settled either: the run stops with this one message
             except VodsyncError as err:
                 log.warning("could not settle the interrupted %s of %s: %s", rec.kind, rec.name, err.message)
 
