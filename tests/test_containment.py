@@ -7,10 +7,13 @@ configs. See docs/guarantees.md, "Threat model".
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
+import pytest
 import test_daemon_process as daemon_kit
+from clirun import run_cli
 
 from vodsync.emulator import Emulator
 
@@ -50,3 +53,55 @@ def test_links_planted_in_done_and_failed_are_never_written_through(
     )
     rc, _ = d.stop()
     assert rc == 0
+
+
+# --- a vodsync.yaml that came with the manifests ---------------------------------------------
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A clone of a manifests repository (the working directory) with an item reading a file outside it."""
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "manifests").mkdir()
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "secret.mp4").write_bytes(b"private")  # /etc/..., with an extension VOD takes
+    (repo / "manifests" / "m.yaml").write_text(
+        f"media:\n  - name: leak\n    type: video\n    file: {tmp_path / 'etc' / 'secret.mp4'}\n    title: Leak\n"
+    )
+    monkeypatch.chdir(repo)
+    return repo
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ("roots: [/]\n", "roots"),
+        ("endpoint: http://127.0.0.1:9/attacker\n", "endpoint"),
+        ("state: /tmp/elsewhere.db\n", "state"),
+        ("drop_folders:\n  - path: /\n", "drop_folders"),
+        ("credentials: {access_key_id: a, access_key_secret: b}\n", "credentials"),
+    ],
+)
+def test_a_committed_config_cannot_widen_what_a_run_touches(checkout: Path, setting: str, key: str) -> None:
+    (checkout / "vodsync.yaml").write_text("region: cn-beijing\n" + setting)
+    os.chmod(checkout / "vodsync.yaml", 0o600)
+    run = run_cli(["validate"])
+    assert run.code == 1, run
+    assert f"vodsync.yaml:2: {key}: " in run.err and "--config" in run.err, run
+    assert "Traceback" not in run.err
+
+
+def test_roots_from_a_committed_config_do_not_let_etc_through(checkout: Path, tmp_path: Path) -> None:
+    (checkout / "vodsync.yaml").write_text("roots: [/]\n")
+    run = run_cli(["validate"])
+    assert run.code == 1 and "roots" in run.err, run
+    # The same file named with --config is the operator's choice: then /etc is allowed.
+    chosen = tmp_path / "chosen.yaml"
+    chosen.write_text(f"roots: [/]\nmanifests: {checkout / 'manifests'}\n")
+    run = run_cli(["validate", "--config", str(chosen)])
+    assert run.code == 0, run
+    # A committed config without widening keys is still read.
+    (checkout / "vodsync.yaml").write_text("region: cn-beijing\n")
+    run = run_cli(["validate"])
+    assert run.code == 1 and "secret.mp4" in run.err and "outside the allowed roots" in run.err, run

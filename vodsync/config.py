@@ -241,6 +241,8 @@ class Config(_Settings):
     daemon: DaemonSettings = DaemonSettings()
     # Where this config came from (None: built-in defaults); not a key of the file.
     _source: Path | None = PrivateAttr(None)
+    # Found implicitly (./vodsync.yaml, no --config): the widening keys it sets, with their lines.
+    _implicit_widening: dict[str, int | None] | None = PrivateAttr(None)
 
     @property
     def source(self) -> Path | None:
@@ -304,7 +306,8 @@ def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> C
     env = os.environ if env is None else env
     data: Any = {}
     node = None
-    if path is None and Path(CONFIG_FILE_NAME).is_file():
+    implicit = path is None and Path(CONFIG_FILE_NAME).is_file()
+    if implicit:
         path = Path(CONFIG_FILE_NAME)
     if path is not None:
         path = Path(path)
@@ -356,7 +359,46 @@ def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> C
             raise ConfigError(f"{ENV_ENDPOINT}: {exc}") from None
     config = config.model_copy(update=update)
     config._source = path.resolve() if path is not None else None
+    if implicit:
+        config._implicit_widening = {
+            key: node_line(node, (key,), key=True) for key in WIDENING_KEYS if key in data
+        }
     return config
+
+
+# Settings that widen what a run may touch: which files it reads, where it sends requests and
+# credentials, which state it writes, which folders it moves files in.
+WIDENING_KEYS = ("roots", "endpoint", "state", "credentials", "drop_folders")
+_WIDENING_INSTEAD = {
+    "state": "--state FILE",
+    "endpoint": f"--endpoint URL or {ENV_ENDPOINT}",
+    "credentials": f"{ENV_ACCESS_KEY_ID} and {ENV_ACCESS_KEY_SECRET}",
+}
+
+
+def refuse_implicit_widening(config: Config, repositories: Sequence[Path]) -> None:
+    """Refuse a config found implicitly inside one of `repositories` that sets a widening key.
+
+    A `vodsync.yaml` in the working directory may have come with the manifests, from
+    whoever can get a commit merged; it must not be able to let manifests read `/`, send
+    the signed requests elsewhere or move the state. `--config FILE` (a file someone
+    chose) and configs outside the repositories may set them.
+    """
+    if not config._implicit_widening or config.source is None:
+        return
+    if not any(config.source.is_relative_to(os.path.realpath(r)) for r in repositories):
+        return
+    key, line = next(iter(config._implicit_widening.items()))
+    instead = _WIDENING_INSTEAD.get(key)
+    raise _config_error(
+        config.source,
+        line,
+        key,
+        f"a {CONFIG_FILE_NAME} found in the manifests' repository (not given with --config) cannot set "
+        f"{key}: it widens what a run may touch. Pass it with --config FILE"
+        + (f" or {instead}" if instead else "")
+        + f" (settings it refuses: {', '.join(WIDENING_KEYS)})",
+    )
 
 
 # --- Credentials -----------------------------------------------------------------------------------
