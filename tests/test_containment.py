@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -105,3 +107,53 @@ def test_roots_from_a_committed_config_do_not_let_etc_through(checkout: Path, tm
     (checkout / "vodsync.yaml").write_text("region: cn-beijing\n")
     run = run_cli(["validate"])
     assert run.code == 1 and "secret.mp4" in run.err and "outside the allowed roots" in run.err, run
+
+
+# --- manifests from a pull request ---------------------------------------------------------------
+
+_MEASURE = """
+import resource, sys, time
+from vodsync.cli import main
+started = time.monotonic()
+code = main(["validate", "-f", sys.argv[1]])
+took = time.monotonic() - started
+peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(f"RESULT {code} {took:.3f} {peak_mib:.1f}")
+"""
+
+
+def test_8000_copies_of_one_item_are_one_short_problem_in_seconds(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "a.mp4").write_bytes(b"x")
+    item = "  - name: same\n    type: video\n    file: ../a.mp4\n"  # 408 KB for 8,000
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "m.yaml").write_text("media:\n" + item * 8000)
+    assert 400_000 < (manifests / "m.yaml").stat().st_size < 600_000
+    run = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(manifests)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    code, took, peak_mib = run.stdout.split("RESULT ")[1].split()
+    assert code == "1" and "Traceback" not in run.stderr
+    assert float(took) < 5 and float(peak_mib) < 200, (took, peak_mib)
+    assert len(run.stderr) < 2_000, run.stderr[:2_000]
+    assert (
+        "duplicate name 'same': defined 8000 times, also at m.yaml:5, m.yaml:8, m.yaml:11 and 7996 more"
+        in (run.stderr)
+    )
+
+
+def test_many_problems_are_counted_not_all_printed(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "m.yaml").write_text(
+        "media:\n" + "".join(f"  - name: n{i}\n    type: nope\n" for i in range(5000))
+    )
+    run = run_cli(["validate", "-f", str(manifests)])
+    assert run.code == 1 and "(5000 problems)" in run.err and "and 4900 more" in run.err
+    assert run.err.count("\n") < 110

@@ -450,9 +450,12 @@ class Daemon:
         if loaded.error is not None:
             text = str(loaded.error.message)
             if text != self._reported_error:  # one report per distinct problem, not one per pass
-                for problem in loaded.error.problems:
+                shown = loaded.error.problems[: loaded.error.SHOWN]
+                for problem in shown:
                     log.error("invalid manifest, skipped (its items are left as they are): %s", problem,
                               extra={"file": problem.location.file, "line": problem.location.line})
+                if len(loaded.error.problems) > len(shown):
+                    log.error("and %d more manifest problem(s)", len(loaded.error.problems) - len(shown))
             self._reported_error = text
         else:
             if self._reported_error is not None:
