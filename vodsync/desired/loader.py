@@ -216,7 +216,9 @@ def _check_unique(names: list[tuple[str, Location]], problems: list[ManifestProb
             more = count - 1 - len(others)
             places = ", ".join(str(o) for o in others) + (f" and {more} more" if more else "")
             problems.append(
-                ManifestProblem(here, name, f"duplicate name {name!r}: defined {count} times, also at {places}")
+                ManifestProblem(
+                    here, name, f"duplicate name {name!r}: defined {count} times, also at {places}"
+                )
             )
 
 
