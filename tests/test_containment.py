@@ -157,3 +157,23 @@ def test_many_problems_are_counted_not_all_printed(tmp_path: Path) -> None:
     run = run_cli(["validate", "-f", str(manifests)])
     assert run.code == 1 and "(5000 problems)" in run.err and "and 4900 more" in run.err
     assert run.err.count("\n") < 110
+
+
+def test_a_manifest_with_two_media_keys_is_refused_at_the_second(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / ".git").mkdir()
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "m.yaml").write_text(
+        "media:\n  - {name: a, type: url, url: 'https://e.x/a.mp4'}\n"
+        "media:\n  - {name: b, type: url, url: 'https://e.x/b.mp4'}\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    run = run_cli(["validate", "-f", str(manifests)])
+    assert run.code == 1 and "m.yaml:3: " in run.err and "duplicate key 'media'" in run.err, run
+
+
+def test_a_config_with_a_repeated_key_is_refused_with_its_line(tmp_path: Path) -> None:
+    config = tmp_path / "chosen.yaml"
+    config.write_text("region: cn-beijing\nprune: false\nprune: true\n")
+    run = run_cli(["validate", "--config", str(config)])
+    assert run.code == 1 and f"{config}:3: " in run.err and "duplicate key 'prune'" in run.err, run

@@ -482,3 +482,12 @@ def test_a_failed_folder_that_is_a_link_is_not_moved_into(env, tmp_path: Path) -
     (failure,) = [f for f in settle(drop, clock).failed if f.path.name == "notes.txt"]
     assert drop.finish_failure(failure) is None
     assert list(outside.iterdir()) == [] and (folder / "notes.txt").exists()
+
+
+def test_a_sidecar_with_a_repeated_key_fails_the_pair_at_its_line(env) -> None:
+    folder, clock, _, make = env
+    drop = make()
+    (folder / "a.mp4").write_bytes(b"1")
+    (folder / "a.yaml").write_text("title: One\ntags: [x]\ntitle: Two\n")
+    (failure,) = settle(drop, clock).failed
+    assert failure.reason.startswith("a.yaml:3: ") and "duplicate key 'title'" in failure.reason
