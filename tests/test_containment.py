@@ -11,6 +11,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -177,3 +178,44 @@ def test_a_config_with_a_repeated_key_is_refused_with_its_line(tmp_path: Path) -
     config.write_text("region: cn-beijing\nprune: false\nprune: true\n")
     run = run_cli(["validate", "--config", str(config)])
     assert run.code == 1 and f"{config}:3: " in run.err and "duplicate key 'prune'" in run.err, run
+
+
+# --- watch --prune and a manifest being rewritten ---------------------------------------------
+
+
+def test_watch_prune_deletes_nothing_while_a_manifest_is_half_rewritten(
+    project: Path, emulator: Emulator, daemons: list
+) -> None:
+    (project / "media" / "a.mp4").write_bytes(b"a" * 20_000)
+    (project / "media" / "b.mp4").write_bytes(b"b" * 20_000)
+    manifest = project / "manifests" / "m.yaml"
+    whole = "".join(
+        f"  - name: {n}\n    type: video\n    file: ../media/{n}.mp4\n    title: {n.upper()}\n" for n in "ab"
+    )
+    whole = "media:\n" + whole
+    manifest.write_text(whole)
+    d = start(daemons, project, emulator, "--prune")
+    ids = eventually(
+        lambda: (got := {n: r.remote_id for n, r in records(project).items()}) and all(got.values()) and got,
+        what="both videos recorded",
+    )
+    assert len(ids) == 2
+    seen = len(d.lines)
+
+    half = whole.index("  - name: b")
+    with open(manifest, "w") as f:  # rewritten in place, as a slow editor or a copy does
+        f.write(whole[:half])
+        f.flush()
+        time.sleep(1.5)  # the writer's pause (longer than the watcher's debounce), not a wait for the daemon
+        f.write(whole[half:])
+
+    def settled_or_deleted() -> bool:
+        return emulator.calls().get("DeleteVideo", 0) > 0 or any(
+            "pruning may act" in line.get("msg", "") for line in d.lines[seen:]
+        )
+
+    eventually(settled_or_deleted, timeout=20, what="the settle window")
+    assert emulator.calls().get("DeleteVideo", 0) == 0
+    assert {n: r.remote_id for n, r in records(project).items()} == ids
+    rc, _ = d.stop()
+    assert rc == 0
