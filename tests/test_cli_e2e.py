@@ -327,6 +327,7 @@ def test_a_removed_item_is_kept_without_prune_and_deleted_with_it(ws: Workspace)
 
 def test_max_delete_refuses_and_deletes_nothing(ws: Workspace) -> None:
     media = ws.five_kinds()
+    media[4]["on_delete"] = "delete-source"  # archive: its prune deletes the registered object
     converge(ws, media)
     ws.manifest(media[:2])
     before_state = ws.vod()
@@ -350,6 +351,7 @@ def test_max_delete_refuses_and_deletes_nothing(ws: Workspace) -> None:
 def test_a_protected_item_survives_prune(ws: Workspace) -> None:
     media = ws.five_kinds()
     media[3]["protect"] = True  # trailer
+    media[4]["on_delete"] = "delete-source"  # archive: its prune deletes the registered object
     status = converge(ws, media)
     ws.manifest([m for m in media if m["name"] not in ("trailer", "archive")])
     run = ws.apply("--prune")

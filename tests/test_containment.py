@@ -14,14 +14,17 @@ import sys
 import time
 from pathlib import Path
 
+import clikit
 import pytest
 import test_daemon_process as daemon_kit
+from clikit import Workspace, mp4
 from clirun import run_cli
 
 from vodsync.emulator import Emulator
 
 project = daemon_kit.project  # fixtures
 daemons = daemon_kit.daemons
+ws = clikit.ws
 start, eventually, records = daemon_kit.start, daemon_kit.eventually, daemon_kit.records
 
 
@@ -219,3 +222,38 @@ def test_watch_prune_deletes_nothing_while_a_manifest_is_half_rewritten(
     assert {n: r.remote_id for n, r in records(project).items()} == ids
     rc, _ = d.stop()
     assert rc == 0
+
+
+# --- register items and prune ----------------------------------------------------------------
+
+
+def test_pruning_a_register_item_keeps_the_users_object_unless_it_says_delete_source(ws: Workspace) -> None:
+    url = ws.seed_object("archive/old.mp4", mp4(2500, b"a"))
+    other = {"name": "keep", "type": "url", "url": ws.url("/src/k.mp4", mp4(1000, b"k")), "title": "K"}
+    ws.manifest([other, {"name": "archive", "type": "register", "file_url": url, "title": "Archive"}])
+    assert ws.apply().code == 0
+    ws.manifest([other])
+
+    run = ws.apply("--prune")
+    assert run.code == 0, run
+    assert "on_delete: delete-source" in run.out + run.err and "OSS object" in run.out + run.err, run
+    assert ws.calls().get("DeleteVideo", 0) == 0 and "archive" in ws.status()
+    assert any(o["key"] == "archive/old.mp4" for o in ws.vod()["objects"])
+
+    # Said explicitly on the item (and recorded by an apply), the prune goes ahead.
+    ws.manifest(
+        [
+            other,
+            {
+                "name": "archive",
+                "type": "register",
+                "file_url": url,
+                "title": "Archive",
+                "on_delete": "delete-source",
+            },
+        ]
+    )
+    assert ws.apply().code == 0
+    ws.manifest([other])
+    assert ws.apply("--prune").code == 0
+    assert ws.calls().get("DeleteVideo", 0) == 1 and "archive" not in ws.status()

@@ -56,6 +56,7 @@ _OPTION_FIELDS = (
     "image_type",
     "business_type",
     "file_extension",
+    "on_delete",
 )
 _EXPECTED = {
     "tags": "a list of strings",

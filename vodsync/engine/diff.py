@@ -168,11 +168,23 @@ def _diff_one(
     stat_moved = item.local is not None and (item.local.path, item.local.size, item.local.mtime_ns) != (
         record.source, record.size, record.mtime_ns,
     )
-    if stat_moved or record.protect != item.protect:
+    on_delete_moved = record.options.get(ON_DELETE) != item.options.get(ON_DELETE)
+    if stat_moved or record.protect != item.protect or on_delete_moved:
         return Change(
             Action.TOUCH, item.name, item.kind, "bookkeeping", item=item, record=record, content_hash=content_hash
         )
     return None
+
+
+# A register item's creation option: whether pruning it may delete the media, and with it the
+# registered OSS object (DeleteVideo is physical; the object is the media's source).
+ON_DELETE = "on_delete"
+DELETE_SOURCE = "delete-source"
+
+
+def deletes_users_source(record: Record) -> bool:
+    """Whether deleting this record's media would delete an object the user registered, unasked."""
+    return record.kind == Kind.REGISTER and record.options.get(ON_DELETE) != DELETE_SOURCE
 
 
 def diff_one(item: DesiredItem, record: Record | None) -> Change | None:
