@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import clikit
@@ -257,3 +260,51 @@ def test_pruning_a_register_item_keeps_the_users_object_unless_it_says_delete_so
     ws.manifest([other])
     assert ws.apply("--prune").code == 0
     assert ws.calls().get("DeleteVideo", 0) == 1 and "archive" not in ws.status()
+
+
+# --- the emulator ------------------------------------------------------------------------------
+
+
+def test_emulator_seed_links_are_not_served_and_its_state_is_private(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / ".git").mkdir()
+    secret = tmp_path / "id_rsa"
+    secret.write_bytes(b"-----BEGIN PRIVATE KEY----- s3cr3t-bytes")
+    seed = tmp_path / "manifests" / "emulator-seed" / "public"
+    seed.mkdir(parents=True)
+    (seed / "ok.mp4").write_bytes(mp4(500))
+    (seed / "key.mp4").symlink_to(secret)
+    (seed / "dir").symlink_to(tmp_path)  # a directory link: its files are not walked either
+    (tmp_path / "manifests" / "m.yaml").write_text("media: []\n")
+    monkeypatch.chdir(tmp_path)
+    run = run_cli(
+        [
+            "plan",
+            "--refresh",
+            "--emulator",
+            "--emulator-port",
+            "0",
+            "--state",
+            str(tmp_path / "s" / "state.db"),
+        ]
+    )
+    assert run.code == 0, run
+    data_dir = tmp_path / "s" / "emulator"
+    stored = b"".join(p.read_bytes() for p in data_dir.rglob("*") if p.is_file())
+    assert b"s3cr3t-bytes" not in stored and b"BEGIN PRIVATE KEY" not in stored
+    assert b"ok.mp4" in stored and b"key.mp4" not in stored
+    snapshot = data_dir / "state.json"
+    assert snapshot.is_file() and stat.S_IMODE(snapshot.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("seconds", ["NaN", "Infinity", "-Infinity", "1e308"])
+def test_emulator_advance_refuses_values_that_would_break_its_clock(emulator: Emulator, seconds: str) -> None:
+    request = urllib.request.Request(
+        emulator.url + "/_emulator/advance",
+        data=f'{{"seconds": {seconds}}}'.encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(request, timeout=5)
+    assert caught.value.code == 400
+    assert emulator.advance(60) > 0  # still a working clock
