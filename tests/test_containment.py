@@ -308,3 +308,34 @@ def test_emulator_advance_refuses_values_that_would_break_its_clock(emulator: Em
         urllib.request.urlopen(request, timeout=5)
     assert caught.value.code == 400
     assert emulator.advance(60) > 0  # still a working clock
+
+
+# --- configs that do not parse -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "secret_line",
+    [
+        "  access_key_secret: *Sup3rS3cretValue\n",  # an alias name: "found undefined alias ..."
+        "  access_key_secret: !Sup3rS3cretValue x\n",  # a tag: "could not determine a constructor ..."
+        '  access_key_secret: "Sup3rS3cretValue\\q"\n',  # a bad escape
+    ],
+)
+def test_a_config_yaml_error_never_quotes_the_secret(tmp_path: Path, secret_line: str) -> None:
+    config = tmp_path / "chosen.yaml"
+    config.write_text("credentials:\n  access_key_id: LTAIexample\n" + secret_line)
+    os.chmod(config, 0o600)
+    run = run_cli(["validate", "--config", str(config)])
+    assert run.code == 1 and f"{config}:3" in run.err, run
+    assert "Sup3rS3cretValue" not in run.out + run.err
+    assert "readable by group or others" not in run.err
+
+
+def test_a_world_readable_config_that_does_not_parse_reports_the_permission_first(tmp_path: Path) -> None:
+    config = tmp_path / "chosen.yaml"
+    config.write_text("credentials:\n  access_key_id: LTAIexample\n  access_key_secret: s3cr3t\nregion: [\n")
+    os.chmod(config, 0o644)
+    run = run_cli(["validate", "--config", str(config)])
+    assert run.code == 1, run
+    assert "readable by group or others" in run.err and "chmod 600" in run.err
+    assert run.err.index("chmod 600") < run.err.index("invalid YAML")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+import re
 import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -282,15 +283,44 @@ def _holds_secret(data: Any) -> bool:
     return isinstance(creds, dict) and any(creds.get(k) for k in ("access_key_secret", "security_token"))
 
 
-def _check_permissions(path: Path, data: Any) -> None:
-    if os.name != "posix" or not _holds_secret(data):
-        return
+def _permission_problem(path: Path) -> str | None:
+    """Words for a config file others can read (`None` if only its owner can)."""
+    if os.name != "posix":
+        return None
     mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & 0o077:
-        raise ConfigError(
-            f"{path} holds credentials and is readable by group or others (mode {mode:04o}); "
-            f"run: chmod 600 {path}  (or move the keys to {ENV_ACCESS_KEY_ID} / {ENV_ACCESS_KEY_SECRET})"
-        )
+    if not mode & 0o077:
+        return None
+    return (
+        f"{path} holds credentials and is readable by group or others (mode {mode:04o}); "
+        f"run: chmod 600 {path}  (or move the keys to {ENV_ACCESS_KEY_ID} / {ENV_ACCESS_KEY_SECRET})"
+    )
+
+
+def _check_permissions(path: Path, data: Any) -> None:
+    problem = _permission_problem(path) if _holds_secret(data) else None
+    if problem:
+        raise ConfigError(problem)
+
+
+# A secret's line in a config file that does not parse: `access_key_secret: VALUE` (any quoting).
+_SECRET_LINE = re.compile(rb"(?:access_key_secret|security_token)\s*:[ \t]*([^\r\n]*)")
+
+
+def _unparsable_config_error(path: Path, raw: bytes, exc: BaseException) -> ConfigError:
+    """A YAML error in a config file: located, never quoting a secret back, and with the
+    permission problem first when the file names a secret that others can read."""
+    line, words = yaml_error_words(exc)
+    secrets = [m.group(1).decode("utf-8", "replace").strip() for m in _SECRET_LINE.finditer(raw)]
+    for value in secrets:
+        bare = value.strip("'\"")
+        for form in sorted(
+            {value, bare, bare.lstrip("!&*"), *bare.lstrip("!&*").split()}, key=len, reverse=True
+        ):
+            if len(form) >= 3:
+                words = words.replace(form, "***")
+    error = _config_error(path, line, None, words)
+    problem = _permission_problem(path) if secrets else None
+    return ConfigError(f"{problem}\n  and {error}") if problem else error
 
 
 def _absolute(base: Path, value: Path) -> Path:
@@ -321,8 +351,7 @@ def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> C
             line = raw[: exc.start].count(b"\n") + 1
             raise _config_error(path, line, None, "is not UTF-8 text") from None
         except Exception as exc:  # any YAML or constructor failure becomes a located ConfigError
-            line, words = yaml_error_words(exc)
-            raise _config_error(path, line, None, words) from None
+            raise _unparsable_config_error(path, raw, exc) from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
