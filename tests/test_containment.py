@@ -8,6 +8,7 @@ configs. See docs/guarantees.md, "Threat model".
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -339,3 +340,58 @@ def test_a_world_readable_config_that_does_not_parse_reports_the_permission_firs
     assert run.code == 1, run
     assert "readable by group or others" in run.err and "chmod 600" in run.err
     assert run.err.index("chmod 600") < run.err.index("invalid YAML")
+
+
+# --- the state file ----------------------------------------------------------------------------
+
+
+def _state_with_one_record(path: Path) -> None:
+    from vodsync.state.store import Record, RecordStatus, StateStore
+
+    with StateStore.open(path) as store:
+        store.put(Record(name="a", kind="video", status=RecordStatus.READY, source="/x", remote_id="v1"))
+
+
+@pytest.mark.parametrize(
+    ("column", "value"), [("metadata", "[1, 2]"), ("options", '"text"'), ("intent", "7")]
+)
+def test_a_json_column_of_the_wrong_type_is_a_clear_error(
+    tmp_path: Path, monkeypatch, column: str, value: str
+) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "m.yaml").write_text("media: []\n")
+    state = tmp_path / "state.db"
+    _state_with_one_record(state)
+    with sqlite3.connect(state) as db:
+        db.execute(f"UPDATE records SET {column} = ?", (value,))
+    monkeypatch.chdir(tmp_path)
+    for command in (["status"], ["plan"]):
+        run = run_cli([*command, "--state", str(state)])
+        assert run.code == 1 and "Traceback" not in run.err, run
+        assert f"record 'a' has an unreadable {column} column: expected a JSON object" in run.err, run
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs unshare(1) for a private read-only mount")
+def test_plan_and_status_read_a_state_on_a_read_only_mount(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "m.yaml").write_text("media: []\n")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    _state_with_one_record(ro / "state.db")
+    vodsync = [sys.executable, "-m", "vodsync"]
+    probe = subprocess.run(["unshare", "-rm", "true"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("user and mount namespaces are not available here")
+    for command in ("status", "plan"):
+        script = f'mount --bind -o ro "{ro}" "{ro}" && exec "$@"'
+        run = subprocess.run(
+            ["unshare", "-rm", "sh", "-c", script, "sh", *vodsync, command, "--state", str(ro / "state.db")],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            timeout=60,
+        )
+        assert run.returncode == 0, (command, run.stderr)
+        assert "a" in run.stdout and "Traceback" not in run.stderr
