@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -395,3 +396,25 @@ def test_plan_and_status_read_a_state_on_a_read_only_mount(tmp_path: Path) -> No
         )
         assert run.returncode == 0, (command, run.stderr)
         assert "a" in run.stdout and "Traceback" not in run.stderr
+
+
+# --- /metrics ----------------------------------------------------------------------------------
+
+
+def test_an_idle_half_sent_request_to_metrics_is_dropped() -> None:
+    from vodsync.daemon.metrics import Health, Metrics, MetricsServer
+
+    server = MetricsServer(Metrics(), Health(600), read_timeout=0.5)
+    server.start()
+    try:
+        host, port = server.address
+        idle = [socket.create_connection((host, port), timeout=10) for _ in range(3)]
+        for s in idle:
+            s.sendall(b"GET /metr")  # and never the rest
+        for s in idle:
+            assert s.recv(100) == b"", "the server must close an idle half request"  # not socket.timeout
+            s.close()
+        with urllib.request.urlopen(server.url + "/healthz", timeout=5) as resp:
+            assert resp.status == 200
+    finally:
+        server.stop()
