@@ -418,3 +418,26 @@ def test_an_idle_half_sent_request_to_metrics_is_dropped() -> None:
             assert resp.status == 200
     finally:
         server.stop()
+
+
+# --- URLs with credentials ------------------------------------------------------------------------
+
+
+def test_a_url_password_is_fetched_with_but_never_stored_shown_or_logged(ws: Workspace) -> None:
+    plain = ws.url("/private/t.mp4", mp4(1500, b"t"))
+    with_password = plain.replace("http://", "http://bob:Hunter2Secret@", 1)
+    ws.manifest([{"name": "t", "type": "url", "url": with_password, "title": "T"}])
+    runs = [ws.cli("plan", "--json"), ws.apply("--log-level", "debug", "--log-format", "json")]
+    assert runs[1].code == 0, runs[1]
+    assert any(j["UploadURL"] == with_password for j in ws.vod()["url_jobs"])  # the service got it whole
+    runs += [ws.cli("plan", "--json"), ws.cli("status", "--json"), ws.cli("plan", "--refresh")]
+    for run in runs:
+        assert "Hunter2Secret" not in run.out + run.err, run
+    stored = b"".join(p.read_bytes() for p in ws.state.parent.glob("state.db*") if p.is_file())
+    assert b"Hunter2Secret" not in stored
+    assert ws.records()["t"]["source"] == plain.replace("http://", "http://***@", 1)
+    # A new password alone is not a new source: nothing to do.
+    ws.manifest(
+        [{"name": "t", "type": "url", "url": with_password.replace("Hunter2", "Other9"), "title": "T"}]
+    )
+    assert ws.cli("plan", "--json").json()["changes"] == []

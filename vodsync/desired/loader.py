@@ -44,6 +44,7 @@ from vodsync.desired.manifest import (
 )
 from vodsync.desired.paths import PathConfiner, default_roots
 from vodsync.errors import Location, ManifestError, ManifestProblem, PathNotAllowed
+from vodsync.logs import redact_url_userinfo
 from vodsync.yamldoc import node_at, node_line, parse_yaml_document, yaml_error_words
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -542,7 +543,7 @@ class _ManifestFileLoader:
                 if local is None:
                     return None
         elif kind is Kind.URL:
-            source = model.url
+            source = redact_url_userinfo(model.url)
         else:
             source = model.file_url
         metadata: dict[str, Any] = {}
@@ -569,6 +570,7 @@ class _ManifestFileLoader:
             local=local,
             protect=model.protect,
             origin=origin,
+            fetch_url=model.url if kind is Kind.URL and source != model.url else None,
         )
 
     def _stat(self, model: Any, index: int, real: str, info: os.stat_result | None) -> LocalFile | None:

@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind
+from vodsync.logs import redact_url_userinfo
 from vodsync.state.store import Record, RecordStatus
 
 
@@ -128,7 +129,7 @@ def _diff_one(
     if record.status is RecordStatus.INGESTING:
         # The job delivers what was submitted; an edit since waits for it (`Executor._held_back`).
         fields = changed_fields(item, record.metadata)
-        then = "url changed" if item.source != record.source else fields and f"{', '.join(fields)} changed"
+        then = "url changed" if item.source != _recorded_source(record) else fields and f"{', '.join(fields)} changed"
         return Change(Action.FOLLOW, item.name, item.kind, "URL ingest in progress" + (f"; then {then}" if then else ""),
                       item=item, record=record)
 
@@ -145,7 +146,7 @@ def _diff_one(
             content_hash = hashes.get(item.name)
             if content_hash is None or content_hash != record.content_hash:
                 replace_reason = "content changed"
-    elif item.source != record.source:
+    elif item.source != _recorded_source(record):
         replace_reason = "url changed" if item.kind is Kind.URL else "file_url changed"
 
     current = record.metadata
@@ -185,6 +186,12 @@ DELETE_SOURCE = "delete-source"
 def deletes_users_source(record: Record) -> bool:
     """Whether deleting this record's media would delete an object the user registered, unasked."""
     return record.kind == Kind.REGISTER and record.options.get(ON_DELETE) != DELETE_SOURCE
+
+
+def _recorded_source(record: Record) -> str:
+    """The record's source as items name it now: a URL's credentials redacted (older versions
+    stored them), so a state written before is not taken for a new source."""
+    return redact_url_userinfo(record.source)
 
 
 def diff_one(item: DesiredItem, record: Record | None) -> Change | None:

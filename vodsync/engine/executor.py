@@ -94,7 +94,7 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         from vodsync.cloud.upload import settle_checkpoints
 
         settle_checkpoints(self.checkpoint_dir)  # before recovery resumes what they name
-        self.recover([c.name for c in actions])
+        self.recover([c.name for c in actions], fetch_urls={c.name: c.item.fetch for c in actions if c.item})
         self._execute(actions)
         touched = {c.name for c in actions}
         deadline = self._now() + self.options.wait  # one --wait for all the following below

@@ -52,7 +52,7 @@ class Ingests:
                 assert c.item is not None
                 rec = self.store.get(c.name)
                 assert rec is not None
-                job = jobs.get(c.item.source)
+                job = jobs.get(c.item.fetch)
                 if job is None:
                     raise CloudError("MissingJob", f"UploadMediaByURL returned no job for {c.item.source}")
                 # What the record said before: a failed ingest puts it back, so the next plan retries.
@@ -62,7 +62,7 @@ class Ingests:
                                        intent={**(rec.intent or {}), "op": "ingest", **previous},
                                        protect=c.item.protect))
         for c in todo:
-            self._record_outcome(Outcome(c.name, str(c.action), True, f"submitted URL ingest {jobs[c.item.source]}",
+            self._record_outcome(Outcome(c.name, str(c.action), True, f"submitted URL ingest {jobs[c.item.fetch]}",
                                          pending=True))
 
     def _follow(self, names: set[str], deadline: float | None = None) -> None:
@@ -233,7 +233,7 @@ def _ingest_failed(rec: Record) -> Record:
 def _url_entry(item: DesiredItem) -> UrlUploadEntry:
     m, o = item.metadata, item.options
     return UrlUploadEntry(
-        url=item.source, title=m.get("title"), description=m.get("description"), tags=tuple(m.get("tags", ())),
+        url=item.fetch, title=m.get("title"), description=m.get("description"), tags=tuple(m.get("tags", ())),
         cate_id=m.get("cate_id"), cover_url=m.get("cover_url"), template_group_id=o.get("template_group_id"),
         workflow_id=o.get("workflow_id"), file_extension=o.get("file_extension"),
     )
