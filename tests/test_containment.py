@@ -447,3 +447,12 @@ def test_a_url_password_is_fetched_with_but_never_stored_shown_or_logged(ws: Wor
         [{"name": "t", "type": "url", "url": with_password.replace("Hunter2", "Other9"), "title": "T"}]
     )
     assert ws.cli("plan", "--json").json()["changes"] == []
+
+
+def test_an_unhashable_type_with_defaults_is_a_located_problem(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    (manifests / "m.yaml").write_text("defaults: {title: T}\nmedia:\n  - {name: a, type: []}\n")
+    run = run_cli(["validate", "-f", str(manifests)])
+    assert run.code == 1 and "m.yaml:3" in run.err and "Traceback" not in run.err, run

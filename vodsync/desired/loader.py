@@ -392,7 +392,8 @@ class _ManifestFileLoader:
                 if len(deduped) != len(tags):
                     return {**item, "tags": deduped}
             return item
-        allowed = DEFAULTABLE.get(item.get("type"))  # type: ignore[arg-type]
+        kind = item.get("type")
+        allowed = DEFAULTABLE.get(kind) if isinstance(kind, str) else None  # `type: []`: validation says
         if allowed is None:
             return item
         merged = {k: v for k, v in defaults.items() if k in allowed}
