@@ -236,7 +236,8 @@ def test_new_image_bytes_make_a_new_image_and_delete_the_old(ws: Workspace) -> N
 
 def test_changed_sources_replace_url_and_register_media(ws: Workspace) -> None:
     media = [
-        {"name": "r", "type": "register", "file_url": ws.seed_object("x/1.mp4", mp4(800)), "title": "R"},
+        {"name": "r", "type": "register", "file_url": ws.seed_object("x/1.mp4", mp4(800)), "title": "R",
+         "on_delete": "delete-source"},  # the replaced registration is deleted, its object with it
         {"name": "u", "type": "url", "url": ws.url("/src/1.mp4", mp4(800)), "title": "U"},
     ]
     old = converge(ws, media)

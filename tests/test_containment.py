@@ -456,3 +456,18 @@ def test_an_unhashable_type_with_defaults_is_a_located_problem(tmp_path: Path) -
     (manifests / "m.yaml").write_text("defaults: {title: T}\nmedia:\n  - {name: a, type: []}\n")
     run = run_cli(["validate", "-f", str(manifests)])
     assert run.code == 1 and "m.yaml:3" in run.err and "Traceback" not in run.err, run
+
+
+def test_replacing_a_register_items_object_keeps_the_old_object(ws: Workspace) -> None:
+    first = ws.seed_object("x/1.mp4", mp4(800))
+    ws.manifest([{"name": "r", "type": "register", "file_url": first, "title": "R"}])
+    assert ws.apply().code == 0
+    old = ws.status()["r"]["remote_id"]
+    ws.manifest(
+        [{"name": "r", "type": "register", "file_url": ws.seed_object("x/2.mp4", mp4(900)), "title": "R"}]
+    )
+    run = ws.apply()
+    assert run.code == 0 and "on_delete: delete-source" in run.out + run.err, run
+    assert ws.calls().get("DeleteVideo", 0) == 0
+    assert old in {v["VideoId"] for v in ws.vod()["videos"]} and ws.status()["r"]["remote_id"] != old
+    assert {"x/1.mp4", "x/2.mp4"} <= {o["key"] for o in ws.vod()["objects"]}

@@ -9,7 +9,7 @@ from typing import Any
 
 from vodsync.cloud.types import RegisterEntry, UrlUploadEntry
 from vodsync.desired.items import DesiredItem, Kind
-from vodsync.engine.diff import Action, Change
+from vodsync.engine.diff import Action, Change, deletes_users_source
 from vodsync.engine.execution import (
     URL_QUERY_BATCH,
     VIDEO_BATCH,
@@ -177,6 +177,11 @@ class Ingests:
         for c in batch:
             rec = self.store.get(c.name)
             old, old_kind = superseded_media(c, rec)
+            if old and rec is not None and deletes_users_source(rec):
+                # Deleting the replaced registration would delete its OSS object, the user's file.
+                log.warning("%s: the replaced registration %s is left in VOD with its OSS object (give the "
+                            "item on_delete: delete-source to delete it)", c.name, old, extra={"item": c.name})
+                old = old_kind = None
             if old:
                 olds[c.name] = (old_kind or c.kind, old)
             elif rec is not None and rec.remote_id and c.action is Action.CREATE:
