@@ -38,7 +38,9 @@ class Clock:
             raise ValueError("the clock only moves forward")
         if not math.isfinite(seconds) or seconds > MAX_ADVANCE_SECONDS:
             # NaN, inf or 1e308 would leave the clock (and every expiry compared with it) broken until a reset.
-            raise ValueError(f"'seconds' must be a number from 0 to {MAX_ADVANCE_SECONDS:.0f} (about 100 years)")
+            raise ValueError(
+                f"'seconds' must be a number from 0 to {MAX_ADVANCE_SECONDS:.0f} (about 100 years)"
+            )
         with self._lock:
             if self._offset + seconds > MAX_ADVANCE_SECONDS:
                 raise ValueError(f"the clock would run more than {MAX_ADVANCE_SECONDS:.0f} s ahead")
