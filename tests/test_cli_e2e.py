@@ -238,7 +238,8 @@ def test_new_image_bytes_make_a_new_image_and_delete_the_old(ws: Workspace) -> N
 
 def test_changed_sources_replace_url_and_register_media(ws: Workspace) -> None:
     media = [
-        {"name": "r", "type": "register", "file_url": ws.seed_object("x/1.mp4", mp4(800)), "title": "R"},
+        {"name": "r", "type": "register", "file_url": ws.seed_object("x/1.mp4", mp4(800)), "title": "R",
+         "on_delete": "delete-source"},  # the replaced registration is deleted, its object with it
         {"name": "u", "type": "url", "url": ws.url("/src/1.mp4", mp4(800)), "title": "U"},
     ]
     old = converge(ws, media)
@@ -329,6 +330,7 @@ def test_a_removed_item_is_kept_without_prune_and_deleted_with_it(ws: Workspace)
 
 def test_max_delete_refuses_and_deletes_nothing(ws: Workspace) -> None:
     media = ws.five_kinds()
+    media[4]["on_delete"] = "delete-source"  # archive: its prune deletes the registered object
     converge(ws, media)
     ws.manifest(media[:2])
     before_state = ws.vod()
@@ -352,6 +354,7 @@ def test_max_delete_refuses_and_deletes_nothing(ws: Workspace) -> None:
 def test_a_protected_item_survives_prune(ws: Workspace) -> None:
     media = ws.five_kinds()
     media[3]["protect"] = True  # trailer
+    media[4]["on_delete"] = "delete-source"  # archive: its prune deletes the registered object
     status = converge(ws, media)
     ws.manifest([m for m in media if m["name"] not in ("trailer", "archive")])
     run = ws.apply("--prune")

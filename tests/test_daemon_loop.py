@@ -16,7 +16,12 @@ from vodsync.cloud.settings import CloudSettings
 from vodsync.cloud.vod import VodClient
 from vodsync.config import DropFolderSettings
 from vodsync.daemon.backoff import ItemBackoff
-from vodsync.daemon.loop import DROP_MAX_ATTEMPTS, Daemon, DaemonSettings
+from vodsync.daemon.loop import (
+    DROP_MAX_ATTEMPTS,
+    PRUNE_SETTLE_SECONDS,
+    Daemon,
+    DaemonSettings,
+)
 from vodsync.daemon.manifests import load_lenient
 from vodsync.daemon.metrics import Metrics
 from vodsync.emulator import Emulator
@@ -257,7 +262,11 @@ def test_broken_manifest_is_reported_and_nothing_of_it_is_deleted(tmp_path: Path
     w.write("manifests/b.yaml", "media: []\n")  # b removed on purpose, in a valid file: now prune may act
     w.daemon.on_change([w.manifests / "b.yaml"])
     report = w.daemon.step()
-    assert report.manifest_error is None and w.calls("DeleteVideo") == 1
+    assert report.manifest_error is None and w.calls("DeleteVideo") == 0  # once the names read the same again
+    assert w.daemon.next_wake() == w.clock.t + PRUNE_SETTLE_SECONDS
+    w.clock.advance(PRUNE_SETTLE_SECONDS)
+    w.daemon.step()
+    assert w.calls("DeleteVideo") == 1
     w.store.close()
 
 
@@ -382,3 +391,26 @@ def test_reload_refuses_a_new_drop_folder_whose_label_a_kept_one_has(world: Worl
         *world.settings.drop_settings, DropFolderSettings(path=twin, stable_seconds=5, label="twin")))
     world.daemon.reload(relabelled)
     assert [f.label for f in world.daemon.folders] == [world.daemon.folders[0].label, "twin"]
+
+
+def test_prune_never_acts_on_one_read_of_a_half_rewritten_manifest(tmp_path: Path, emulator: Emulator) -> None:
+    w = World(tmp_path, emulator, prune=True)
+    w.write("media/a.mp4", b"a" * 1000)
+    w.write("media/b.mp4", b"b" * 1000)
+    w.manifest("m.yaml", ("a", "a.mp4", "A"), ("b", "b.mp4", "B"))
+    w.daemon.step()
+    w.clock.advance(PRUNE_SETTLE_SECONDS)
+    w.daemon.step()  # the second read: settled
+    assert len(w.videos()) == 2
+    whole = (w.manifests / "m.yaml").read_text()
+    w.write("manifests/m.yaml", whole[: whole.index("  - name: b")])  # truncated, half written
+    w.daemon.on_change([w.manifests / "m.yaml"])
+    w.daemon.step()
+    w.clock.advance(PRUNE_SETTLE_SECONDS - 1)
+    w.write("manifests/m.yaml", whole)  # the writer finishes
+    w.daemon.on_change([w.manifests / "m.yaml"])
+    w.daemon.step()
+    w.clock.advance(PRUNE_SETTLE_SECONDS)
+    w.daemon.step()
+    assert w.calls("DeleteVideo") == 0 and set(w.store.records()) == {"a", "b"}
+    w.store.close()

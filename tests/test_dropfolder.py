@@ -373,10 +373,11 @@ def test_shared_sidecar_stays_until_its_last_user_leaves(env) -> None:
     assert (folder / "done" / "movie.yaml").exists()  # a copy travels with the video
     drop.finish_success(ready["movie.srt"])
     assert not (folder / "movie.yaml").exists()
+    # done/movie.yaml (the copy) is taken, so the pair moves under one free name together.
     assert sorted(p.name for p in (folder / "done").iterdir()) == [
+        "movie (2).srt",
         "movie (2).yaml",
         "movie.mp4",
-        "movie.srt",
         "movie.yaml",
     ]
 
@@ -432,7 +433,7 @@ def test_unmovable_failure_is_not_reported_forever(env, monkeypatch) -> None:
 
     import vodsync.desired.dropfolder as mod
 
-    monkeypatch.setattr(mod, "_move_no_clobber", refuse)
+    monkeypatch.setattr(mod._Subfolder, "move_in", refuse)
     assert drop.finish_failure(failure) is None
     assert settle(drop, clock).failed == []
 
@@ -469,3 +470,24 @@ def test_labels_must_be_unique(tmp_path: Path) -> None:
     # A label tells them apart.
     assert [f.label for f in drop_folders([settings(tmp_path / "a" / "inbox"),
                                            settings(tmp_path / "b" / "Inbox", label="inbox-b")])] == ["inbox", "inbox-b"]
+
+
+def test_a_failed_folder_that_is_a_link_is_not_moved_into(env, tmp_path: Path) -> None:
+    folder, clock, _, make = env
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (folder / "failed").symlink_to(outside)
+    drop = make()
+    (folder / "notes.txt").write_bytes(b"t")
+    (failure,) = [f for f in settle(drop, clock).failed if f.path.name == "notes.txt"]
+    assert drop.finish_failure(failure) is None
+    assert list(outside.iterdir()) == [] and (folder / "notes.txt").exists()
+
+
+def test_a_sidecar_with_a_repeated_key_fails_the_pair_at_its_line(env) -> None:
+    folder, clock, _, make = env
+    drop = make()
+    (folder / "a.mp4").write_bytes(b"1")
+    (folder / "a.yaml").write_text("title: One\ntags: [x]\ntitle: Two\n")
+    (failure,) = settle(drop, clock).failed
+    assert failure.reason.startswith("a.yaml:3: ") and "duplicate key 'title'" in failure.reason

@@ -323,8 +323,8 @@ def test_duplicate_names_across_files_name_every_location(repo):
     write(repo, "a.yaml", "media:\n  - {name: intro, type: video, file: media/intro.mp4}\n")
     write(repo, "b/c.yaml", "# c\n# d\nmedia:\n  - {name: intro, type: image, file: media/nope.png}\n")
     got = problems(repo)
-    assert "a.yaml:2: intro: duplicate name 'intro', also defined at b/c.yaml:4" in got
-    assert "b/c.yaml:4: intro: duplicate name 'intro', also defined at a.yaml:2" in got
+    assert "a.yaml:2: intro: duplicate name 'intro': defined 2 times, also at b/c.yaml:4" in got
+    assert "b/c.yaml:4: intro: duplicate name 'intro': defined 2 times, also at a.yaml:2" in got
 
 
 @pytest.mark.parametrize(

@@ -50,7 +50,7 @@ DOCUMENTS = [
     "media: []\n",
     "a: 1\nb: 1.5\nc: true\nd: ~\ne: 0x1f\nf: 1_000\ng: .nan\nh: -.inf\ni: '1'\nj: 2024-01-02\n",
     "k: 2024-01-02 03:04:05+08:00\nl: !!binary aGVsbG8=\nm: !!str 12\nn: !!int '7'\no: !!float '2'\n",
-    "dup: 1\ndup: 2\n",
+    # "dup: 1\ndup: 2\n" is where vodsync differs on purpose: see the duplicate-key tests below.
     "1: int key\ntrue: bool key\n~: null key\n2024-01-02: date key\n",
     "base: &b {x: 1, y: 2}\nderived:\n  <<: *b\n  y: 3\n",  # merge keys
     "inline: {<<: {x: 1, y: 2}, y: 3}\nlisted: {<<: [{x: 1}, {z: 2}]}\n",
@@ -121,3 +121,25 @@ _data = st.recursive(
 def test_any_dumped_document_round_trips_like_safe_load(data, flow, canonical):
     text = yaml.safe_dump(data, default_flow_style=flow, canonical=canonical, allow_unicode=True)
     assert _same(_ours(text), _reference(text))
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("a: 1\nb: 2\na: 3\n", 3),
+        ("x:\n  - {k: 1, k: 2}\n", 2),
+        ("base: &b {k: 1}\nuse:\n  <<: *b\n  j: 2\n  j: 3\n", 5),  # PyYAML's path (a merge key)
+    ],
+)
+def test_a_repeated_mapping_key_is_an_error_at_its_second_line(text: str, line: int) -> None:
+    from vodsync.yamldoc import yaml_error_words
+
+    with pytest.raises(yaml.YAMLError) as caught:
+        parse_yaml_document(text)
+    got_line, words = yaml_error_words(caught.value)
+    assert got_line == line and "duplicate key" in words
+
+
+def test_a_merge_key_overridden_by_an_own_key_is_not_a_duplicate() -> None:
+    data, _ = parse_yaml_document("base: &b {k: 1}\nuse:\n  <<: *b\n  k: 2\n")
+    assert data["use"] == {"k": 2}

@@ -53,14 +53,24 @@ class Context:
 
         self.args = args
         cfg_path = getattr(args, "config", None)
-        if cfg_path is None and Path(DEFAULT_CONFIG).is_file():
-            cfg_path = DEFAULT_CONFIG
+        # Without --config, load_config finds ./vodsync.yaml itself and marks it implicit.
         self.config: Config = load_config(Path(cfg_path) if cfg_path else None)
         manifests = getattr(args, "manifests", None)
         self.manifests = Path(manifests) if manifests else Path(self.config.manifests)
+        self._refuse_implicit_widening()
         state = getattr(args, "state", None)
         self.state = Path(state) if state else Path(self.config.state)
         self.roots = [Path(r) for r in self.config.roots or ()] or None
+
+    def _refuse_implicit_widening(self) -> None:
+        from vodsync.config import refuse_implicit_widening
+        from vodsync.desired.paths import default_roots, repository_root
+
+        repositories = default_roots(self.manifests)
+        source = self.config.source
+        if source is not None and os.path.lexists(repository_root(source.parent) / ".git"):
+            repositories.append(repository_root(source.parent))  # the checkout the config came with
+        refuse_implicit_widening(self.config, repositories)
 
     def load_desired(self) -> list[DesiredItem]:
         from vodsync.desired.loader import load_manifests

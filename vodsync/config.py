@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import difflib
 import os
+import re
 import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -260,6 +261,8 @@ class Config(_Settings):
     namespace: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{2,31}$")] | None = None
     # Where this config came from (None: built-in defaults); not a key of the file.
     _source: Path | None = PrivateAttr(None)
+    # Found implicitly (./vodsync.yaml, no --config): the widening keys it sets, with their lines.
+    _implicit_widening: dict[str, int | None] | None = PrivateAttr(None)
 
     @property
     def source(self) -> Path | None:
@@ -310,15 +313,44 @@ def _holds_secret(data: Any) -> bool:
     return isinstance(creds, dict) and any(creds.get(k) for k in ("access_key_secret", "security_token"))
 
 
-def _check_permissions(path: Path, data: Any) -> None:
-    if os.name != "posix" or not _holds_secret(data):
-        return
+def _permission_problem(path: Path) -> str | None:
+    """Words for a config file others can read (`None` if only its owner can)."""
+    if os.name != "posix":
+        return None
     mode = stat.S_IMODE(os.stat(path).st_mode)
-    if mode & 0o077:
-        raise ConfigError(
-            f"{path} holds credentials and is readable by group or others (mode {mode:04o}); "
-            f"run: chmod 600 {path}  (or move the keys to {ENV_ACCESS_KEY_ID} / {ENV_ACCESS_KEY_SECRET})"
-        )
+    if not mode & 0o077:
+        return None
+    return (
+        f"{path} holds credentials and is readable by group or others (mode {mode:04o}); "
+        f"run: chmod 600 {path}  (or move the keys to {ENV_ACCESS_KEY_ID} / {ENV_ACCESS_KEY_SECRET})"
+    )
+
+
+def _check_permissions(path: Path, data: Any) -> None:
+    problem = _permission_problem(path) if _holds_secret(data) else None
+    if problem:
+        raise ConfigError(problem)
+
+
+# A secret's line in a config file that does not parse: `access_key_secret: VALUE` (any quoting).
+_SECRET_LINE = re.compile(rb"(?:access_key_secret|security_token)\s*:[ \t]*([^\r\n]*)")
+
+
+def _unparsable_config_error(path: Path, raw: bytes, exc: BaseException) -> ConfigError:
+    """A YAML error in a config file: located, never quoting a secret back, and with the
+    permission problem first when the file names a secret that others can read."""
+    line, words = yaml_error_words(exc)
+    secrets = [m.group(1).decode("utf-8", "replace").strip() for m in _SECRET_LINE.finditer(raw)]
+    for value in secrets:
+        bare = value.strip("'\"")
+        for form in sorted(
+            {value, bare, bare.lstrip("!&*"), *bare.lstrip("!&*").split()}, key=len, reverse=True
+        ):
+            if len(form) >= 3:
+                words = words.replace(form, "***")
+    error = _config_error(path, line, None, words)
+    problem = _permission_problem(path) if secrets else None
+    return ConfigError(f"{problem}\n  and {error}") if problem else error
 
 
 def _absolute(base: Path, value: Path) -> Path:
@@ -334,7 +366,8 @@ def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> C
     env = os.environ if env is None else env
     data: Any = {}
     node = None
-    if path is None and Path(CONFIG_FILE_NAME).is_file():
+    implicit = path is None and Path(CONFIG_FILE_NAME).is_file()
+    if implicit:
         path = Path(CONFIG_FILE_NAME)
     if path is not None:
         path = Path(path)
@@ -348,8 +381,7 @@ def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> C
             line = raw[: exc.start].count(b"\n") + 1
             raise _config_error(path, line, None, "is not UTF-8 text") from None
         except Exception as exc:  # any YAML or constructor failure becomes a located ConfigError
-            line, words = yaml_error_words(exc)
-            raise _config_error(path, line, None, words) from None
+            raise _unparsable_config_error(path, raw, exc) from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -390,7 +422,46 @@ def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> C
             raise ConfigError(f"{ENV_ENDPOINT}: {exc}") from None
     config = config.model_copy(update=update)
     config._source = path.resolve() if path is not None else None
+    if implicit:
+        config._implicit_widening = {
+            key: node_line(node, (key,), key=True) for key in WIDENING_KEYS if key in data
+        }
     return config
+
+
+# Settings that widen what a run may touch: which files it reads, where it sends requests and
+# credentials, which state it writes, which folders it moves files in.
+WIDENING_KEYS = ("roots", "endpoint", "state", "credentials", "drop_folders")
+_WIDENING_INSTEAD = {
+    "state": "--state FILE",
+    "endpoint": f"--endpoint URL or {ENV_ENDPOINT}",
+    "credentials": f"{ENV_ACCESS_KEY_ID} and {ENV_ACCESS_KEY_SECRET}",
+}
+
+
+def refuse_implicit_widening(config: Config, repositories: Sequence[Path]) -> None:
+    """Refuse a config found implicitly inside one of `repositories` that sets a widening key.
+
+    A `vodsync.yaml` in the working directory may have come with the manifests, from
+    whoever can get a commit merged; it must not be able to let manifests read `/`, send
+    the signed requests elsewhere or move the state. `--config FILE` (a file someone
+    chose) and configs outside the repositories may set them.
+    """
+    if not config._implicit_widening or config.source is None:
+        return
+    if not any(config.source.is_relative_to(os.path.realpath(r)) for r in repositories):
+        return
+    key, line = next(iter(config._implicit_widening.items()))
+    instead = _WIDENING_INSTEAD.get(key)
+    raise _config_error(
+        config.source,
+        line,
+        key,
+        f"a {CONFIG_FILE_NAME} found in the manifests' repository (not given with --config) cannot set "
+        f"{key}: it widens what a run may touch. Pass it with --config FILE"
+        + (f" or {instead}" if instead else "")
+        + f" (settings it refuses: {', '.join(WIDENING_KEYS)})",
+    )
 
 
 # --- Credentials -----------------------------------------------------------------------------------

@@ -86,9 +86,14 @@ class ManifestError(VodsyncError):
 
     exit_code = 1
 
+    # At most this many problems are written out; the message counts the rest ("and N more").
+    SHOWN = 100
+
     def __init__(self, problems: list[ManifestProblem]) -> None:
         self.problems = list(problems)
-        lines = "\n".join(f"  {p}" for p in self.problems)
+        lines = "\n".join(f"  {p}" for p in self.problems[: self.SHOWN])
+        if len(self.problems) > self.SHOWN:
+            lines += f"\n  and {len(self.problems) - self.SHOWN} more"
         noun = "problem" if len(self.problems) == 1 else "problems"
         super().__init__(f"invalid manifests ({len(self.problems)} {noun}):\n{lines}")
 

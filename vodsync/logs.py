@@ -84,11 +84,23 @@ def forget_secrets() -> None:
         _secrets_re = None
 
 
+# `scheme://user:password@host`: credentials in a URL (a source behind basic authentication).
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-z][a-z0-9+.-]*://)[^/?#@\s\"'<>]+@", re.IGNORECASE)
+
+
+def redact_url_userinfo(text: str) -> str:
+    """`text` with the `user:password@` of every URL in it replaced by `***@`."""
+    if "@" not in text or "://" not in text:
+        return text
+    return _URL_USERINFO.sub(lambda m: m["scheme"] + REDACTED + "@", text)
+
+
 def redact(text: str) -> str:
-    """`text` with registered secrets and values of secret-bearing keys replaced by `***`."""
+    """`text` with registered secrets, values of secret-bearing keys and URL passwords replaced by `***`."""
     pattern = _secrets_re
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
+    text = redact_url_userinfo(text)
     if any(k in text.lower() for k in _SECRET_KEYS_LOWER):
         text = _AUTHORIZATION.sub(lambda m: m["key"] + m["sep"] + REDACTED, text)
         text = _KEY_VALUE.sub(lambda m: m["key"] + m["sep"] + REDACTED, text)

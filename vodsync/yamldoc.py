@@ -8,7 +8,9 @@ before they can exhaust libyaml's recursive C composer.
 
 Construction is PyYAML's SafeConstructor made cheap for the common shape
 (plain mappings, lists and strings), with the result `yaml.safe_load` gives;
-see `_construct`.
+see `_construct`. Unlike `yaml.safe_load`, a mapping that repeats a key is an
+error (`DuplicateKey`, located at the second one): silently keeping the last
+`media:` of a manifest would let `--prune` delete the first one's items.
 """
 
 from __future__ import annotations
@@ -106,6 +108,48 @@ def _check_node_depth(root: yaml.Node, max_depth: int) -> None:
         stack.extend((c, depth + 1) for c in reversed(children))
 
 
+class DuplicateKey(yaml.MarkedYAMLError):
+    """A mapping that names one key twice: YAML forbids it, and PyYAML would silently keep the last."""
+
+
+def _duplicate_key(mapping_node: yaml.Node, first: yaml.Node, again: yaml.Node) -> DuplicateKey:
+    return DuplicateKey(
+        context="while constructing a mapping",
+        context_mark=mapping_node.start_mark,
+        problem=f"duplicate key {again.value!r} (first at line {first.start_mark.line + 1})",
+        problem_mark=again.start_mark,
+    )
+
+
+def _check_duplicate_keys(root: yaml.Node) -> None:
+    """Refuse a mapping with a repeated scalar key anywhere in a composed tree (iterative, linear).
+
+    For documents `_construct` leaves to PyYAML: keys merged in with `<<` may be overridden
+    by the mapping's own keys (that is what a merge is for), so merge keys are skipped.
+    """
+    stack: list[yaml.Node] = [root]
+    seen: set[int] = set()
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, MappingNode):
+            keys: dict[tuple[str, str], yaml.Node] = {}
+            for key_node, value_node in node.value:
+                stack.append(value_node)
+                if not isinstance(key_node, ScalarNode):
+                    stack.append(key_node)
+                    continue
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                first = keys.setdefault((key_node.tag, key_node.value), key_node)
+                if first is not key_node:
+                    raise _duplicate_key(node, first, key_node)
+        elif isinstance(node, SequenceNode):
+            stack.extend(node.value)
+
+
 class _Unusual(Exception):
     """The document has a shape `_construct` leaves to PyYAML's own constructor."""
 
@@ -156,7 +200,10 @@ class _Builder:
             for key_node, value_node in node.value:
                 if key_node.__class__ is not ScalarNode:  # a complex key
                     raise _Unusual
+                size = len(mapping)
                 mapping[self.build(key_node, depth + 1)] = self.build(value_node, depth + 1)
+                if len(mapping) == size:  # an equal key: a YAML duplicate unless only Python equates them
+                    _check_duplicate_keys(node)
             return mapping
         if cls is SequenceNode and node.tag == _SEQ:
             return [self.build(child, depth + 1) for child in node.value]
@@ -197,6 +244,7 @@ def parse_yaml_document(
             pass
         if bound > max_depth:
             _check_node_depth(node, max_depth)
+        _check_duplicate_keys(node)
         return loader.construct_document(node), node
     finally:
         loader.dispose()

@@ -15,6 +15,9 @@ Owns the daemon's schedule and its lifecycle:
   the loop sleeps on an Event until the earliest of those times: no busy polling.
 - *Broken manifests*: the valid files are reconciled, the broken ones reported
   (log, sd_notify STATUS, /healthz); nothing is pruned while any file is broken.
+- *Pruning* waits until the manifests' item names read the same twice,
+  `PRUNE_SETTLE_SECONDS` apart (`SettleWindow`): a manifest caught half
+  rewritten is never one read away from deleting the other half.
 - *Signals*: SIGTERM/SIGINT stop new work, make running multipart uploads stop
   at the next part boundary (their records stay `uploading`; a restart resumes
   from the parts already in OSS), and exit 0 within `STOP_TIMEOUT`. SIGHUP
@@ -69,6 +72,9 @@ log = logging.getLogger("vodsync.daemon")
 ASYNC_POLL_SECONDS = 10.0  # how often URL jobs and transcoding are looked at while any is running
 STOP_TIMEOUT = 30.0  # SIGTERM -> exit, at most (the unit's TimeoutStopSec is larger)
 DROP_MAX_ATTEMPTS = 5  # a drop file that failed this often goes to failed/ (about 15 min of retries)
+# --prune acts only on item names read the same twice this far apart (a manifest being rewritten
+# in place is half a file for a moment; watchdog's debounce is 0.5 s and an editor may pause longer).
+PRUNE_SETTLE_SECONDS = 5.0
 _ASYNC = (RecordStatus.INGESTING, RecordStatus.PROCESSING)
 _INGESTED = (RecordStatus.PROCESSING, RecordStatus.READY)
 _UPLOAD_ACTIONS = ("create", "replace", "resume")
@@ -189,6 +195,31 @@ class PassReport:
         return [o for o in self.outcomes.values() if not o.ok]
 
 
+class SettleWindow:
+    """Whether the manifests' item names have been read the same twice, `seconds` apart.
+
+    Pruning deletes what a read of the manifests lacks; one read of a file that is being
+    rewritten in place (truncated, half written) lacks the other half. So the daemon prunes
+    only once a second read, at least `seconds` after the names last changed, found them
+    unchanged; until then `wake_at` is when to read again.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.names: frozenset[str] | None = None
+        self.since = 0.0
+        self.settled = False
+
+    def read(self, names: frozenset[str], now: float) -> None:
+        if names != self.names:
+            self.names, self.since, self.settled = names, now, False
+        elif now - self.since >= self.seconds:
+            self.settled = True
+
+    def wake_at(self) -> float | None:
+        return None if self.settled or self.names is None else self.since + self.seconds
+
+
 # ------------------------------------------------------------------ the daemon
 
 
@@ -210,6 +241,7 @@ class Daemon:
         exec_options: ExecOptions | None = None,
         async_poll: float = ASYNC_POLL_SECONDS,
         uploader: Callable[..., Any] | None = None,
+        prune_settle: float = PRUNE_SETTLE_SECONDS,
     ) -> None:
         self.store = store
         self.client = client
@@ -239,6 +271,7 @@ class Daemon:
         self._next_retry: float | None = None
         self._next_poll: float | None = None
         self._manifests: LoadedManifests | None = None
+        self._settle = SettleWindow(prune_settle)
         self._reported_error: str | None = None
         self.watcher: ChangeWatcher | None = None
         # SIGHUP: returns settings from a freshly read config (serve() builds it from the CLI's Context).
@@ -319,16 +352,23 @@ class Daemon:
     def next_wake(self) -> float:
         """The clock time at which something is next due (the loop sleeps until then or an event)."""
         times = [self._next_full]
-        for t in (self._drop_wake, self._next_retry, self._next_poll):
+        for t in (self._drop_wake, self._next_retry, self._next_poll, self._settle_due()):
             if t is not None:
                 times.append(t)
         return min(times)
 
+    def _settle_due(self) -> float | None:
+        """When to read the manifests again so that --prune can act (see `SettleWindow`)."""
+        return self._settle.wake_at() if self.settings.prune else None
+
     def step(self) -> PassReport | None:
         """Run whatever is due at `clock()` (a pass, a poll or nothing); return the pass's report."""
         now = self.clock()
+        settle_at = self._settle_due()
         with self._lock:
             reload, self._reload_requested = self._reload_requested, False
+            if settle_at is not None and now >= settle_at:
+                self._manifests_dirty = True  # the second read of the settle window
             dirty = self._manifests_dirty or self._drops_dirty
         if reload:
             self._reload_config()
@@ -395,6 +435,10 @@ class Daemon:
     def _reconcile(self, now: float, report: PassReport, *, reload_manifests: bool, full: bool) -> None:
         if reload_manifests or self._manifests is None:
             self._manifests = self._load_manifests()
+            was_settled = self._settle.settled
+            self._settle.read(frozenset(item.name for item in self._manifests.items), now)
+            if self.settings.prune and self._settle.settled and not was_settled:
+                log.info("manifests read the same %g s apart: pruning may act", self._settle.seconds)
         loaded = self._manifests
         if loaded.error is not None:
             report.manifest_error = f"{len(loaded.skipped)} manifest file(s) skipped: {', '.join(loaded.skipped)}"
@@ -407,7 +451,7 @@ class Daemon:
 
         drop_items = [c.item for _, c in candidates.values()]
         desired: list[DesiredItem] = [*loaded.items, *drop_items]
-        prune = self.settings.prune and loaded.complete
+        prune = self.settings.prune and loaded.complete and self._settle.settled
         options = PlanOptions(prune=prune, max_delete=self.settings.max_delete)
         plan = self._plan(desired, options, records, refresh=full)
         if plan.refusal:
@@ -442,9 +486,12 @@ class Daemon:
         if loaded.error is not None:
             text = str(loaded.error.message)
             if text != self._reported_error:  # one report per distinct problem, not one per pass
-                for problem in loaded.error.problems:
+                shown = loaded.error.problems[: loaded.error.SHOWN]
+                for problem in shown:
                     log.error("invalid manifest, skipped (its items are left as they are): %s", problem,
                               extra={"file": problem.location.file, "line": problem.location.line})
+                if len(loaded.error.problems) > len(shown):
+                    log.error("and %d more manifest problem(s)", len(loaded.error.problems) - len(shown))
             self._reported_error = text
         else:
             if self._reported_error is not None:

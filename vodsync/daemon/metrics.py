@@ -181,10 +181,21 @@ def parse_listen(value: str, *, allow_non_loopback: bool = False) -> tuple[str, 
     return host, int(port)
 
 
+# How long a client may take to send its request (and read the answer): Prometheus and a
+# health check need milliseconds.
+READ_TIMEOUT_SECONDS = 10.0
+
+
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "vodsync"
     sys_version = ""
+
+    def setup(self) -> None:
+        # A socket timeout for the whole exchange: a client that sends half a request and
+        # goes idle is dropped instead of holding its thread forever.
+        self.timeout = self.server.read_timeout
+        super().setup()
 
     def do_GET(self) -> None:  # noqa: N802 - the http.server naming convention
         path = self.path.split("?", 1)[0]
@@ -216,6 +227,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     metrics: Metrics
     health: Health
+    read_timeout: float
 
 
 class _Server6(_Server):
@@ -233,6 +245,7 @@ class MetricsServer:
         port: int = 0,
         *,
         allow_non_loopback: bool = False,
+        read_timeout: float = READ_TIMEOUT_SECONDS,
     ) -> None:
         if not allow_non_loopback and not _is_loopback(host):
             raise ConfigError(f"refusing to serve metrics on non-loopback address {host}")
@@ -240,6 +253,7 @@ class MetricsServer:
         self.health = health
         self.host = host
         self.port = port
+        self.read_timeout = read_timeout
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -272,6 +286,7 @@ class MetricsServer:
             raise ConfigError(f"cannot listen on {self.host}:{self.port}: {exc.strerror or exc}") from None
         server.metrics = self.metrics
         server.health = self.health
+        server.read_timeout = self.read_timeout
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="vodsync-metrics", daemon=True)
         self._thread.start()

@@ -33,6 +33,7 @@ not be able to upload any file the daemon can read.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -210,26 +211,109 @@ def folder_label(path: Path) -> str:
     return label or "drop"
 
 
-def _move_no_clobber(src: Path, directory: Path, name: str) -> Path:
-    """Move `src` into `directory` as `name`, or `name (2)`, `name (3)`...; never overwrites. Returns the destination."""
-    directory.mkdir(exist_ok=True)
-    stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
-    for n in range(1, 10_000):
-        candidate = directory / (name if n == 1 else f"{stem} ({n}){dot}{ext}")
+_OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_CREAT|O_EXCL fails on any existing name, a symbolic link (even a dangling one) included.
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def _is_plain_file(path: Path) -> bool:
+    """A regular file, not a link to one."""
+    try:
+        return stat.S_ISREG(os.stat(path, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+class LinkInTheWay(OSError):
+    """A destination name in done/ or failed/ is a symbolic link: vodsync never writes through one."""
+
+
+class _Subfolder:
+    """`done/` or `failed/` of a drop folder, opened without following links.
+
+    Whoever can write into a drop folder can plant links there, so nothing is
+    written through a path: the subfolder is made (or found) relative to the drop
+    folder's descriptor, opened with `O_NOFOLLOW`, and must be a real directory
+    owned by vodsync's user or the drop folder's owner. Files are linked or renamed
+    into it by descriptor and names created in it with `O_CREAT|O_EXCL|O_NOFOLLOW`,
+    so a link planted at a destination fails the move instead of being followed.
+    """
+
+    def __init__(self, folder: Path, name: str) -> None:
+        self.folder = folder
+        self.name = name
+        self.root = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # configured: trusted
+        try:
+            try:
+                os.mkdir(name, 0o777, dir_fd=self.root)
+            except FileExistsError:
+                pass
+            try:
+                self.fd = os.open(name, _OPEN_DIR, dir_fd=self.root)
+            except OSError as exc:
+                raise OSError(exc.errno, f"{name}/ is not a directory (a symbolic link?)") from None
+            owner = os.fstat(self.fd).st_uid
+            if owner not in (os.geteuid(), os.fstat(self.root).st_uid):
+                os.close(self.fd)
+                raise OSError(errno.EPERM, f"{name}/ belongs to another user (uid {owner})")
+        except BaseException:
+            os.close(self.root)
+            raise
+
+    def __enter__(self) -> _Subfolder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+        os.close(self.root)
+
+    @property
+    def path(self) -> Path:
+        return self.folder / self.name
+
+    def is_free(self, name: str) -> bool:
+        """Whether nothing is called `name` here; a symbolic link there raises `LinkInTheWay`."""
+        try:
+            info = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return True
+        if stat.S_ISLNK(info.st_mode):
+            raise LinkInTheWay(
+                errno.EEXIST, f"{self.name}/{name} is a symbolic link; vodsync does not write through links"
+            )
+        return False
+
+    def move_in(self, src: str, dest: str) -> Path:
+        """Move the drop folder's `src` here as `dest`; never replaces anything, never follows a link."""
         try:
             # link() fails with EEXIST instead of replacing, so two movers cannot clobber each other.
-            os.link(src, candidate, follow_symlinks=False)
+            os.link(src, dest, src_dir_fd=self.root, dst_dir_fd=self.fd, follow_symlinks=False)
         except FileExistsError:
-            continue
+            self.is_free(dest)  # a link planted since the check says so
+            raise
         except OSError:
-            # Filesystems without hard links: check-then-rename (a narrow race, same folder only).
-            if os.path.lexists(candidate):
-                continue
-            os.rename(src, candidate)
-            return candidate
-        os.unlink(src)
-        return candidate
-    raise OSError(f"no free name for {name} in {directory}")
+            # Filesystems without hard links: check-then-rename. A rename replaces a link planted
+            # in between (it never writes through one), and the source is renamed, not copied.
+            if not self.is_free(dest):
+                raise FileExistsError(errno.EEXIST, f"{self.name}/{dest} exists") from None
+            os.rename(src, dest, src_dir_fd=self.root, dst_dir_fd=self.fd)
+            return self.path / dest
+        os.unlink(src, dir_fd=self.root)
+        return self.path / dest
+
+    def create(self, name: str, data: bytes) -> None:
+        """Write a new file `name` here; fails if anything (a link included) is already called that."""
+        fd = os.open(name, _CREATE_NEW, 0o666, dir_fd=self.fd)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+    def read_top(self, name: str, limit: int) -> bytes:
+        """At most `limit` bytes of the drop folder's own file `name`, not following a link."""
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=self.root)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise OSError(errno.EINVAL, f"{name} is not a regular file")
+            return f.read(limit)
 
 
 # --- the drop folder -------------------------------------------------------------------------
@@ -551,9 +635,7 @@ class DropFolder:
                 continue
             try:
                 if after == "move":
-                    moved.append(
-                        self._move_pair(file.path, file.sidecar, self.path / DONE_DIR, exclude=files)
-                    )
+                    moved.append(self._move_pair(file.path, file.sidecar, DONE_DIR, exclude=files))
                 else:
                     self._delete_pair(file.path, file.sidecar, exclude=files)
             except OSError as exc:
@@ -578,24 +660,18 @@ class DropFolder:
         else:
             path = Path(target)
             sidecar = next(
-                (self.path / n for n in sidecar_names(path.name) if (self.path / n).is_file()), None
+                (self.path / n for n in sidecar_names(path.name) if _is_plain_file(self.path / n)), None
             )
             files = [(path, sidecar)]
         reason = reason or "failed"
         first: Path | None = None
         for path, sidecar in files:
             try:
-                dest = self._move_pair(path, sidecar, self.path / FAILED_DIR, exclude=())
+                dest = self._move_pair(path, sidecar, FAILED_DIR, exclude=(), reason=reason)
             except OSError as exc:
                 log.error("could not move %s to %s/: %s", path, FAILED_DIR, exc.strerror or exc)
                 self._remember_stuck(path, sidecar)
                 continue
-            try:
-                (dest.parent / (dest.name + REASON_SUFFIX)).write_text(
-                    reason.rstrip() + "\n", encoding="utf-8"
-                )
-            except OSError as exc:
-                log.error("could not write the reason for %s: %s", dest, exc.strerror or exc)
             first = first or dest
         return first
 
@@ -629,29 +705,66 @@ class DropFolder:
         return False
 
     def _move_pair(
-        self, path: Path, sidecar: Path | None, directory: Path, *, exclude: Iterable[Any]
+        self,
+        path: Path,
+        sidecar: Path | None,
+        subfolder: str,
+        *,
+        exclude: Iterable[Any],
+        reason: str | None = None,
     ) -> Path:
+        """Move a file (and its sidecar) into `subfolder` under one free name, with `NAME.reason.txt` if given.
+
+        The name is chosen so that the file, its sidecar and its reason all land on free names
+        (`clip (2).mp4` goes with `clip (2).yaml`); a symbolic link at any of them fails the move.
+        """
+        if path.parent != self.path:
+            raise OSError(errno.EINVAL, f"{path} is not in the drop folder's top level")
         shared = sidecar is not None and self._sidecar_shared(sidecar, [path, *exclude])
-        dest = _move_no_clobber(path, directory, path.name)
-        if sidecar is not None and sidecar.exists():
-            # Keep the pair recognisable: clip (2).mp4 goes with clip (2).yaml.
-            media_stem = path.name.rpartition(".")[0] or path.name
-            dest_stem = dest.name[: len(dest.name) - (len(path.name) - len(media_stem))]
+        if sidecar is not None and not os.path.lexists(sidecar):
+            sidecar = None
+        media_stem = path.name.rpartition(".")[0] or path.name
+
+        def sidecar_dest(dest: str) -> str:
+            assert sidecar is not None
             if sidecar.name.startswith(path.name):
-                sidecar_dest = dest.name + sidecar.name[len(path.name) :]
-            else:
-                sidecar_dest = dest_stem + sidecar.name[len(media_stem) :]
-            if shared:
-                # Another file still needs it: leave it, and keep a copy with the moved file for context.
+                return dest + sidecar.name[len(path.name) :]
+            return dest[: len(dest) - (len(path.name) - len(media_stem))] + sidecar.name[len(media_stem) :]
+
+        with _Subfolder(self.path, subfolder) as sub:
+            dest = self._free_pair_name(sub, path.name, sidecar_dest if sidecar is not None else None, reason)
+            moved = sub.move_in(path.name, dest)
+            if sidecar is not None:
+                if shared:
+                    # Another file still needs it: leave it, and keep a copy with the moved file for context.
+                    try:
+                        sub.create(sidecar_dest(dest), sub.read_top(sidecar.name, MAX_SIDECAR_BYTES))
+                    except OSError as exc:
+                        log.warning("could not copy sidecar %s: %s", sidecar, exc.strerror or exc)
+                else:
+                    sub.move_in(sidecar.name, sidecar_dest(dest))
+            if reason is not None:
                 try:
-                    target = directory / sidecar_dest
-                    if not target.exists():
-                        target.write_bytes(sidecar.read_bytes())
+                    sub.create(dest + REASON_SUFFIX, (reason.rstrip() + "\n").encode("utf-8"))
                 except OSError as exc:
-                    log.warning("could not copy sidecar %s: %s", sidecar, exc.strerror or exc)
-            else:
-                _move_no_clobber(sidecar, directory, sidecar_dest)
-        return dest
+                    log.error("could not write the reason for %s: %s", moved, exc.strerror or exc)
+        return moved
+
+    @staticmethod
+    def _free_pair_name(
+        sub: _Subfolder, name: str, sidecar_dest: Callable[[str], str] | None, reason: str | None
+    ) -> str:
+        stem, dot, ext = name.rpartition(".") if "." in name.lstrip(".") else (name, "", "")
+        for n in range(1, 10_000):
+            candidate = name if n == 1 else f"{stem} ({n}){dot}{ext}"
+            names = [candidate]
+            if sidecar_dest is not None:
+                names.append(sidecar_dest(candidate))
+            if reason is not None:
+                names.append(candidate + REASON_SUFFIX)
+            if all(sub.is_free(n) for n in names):  # raises LinkInTheWay on a planted link
+                return candidate
+        raise OSError(errno.EEXIST, f"no free name for {name} in {sub.name}/")
 
     def _delete_pair(self, path: Path, sidecar: Path | None, *, exclude: Iterable[Any]) -> None:
         shared = sidecar is not None and self._sidecar_shared(sidecar, [path, *exclude])

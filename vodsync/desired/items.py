@@ -93,6 +93,14 @@ class DesiredItem:
     local: LocalFile | None = None
     protect: bool = False
     origin: Location | None = None
+    # A URL with `user:password@` is stored and shown redacted (`source`); this is the URL
+    # to fetch. Changing only the password is not a new source. Never stored, never shown.
+    fetch_url: str | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def fetch(self) -> str:
+        """What the service is asked to fetch (a URL item's source with its credentials)."""
+        return self.fetch_url or self.source
 
     def __hash__(self) -> int:
         return hash((self.name, self.kind, self.source))

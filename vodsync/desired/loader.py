@@ -52,6 +52,7 @@ from vodsync.errors import (
     VodsyncError,
     display_path,
 )
+from vodsync.logs import redact_url_userinfo
 from vodsync.yamldoc import node_at, node_line, parse_yaml_document, yaml_error_words
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
@@ -64,6 +65,7 @@ _OPTION_FIELDS = (
     "image_type",
     "business_type",
     "file_extension",
+    "on_delete",
 )
 _EXPECTED = {
     "tags": "a list of strings",
@@ -196,18 +198,37 @@ def _manifest_files(root: Path, problems: list[ManifestProblem]) -> list[Path]:
     return found
 
 
+# How many places a duplicate-name problem lists; the rest are counted.
+DUPLICATE_PLACES_SHOWN = 3
+
+
 def _check_unique(names: list[tuple[str, Location]], problems: list[ManifestProblem]) -> None:
-    """Each duplicated name is reported at every place it is defined, naming the others."""
-    where: dict[str, list[Location]] = {}
+    """Each duplicated name is reported once per file it is in, with a count and a few places.
+
+    Linear in the number of names: 8,000 copies of one item in a file are one problem,
+    not 8,000 problems each naming the 7,999 others. One per file, so that the daemon
+    leaves out every file that defines the name (`vodsync.daemon.manifests`).
+    """
+    counts: dict[str, int] = {}
+    first_few: dict[str, list[Location]] = {}
+    first_in_file: dict[str, dict[str, Location]] = {}
     for name, location in names:
-        where.setdefault(name, []).append(location)
-    for name, locations in where.items():
-        if len(locations) < 2:
+        counts[name] = counts.get(name, 0) + 1
+        shown = first_few.setdefault(name, [])
+        if len(shown) <= DUPLICATE_PLACES_SHOWN:
+            shown.append(location)
+        first_in_file.setdefault(name, {}).setdefault(location.file, location)
+    for name, count in counts.items():
+        if count < 2:
             continue
-        for location in locations:
-            others = ", ".join(str(o) for o in locations if o is not location)
+        for here in first_in_file[name].values():
+            others = [o for o in first_few[name] if o is not here][:DUPLICATE_PLACES_SHOWN]
+            more = count - 1 - len(others)
+            places = ", ".join(str(o) for o in others) + (f" and {more} more" if more else "")
             problems.append(
-                ManifestProblem(location, name, f"duplicate name {name!r}, also defined at {others}")
+                ManifestProblem(
+                    here, name, f"duplicate name {name!r}: defined {count} times, also at {places}"
+                )
             )
 
 
@@ -379,7 +400,8 @@ class _ManifestFileLoader:
                 if len(deduped) != len(tags):
                     return {**item, "tags": deduped}
             return item
-        allowed = DEFAULTABLE.get(item.get("type"))  # type: ignore[arg-type]
+        kind = item.get("type")
+        allowed = DEFAULTABLE.get(kind) if isinstance(kind, str) else None  # `type: []`: validation says
         if allowed is None:
             return item
         merged = {k: v for k, v in defaults.items() if k in allowed}
@@ -523,7 +545,7 @@ class _ManifestFileLoader:
                 if local is None:
                     return None
         elif kind is Kind.URL:
-            source = model.url
+            source = redact_url_userinfo(model.url)
         else:
             source = model.file_url
         metadata: dict[str, Any] = {}
@@ -550,6 +572,7 @@ class _ManifestFileLoader:
             local=local,
             protect=model.protect,
             origin=origin,
+            fetch_url=model.url if kind is Kind.URL and source != model.url else None,
         )
 
     def _stat(self, model: Any, index: int, real: str, info: os.stat_result | None,

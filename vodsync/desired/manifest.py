@@ -293,10 +293,19 @@ class UrlItem(_Item):
 
 
 class RegisterItem(_Item):
-    """An object already in a VOD-attached OSS bucket, registered with RegisterMedia."""
+    """An object already in a VOD-attached OSS bucket, registered with RegisterMedia.
+
+    Deleting the media (DeleteVideo) deletes that object too: it is the media's source.
+    So pruning the item is refused unless it says `on_delete: delete-source`.
+    """
 
     type: Literal["register"]
     file_url: HttpUrl = Field(description="http(s) OSS URL of the object, ≤1024 bytes, media extension")
+    on_delete: Literal["keep-source", "delete-source"] | None = Field(
+        None,
+        description="pruning deletes the media and with it the registered OSS object only with delete-source; "
+        "by default (keep-source) such a prune is refused",
+    )
 
     @field_validator("file_url")
     @classmethod

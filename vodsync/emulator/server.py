@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -632,6 +633,17 @@ class _Handler(BaseHTTPRequestHandler):
         self._send_json(404, {"error": f"no control endpoint {method} /_emulator/{name}"})
 
 
+
+def _regular_files(top: Path) -> list[Path]:
+    """Regular files under `top`, not following symbolic links (to files or directories)."""
+    found = []
+    for dirpath, _dirs, files in os.walk(top, followlinks=False):
+        for name in files:
+            path = Path(dirpath, name)
+            if stat.S_ISREG(os.lstat(path).st_mode):
+                found.append(path)
+    return found
+
 def _int_param(params: dict, name: str, default: int) -> int:
     try:
         return int(params.get(name) or default)
@@ -879,7 +891,11 @@ class Emulator:
                 }
                 target = self._root / SNAPSHOT_FILE
                 tmp = target.with_name(f".{SNAPSHOT_FILE}.{os.getpid()}.tmp")
-                tmp.write_text(json.dumps(data), "utf-8")
+                # It holds the minted STS secrets: owner-only, from the first byte.
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+                os.fchmod(fd, 0o600)  # a temp file left by a killed run keeps its old mode otherwise
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(json.dumps(data))
                 os.replace(tmp, target)
             except Exception:
                 traceback.print_exc(file=sys.stderr)
@@ -891,20 +907,30 @@ class Emulator:
         """Serve `root/<bucket>/<key>` files as public-read buckets; returns the bucket names.
 
         This seeds the objects an offline demo points at: sources for URL ingests
-        (anyone may GET them, as from a CDN) and objects to register.
+        (anyone may GET them, as from a CDN) and objects to register. The directory
+        comes with the manifests, so symbolic links are skipped, never followed: a
+        link to a private file must not make it public.
         """
         root = Path(root)
+        if root.is_symlink():
+            return []
         buckets = []
-        for bucket_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for bucket_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
             bucket = bucket_dir.name
             self.oss.ensure_bucket(bucket)
-            for path in sorted(p for p in bucket_dir.rglob("*") if p.is_file()):
+            for path in sorted(_regular_files(bucket_dir)):
                 key = path.relative_to(bucket_dir).as_posix()
-                size = path.stat().st_size
-                existing = self.oss.head(bucket, key)
-                if existing is None or existing.size != size:
-                    with path.open("rb") as f:
-                        self.oss.put_stream(bucket, key, f, size)
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+                except OSError:
+                    continue  # swapped for a link (or removed) since the walk
+                with os.fdopen(fd, "rb") as f:
+                    info = os.fstat(f.fileno())
+                    if not stat.S_ISREG(info.st_mode):
+                        continue
+                    existing = self.oss.head(bucket, key)
+                    if existing is None or existing.size != info.st_size:
+                        self.oss.put_stream(bucket, key, f, info.st_size)
             self.oss_auth.public_buckets.add(bucket)
             buckets.append(bucket)
         self.mark_dirty()

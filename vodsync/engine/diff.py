@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind
+from vodsync.logs import redact_url_userinfo
 from vodsync.state.store import Record, RecordStatus
 
 
@@ -152,7 +153,7 @@ def _diff_one(
     if record.status is RecordStatus.INGESTING:
         # The job delivers what was submitted; an edit since waits for it (`Executor._held_back`).
         fields = changed_fields(item, record.metadata)
-        then = "url changed" if item.source != record.source else fields and f"{', '.join(fields)} changed"
+        then = "url changed" if item.source != _recorded_source(record) else fields and f"{', '.join(fields)} changed"
         return Change(Action.FOLLOW, item.name, item.kind, "URL ingest in progress" + (f"; then {then}" if then else ""),
                       item=item, record=record)
 
@@ -169,7 +170,7 @@ def _diff_one(
             content_hash = hashes.get(item.name)
             if content_hash is None or content_hash != record.content_hash:
                 replace_reason = "content changed"
-    elif item.source != record.source:
+    elif item.source != _recorded_source(record):
         replace_reason = "url changed" if item.kind is Kind.URL else "file_url changed"
 
     current = record.metadata
@@ -204,11 +205,29 @@ def _diff_one(
     stat_moved = item.local is not None and (item.local.path, item.local.total_size, item.local.newest_mtime_ns) != (
         record.source, record.size, record.mtime_ns,
     )
-    if stat_moved or record.protect != item.protect:
+    on_delete_moved = record.options.get(ON_DELETE) != item.options.get(ON_DELETE)
+    if stat_moved or record.protect != item.protect or on_delete_moved:
         return Change(
             Action.TOUCH, item.name, item.kind, "bookkeeping", item=item, record=record, content_hash=content_hash
         )
     return None
+
+
+# A register item's creation option: whether pruning it may delete the media, and with it the
+# registered OSS object (DeleteVideo is physical; the object is the media's source).
+ON_DELETE = "on_delete"
+DELETE_SOURCE = "delete-source"
+
+
+def deletes_users_source(record: Record) -> bool:
+    """Whether deleting this record's media would delete an object the user registered, unasked."""
+    return record.kind == Kind.REGISTER and record.options.get(ON_DELETE) != DELETE_SOURCE
+
+
+def _recorded_source(record: Record) -> str:
+    """The record's source as items name it now: a URL's credentials redacted (older versions
+    stored them), so a state written before is not taken for a new source."""
+    return redact_url_userinfo(record.source)
 
 
 def diff_one(item: DesiredItem, record: Record | None) -> Change | None:

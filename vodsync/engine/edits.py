@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from vodsync.desired.items import Kind
-from vodsync.engine.diff import Change
+from vodsync.engine.diff import ON_DELETE, Change, deletes_users_source
 from vodsync.engine.execution import (
     UPDATE_BATCH,
     VIDEO_BATCH,
@@ -71,6 +71,9 @@ class Edits:
         if rec is None or c.item is None:
             return
         changes: dict[str, Any] = {"protect": c.item.protect}
+        if rec.options.get(ON_DELETE) != c.item.options.get(ON_DELETE):
+            kept = {k: v for k, v in rec.options.items() if k != ON_DELETE}
+            changes["options"] = {**kept, **{k: v for k, v in c.item.options.items() if k == ON_DELETE}}
         if c.item.local is not None:
             local = c.item.local
             changes.update(source=local.path, size=local.total_size, mtime_ns=local.newest_mtime_ns)
@@ -86,7 +89,7 @@ class Edits:
         with self.store.transaction():
             for c in deletes:
                 rec = self.store.get(c.name)
-                if rec is None or rec.protect:
+                if rec is None or rec.protect or deletes_users_source(rec):
                     continue
                 before[c.name] = rec
                 self._save(rec.replace(status=RecordStatus.DELETING))

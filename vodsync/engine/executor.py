@@ -103,7 +103,7 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         from vodsync.cloud.upload import settle_checkpoints
 
         settle_checkpoints(self.checkpoint_dir)  # before recovery resumes what they name
-        self.recover([c.name for c in actions])
+        self.recover([c.name for c in actions], fetch_urls={c.name: c.item.fetch for c in actions if c.item})
         self._resettle(actions)
         self._execute(actions)
         if self.rejected is not None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from vodsync.cloud.types import RegisterEntry, UrlUploadEntry
 from vodsync.desired.items import DesiredItem, Kind
-from vodsync.engine.diff import FAILED_VIDEO, IN_REVIEW, Action, Change
+from vodsync.engine.diff import FAILED_VIDEO, IN_REVIEW, Action, Change, deletes_users_source
 from vodsync.engine.execution import (
     URL_BATCH,
     URL_QUERY_BATCH,
@@ -65,7 +65,7 @@ class Ingests:
                 assert c.item is not None
                 rec = self.store.get(c.name)
                 assert rec is not None
-                job = jobs.get(c.item.source)
+                job = jobs.get(c.item.fetch)
                 if job is None:
                     raise CloudError("MissingJob", f"UploadMediaByURL returned no job for {c.item.source}")
                 # What the record said before: a failed ingest puts it back, so the next plan retries.
@@ -75,7 +75,7 @@ class Ingests:
                                        intent={**(rec.intent or {}), "op": "ingest", **previous},
                                        protect=c.item.protect))
         for c in todo:
-            self._record_outcome(Outcome(c.name, str(c.action), True, f"submitted URL ingest {jobs[c.item.source]}",
+            self._record_outcome(Outcome(c.name, str(c.action), True, f"submitted URL ingest {jobs[c.item.fetch]}",
                                          pending=True))
 
     def _follow(self, names: set[str], deadline: float | None = None) -> None:
@@ -207,6 +207,11 @@ class Ingests:
         for c in batch:
             rec = self.store.get(c.name)
             old, old_kind = superseded_media(c, rec)
+            if old and rec is not None and deletes_users_source(rec):
+                # Deleting the replaced registration would delete its OSS object, the user's file.
+                log.warning("%s: the replaced registration %s is left in VOD with its OSS object (give the "
+                            "item on_delete: delete-source to delete it)", c.name, old, extra={"item": c.name})
+                old = old_kind = None
             if old:
                 olds[c.name] = (old_kind or c.kind, old)
             elif rec is not None and rec.remote_id and c.action is Action.CREATE:
@@ -272,7 +277,7 @@ def _ingest_failed(rec: Record) -> Record:
 def _url_entry(item: DesiredItem) -> UrlUploadEntry:
     m, o = item.metadata, item.options
     return UrlUploadEntry(
-        url=item.source, title=m.get("title"), description=m.get("description"), tags=tuple(m.get("tags", ())),
+        url=item.fetch, title=m.get("title"), description=m.get("description"), tags=tuple(m.get("tags", ())),
         cate_id=m.get("cate_id"), cover_url=m.get("cover_url"), template_group_id=o.get("template_group_id"),
         workflow_id=o.get("workflow_id"), file_extension=o.get("file_extension"),
     )

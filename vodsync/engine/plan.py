@@ -16,10 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vodsync.desired.items import Kind
-from vodsync.engine.diff import BOOKKEEPING, Action, Change
+from vodsync.engine.diff import BOOKKEEPING, Action, Change, deletes_users_source
 from vodsync.errors import DeleteRefused, ManifestError, VodsyncError, display_path
 
 DEFAULT_MAX_DELETE = 10
+REGISTERED_SOURCE_KEPT = (
+    "deleting a registered item's media also deletes its OSS object, your source file; to delete both, "
+    "give the item on_delete: delete-source, apply, then remove it"
+)
 
 # Creates first (new media is usable soonest), deletes last (a failure earlier stops nothing).
 _ORDER = {
@@ -79,6 +83,8 @@ def make_plan(changes: Sequence[Change], options: PlanOptions, *, desired_count:
             actions.append(c)
         elif c.record is not None and c.record.protect:
             kept.append(c)
+        elif c.record is not None and deletes_users_source(c.record):
+            kept.append(_with_reason(c, f"{c.reason} (not deleted: {REGISTERED_SOURCE_KEPT})"))
         elif not options.prune:
             kept.append(_with_reason(c, f"{c.reason} (kept; run with --prune to delete)"))
         else:

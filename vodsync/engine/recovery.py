@@ -17,12 +17,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from vodsync.desired.items import Kind
 from vodsync.engine.execution import iso_to_epoch, log
 from vodsync.engine.ownership import find_marked, owned_media, search
 from vodsync.errors import CredentialsRejected, VodsyncError
+from vodsync.logs import redact_url_userinfo
 from vodsync.state.store import Record, RecordStatus
 
 # Orphans of an interrupted create are looked for this long before the recorded intent
@@ -35,8 +36,12 @@ class Recovery:
 
     # ---------------------------------------------------------------- recovery
 
-    def recover(self, names: Iterable[str] | None = None) -> None:
-        """Settle the intents an interrupted run left behind, before anything new is created."""
+    def recover(self, names: Iterable[str] | None = None, *, fetch_urls: Mapping[str, str] | None = None) -> None:
+        """Settle the intents an interrupted run left behind, before anything new is created.
+
+        `fetch_urls` maps item names to the URL their ingest fetches, where it differs from the
+        recorded one (credentials are recorded redacted; the service knows the job by the URL).
+        """
         # Only records with an open intent matter here: after a clean run, none.
         for rec in self.store.records(with_intent=True).values():
             if rec.intent and rec.intent.get("op") == "cleanup":
@@ -60,7 +65,7 @@ class Recovery:
                 elif rec.kind in (Kind.IMAGE, Kind.ATTACHED):
                     self._recover_orphans(rec, owned)
                 elif rec.kind == Kind.URL:
-                    self._recover_url(rec, owned_jobs)
+                    self._recover_url(rec, owned_jobs, (fetch_urls or {}).get(rec.name))
             except CredentialsRejected:
                 raise  # no other record could be settled either: the run stops with this one message
             except VodsyncError as err:
@@ -100,12 +105,14 @@ class Recovery:
             log.warning("deleted %d orphaned %s(s) left by an interrupted create of %s: %s",
                         len(orphans), rec.kind, rec.name, ", ".join(orphans))
 
-    def _recover_url(self, rec: Record, owned_jobs: set[str | None]) -> None:
+    def _recover_url(self, rec: Record, owned_jobs: set[str | None], fetch: str | None) -> None:
         intent = rec.intent or {}
         since = float(intent.get("at", 0)) - ORPHAN_WINDOW
         # The URL about to be submitted is the intent's: for a replace, rec.source is still the old one.
         url = intent.get("url") or rec.source
-        jobs, _ = self.client.get_url_upload_infos_by_urls([url])
+        # Recorded without its credentials; the service knows the job by the URL it was given.
+        submitted = fetch if fetch is not None and redact_url_userinfo(fetch) == url else url
+        jobs, _ = self.client.get_url_upload_infos_by_urls([submitted])
         mine = [
             j for j in jobs
             if j.job_id not in owned_jobs and (iso_to_epoch(j.creation_time) or since) >= since

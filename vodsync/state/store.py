@@ -158,11 +158,12 @@ assert _FIELD_NAMES == _COLUMNS, "records columns must follow Record's field ord
 _decode_json = json.JSONDecoder().decode
 
 
-def _thaw_all(texts: list[str]) -> list[Any]:
+def _thaw_all(texts: list[str], names: list[str], column: str) -> list[Any]:
     """Decode many JSON column values at once, lists turned into tuples (see records.freeze).
 
     One `loads` over "[a,b,...]" costs a fraction of 100,000 separate calls,
-    which dominate `records()` otherwise.
+    which dominate `records()` otherwise. Each value must be a JSON object (or null):
+    anything else is a `StateError` naming the record and the column.
     """
     values = _decode_json("[" + ",".join(texts) + "]")
     # Equal values are shared: a library repeats its tag lists and option sets (and "{}")
@@ -172,6 +173,11 @@ def _thaw_all(texts: list[str]) -> list[Any]:
     for i, value in enumerate(values):
         if value is None:
             continue
+        if type(value) is not dict:
+            raise StateError(
+                f"record {names[i]!r} has an unreadable {column} column: expected a JSON object, "
+                f"got {type(value).__name__} (edited by hand, or written by another program?)"
+            )
         if not value:
             values[i] = empty
             continue
@@ -194,9 +200,10 @@ def _records(rows: list[tuple[Any, ...]]) -> list[Record]:
     and freeze() again roughly doubles its cost.
     """
     try:
-        metadatas = _thaw_all([row[10] for row in rows])
-        optionses = _thaw_all([row[11] for row in rows])
-        intents = _thaw_all(["null" if row[13] is None else row[13] for row in rows])
+        names = [row[0] for row in rows]
+        metadatas = _thaw_all([row[10] for row in rows], names, "metadata")
+        optionses = _thaw_all([row[11] for row in rows], names, "options")
+        intents = _thaw_all(["null" if row[13] is None else row[13] for row in rows], names, "intent")
     except ValueError as exc:
         raise StateError(f"the state file has an unreadable JSON column: {exc}") from None
     statuses = _STATUSES
@@ -375,16 +382,37 @@ class StateStore:
         return cls(path, conn, readonly=False, lock=writer_lock, clock=clock)
 
     @classmethod
+    def _connect_readonly(cls, path: Path) -> tuple[sqlite3.Connection, int]:
+        """A read-only connection and the schema version.
+
+        A WAL database opened `mode=ro` still needs its `-shm` file, which SQLite cannot
+        create in a directory it may not write (a read-only mount, a backup): there the
+        file is opened `immutable=1` (nobody can be writing it through that directory).
+        """
+        base = "file:" + quote(str(path)) + "?mode=ro"
+        try:
+            return cls._connect_uri(base, path)
+        except sqlite3.OperationalError:
+            if os.access(path.parent, os.W_OK):
+                raise
+        return cls._connect_uri(base + "&immutable=1", path)
+
+    @classmethod
+    def _connect_uri(cls, uri: str, path: Path) -> tuple[sqlite3.Connection, int]:
+        conn = sqlite3.connect(uri, uri=True, timeout=10.0, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA query_only=ON")
+            return conn, cls._version(conn, path)
+        except BaseException:
+            conn.close()
+            raise
+
+    @classmethod
     def _open_readonly(cls, path: Path, clock: Callable[[], float]) -> StateStore:
         conn: sqlite3.Connection | None = None
         try:
             if path.exists():
-                uri = "file:" + quote(str(path)) + "?mode=ro"
-                conn = sqlite3.connect(
-                    uri, uri=True, timeout=10.0, isolation_level=None, check_same_thread=False
-                )
-                conn.execute("PRAGMA query_only=ON")
-                version = cls._version(conn, path)
+                conn, version = cls._connect_readonly(path)
                 if version > SCHEMA_VERSION:
                     raise StateError(cls._too_new(path, version))
                 if 0 < version < SCHEMA_VERSION:
