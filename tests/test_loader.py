@@ -313,7 +313,7 @@ def test_problems_in_defaults(repo):
     assert problems(repo) == [
         "a.yaml:2: defaults.cate_id: must be greater than 0, got 0",
         "a.yaml:3: defaults.tagz: unknown field for defaults; did you mean tags?",
-        "a.yaml:5: extra: unknown top-level field; a manifest has only defaults and media",
+        "a.yaml:5: extra: unknown top-level field; a manifest has only defaults, media and moved",
     ]
 
 

@@ -32,13 +32,14 @@ import yaml
 from pydantic import ValidationError
 
 from vodsync.config import describe_value, explain_error
-from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile
+from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile, ManifestSet, Move
 from vodsync.desired.manifest import (
     DEFAULTABLE,
     ITEM_ADAPTER,
     ITEM_MODELS,
     ITEM_TYPES,
     ITEMS_ADAPTER,
+    MOVED_ADAPTER,
     ManifestDefaults,
     ManifestFile,
 )
@@ -47,7 +48,7 @@ from vodsync.errors import Location, ManifestError, ManifestProblem, PathNotAllo
 from vodsync.yamldoc import node_at, node_line, parse_yaml_document, yaml_error_words
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
-_TOP_LEVEL = ("defaults", "media")
+_TOP_LEVEL = ("defaults", "media", "moved")
 _OPTION_FIELDS = (
     "template_group_id",
     "workflow_id",
@@ -94,6 +95,16 @@ def load_manifests(
     missing files are not reported. Raises `ManifestError` listing every problem
     of every file.
     """
+    return load_manifest_set(root, roots=roots, check_files=check_files).items
+
+
+def load_manifest_set(
+    root: Path,
+    *,
+    roots: Sequence[Path] | None = None,
+    check_files: bool = True,
+) -> ManifestSet:
+    """`load_manifests`, plus the files' `moved:` entries (renames), checked against the items."""
     with _cyclic_gc_paused():
         return _load_manifests(Path(root), roots, check_files)
 
@@ -116,7 +127,7 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool) -> list[DesiredItem]:
+def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool) -> ManifestSet:
     problems: list[ManifestProblem] = []
     files = _manifest_files(root, problems)
     base = root if root.is_dir() else root.parent
@@ -127,6 +138,7 @@ def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool)
     manifest_confiner = PathConfiner([base, *allowed])
     items: list[DesiredItem] = []
     names: list[tuple[str, Location]] = []
+    moves: list[Move] = []
     for path in files:
         rel = Path(os.path.relpath(path, base)).as_posix()
         if not manifest_confiner.allows(os.path.realpath(path)):
@@ -139,8 +151,11 @@ def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool)
                 )
             )
             continue
-        _ManifestFileLoader(path, rel, confiner, check_files, problems).load(items, names)
+        loader = _ManifestFileLoader(path, rel, confiner, check_files, problems)
+        loader.load(items, names)
+        moves.extend(loader.moves)
     _check_unique(names, problems)
+    _check_moves(moves, {name for name, _ in names}, problems)
     if problems:
         # The same mistake repeated in one place (e.g. several bad tags on one line) is said once.
         seen: set[str] = set()
@@ -148,7 +163,7 @@ def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool)
         problems.sort(key=lambda p: (p.location.file, p.location.line or 0))
         raise ManifestError(problems)
     items.sort(key=lambda item: item.name)
-    return items
+    return ManifestSet(items, moves)
 
 
 def manifest_schema() -> dict[str, Any]:
@@ -201,6 +216,26 @@ def _check_unique(names: list[tuple[str, Location]], problems: list[ManifestProb
             problems.append(
                 ManifestProblem(location, name, f"duplicate name {name!r}, also defined at {others}")
             )
+
+
+def _check_moves(moves: list[Move], names: set[str], problems: list[ManifestProblem]) -> None:
+    """A rename names each old and each new name once, and its old name is no longer an item."""
+    seen_old: dict[str, Location] = {}
+    seen_new: dict[str, Location] = {}
+    for m in moves:
+        loc = m.origin or Location("?", 1)
+        if m.old == m.new:
+            problems.append(ManifestProblem(loc, "moved", f"moves {m.old!r} to itself"))
+        if m.old in names:
+            problems.append(ManifestProblem(
+                loc, "moved", f"{m.old!r} is moved to {m.new!r} but is still an item of the manifests; "
+                "remove one of them"))
+        for seen, name, what in ((seen_old, m.old, "from"), (seen_new, m.new, "to")):
+            if name in seen:
+                first = seen[name]
+                problems.append(ManifestProblem(
+                    loc, "moved", f"{name!r} appears twice as `{what}` (also at {first.file}:{first.line})"))
+            seen.setdefault(name, loc)
 
 
 def _locate_constructor_error(text: str) -> int | None:
@@ -268,6 +303,7 @@ class _ManifestFileLoader:
         self.defaults: dict[str, Any] = {}
         self._shared_tags: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._shared_options: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+        self.moves: list[Move] = []
 
     def _shared(self, tags: tuple[str, ...]) -> tuple[str, ...]:
         return self._shared_tags.setdefault(tags, tags)
@@ -321,11 +357,12 @@ class _ManifestFileLoader:
         for key in data:
             if key not in _TOP_LEVEL:
                 hint = difflib.get_close_matches(str(key), _TOP_LEVEL, n=1)
-                extra = f"; did you mean {hint[0]}?" if hint else "; a manifest has only defaults and media"
+                extra = f"; did you mean {hint[0]}?" if hint else "; a manifest has only defaults, media and moved"
                 self.problem(
                     node_line(node, [key], key=True), str(key)[:80], f"unknown top-level field{extra}"
                 )
         self._load_defaults(data.get("defaults"))
+        self._load_moved(data.get("moved"))
         media = data.get("media")
         if media is None:
             return
@@ -353,6 +390,28 @@ class _ManifestFileLoader:
                 self.problem(node_line(self.node, loc, key=key), "defaults" + _path_words(err["loc"]), words)
             return
         self.defaults = defaults
+
+    def _load_moved(self, moved: Any) -> None:
+        if moved is None:
+            return
+        if not isinstance(moved, list):
+            self.problem(node_line(self.node, ["moved"]), "moved",
+                         f"expected a list of {{from: OLD, to: NEW}} entries, got {describe_value(moved)}")
+            return
+        try:
+            entries = MOVED_ADAPTER.validate_python(moved)
+        except ValidationError as exc:
+            for err in exc.errors(include_url=False):
+                loc = ("moved", *err["loc"])
+                key = err["type"] == "extra_forbidden"
+                words = explain_error({**err, "loc": loc}, expected=_EXPECTED, patterns=_PATTERNS)
+                if key:
+                    words = "unknown field; a moved entry has only from and to"
+                self.problem(node_line(self.node, loc, key=key), "moved" + _path_words(err["loc"]), words)
+            return
+        for index, entry in enumerate(entries):
+            line = node_line(self.node, ["moved", index])
+            self.moves.append(Move(entry.from_, entry.to, Location(self.rel, line or 1)))
 
     # -- items ---------------------------------------------------------------------------------
 
@@ -549,6 +608,7 @@ class _ManifestFileLoader:
             local=local,
             protect=model.protect,
             origin=origin,
+            import_id=model.import_id,
         )
 
     def _stat(self, model: Any, index: int, real: str, info: os.stat_result | None) -> LocalFile | None:

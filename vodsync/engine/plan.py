@@ -20,6 +20,8 @@ DEFAULT_MAX_DELETE = 10
 
 # Creates first (new media is usable soonest), deletes last (a failure earlier stops nothing).
 _ORDER = {
+    Action.MOVE: -2,  # state only, before anything that reads the re-keyed records
+    Action.IMPORT: -1,
     Action.RESUME: 0,
     Action.CREATE: 1,
     Action.REPLACE: 2,
@@ -43,6 +45,7 @@ class Plan:
     in_sync: int = 0  # desired items that need nothing
     refusal: str | None = None  # set when policy stopped the run; nothing is applied then
     counts: dict[str, int] = field(default_factory=dict)
+    partial: str | None = None  # --target/--exclude: which items this plan covers (`engine/targets.py`)
 
     @property
     def changes(self) -> tuple[Change, ...]:
@@ -61,8 +64,19 @@ class Plan:
         return iter(self.changes)
 
 
-def make_plan(changes: Sequence[Change], options: PlanOptions, *, desired_count: int) -> Plan:
-    """Apply delete policy and order the changes. Never raises: a refusal is part of the plan."""
+def make_plan(
+    changes: Sequence[Change],
+    options: PlanOptions,
+    *,
+    desired_count: int,
+    partial: str | None = None,
+    manifests_count: int | None = None,
+    refusal: str | None = None,
+) -> Plan:
+    """Apply delete policy and order the changes. Never raises: a refusal is part of the plan.
+
+    A partial plan (`partial`) covers `desired_count` targeted items of the `manifests_count`
+    the manifests describe; `refusal` is a refusal found before (a `moved:` conflict)."""
     actions: list[Change] = []
     kept: list[Change] = []
     deletes: list[Change] = []
@@ -76,8 +90,8 @@ def make_plan(changes: Sequence[Change], options: PlanOptions, *, desired_count:
         else:
             deletes.append(c)
 
-    refusal = None
-    if deletes and desired_count == 0:
+    described = desired_count if manifests_count is None else manifests_count
+    if deletes and described == 0:
         refusal = (
             f"refusing to delete {len(deletes)} item(s): the manifests describe no media at all "
             "(is -f pointing at the right directory?)"
@@ -87,8 +101,8 @@ def make_plan(changes: Sequence[Change], options: PlanOptions, *, desired_count:
             f"refusing to delete {len(deletes)} items, more than --max-delete {options.max_delete}; "
             f"nothing was changed. Re-run with --max-delete {len(deletes)} if that is intended."
         )
-    if refusal:
-        why = "the manifests describe no media" if desired_count == 0 else "over the limit"
+    if refusal and deletes:
+        why = "the manifests describe no media" if described == 0 else "over the limit"
         kept.extend(_with_reason(c, f"{c.reason} (not deleted: {why})") for c in deletes)
     else:
         actions.extend(deletes)
@@ -104,6 +118,7 @@ def make_plan(changes: Sequence[Change], options: PlanOptions, *, desired_count:
         + sum(1 for c in actions if c.action in BOOKKEEPING),
         refusal=refusal,
         counts=dict(counts),
+        partial=partial,
     )
 
 
@@ -126,6 +141,8 @@ _SYMBOL = {
     Action.DELETE: ("-", "red"),
     Action.RESUME: (">", "cyan"),
     Action.FOLLOW: ("…", "blue"),
+    Action.IMPORT: ("<", "cyan"),
+    Action.MOVE: ("→", "cyan"),
 }
 
 
@@ -143,7 +160,7 @@ def summary_line(plan: Plan) -> str:
     if not plan.has_changes:
         kept = f"; {len(plan.kept)} kept (not in manifests)" if plan.kept else ""
         return f"No changes. {plan.in_sync} item(s) in sync{kept}."
-    order = ("create", "update", "replace", "delete", "resume", "follow")
+    order = ("create", "update", "replace", "delete", "resume", "follow", "import", "move")
     parts = [f"{plan.counts.get(a, 0)} to {a}" for a in order if plan.counts.get(a) or a in order[:4]]
     upload = f"; {human_bytes(plan.upload_bytes)} to upload" if plan.upload_bytes else ""
     return f"Plan: {', '.join(parts)}{upload}."
@@ -163,6 +180,8 @@ def render_lines(plan: Plan) -> list[tuple[str, str]]:
         lines.append((f"    {'kept':<8} {c.name:<{width}}  {c.kind:<8}  {c.reason}", "dim"))
     if lines:
         lines.append(("", ""))
+    if plan.partial:
+        lines.append((f"Partial plan: {plan.partial}.", "yellow"))
     lines.append((summary_line(plan), "bold red" if plan.refusal else "bold"))
     return lines
 
@@ -192,10 +211,12 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "changes": [change_json(c) for c in plan.changes],
         "kept": [change_json(c) for c in plan.kept],
         "summary": {
-            **{a: plan.counts.get(a, 0) for a in ("create", "update", "replace", "delete", "resume", "follow")},
+            **{a: plan.counts.get(a, 0) for a in (
+                "create", "update", "replace", "delete", "resume", "follow", "import", "move")},
             "in_sync": plan.in_sync,
             "upload_bytes": plan.upload_bytes,
             "has_changes": plan.has_changes,
         },
         "refusal": plan.refusal,
+        "partial": plan.partial,
     }

@@ -10,10 +10,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vodsync.desired.items import DesiredItem
+from vodsync.desired.items import DesiredItem, Move
 from vodsync.engine.content import hashes_needed
 from vodsync.engine.diff import diff
+from vodsync.engine.moves import plan_moves
 from vodsync.engine.plan import Plan, PlanOptions, check_plan, make_plan
+from vodsync.engine.targets import Targets
 from vodsync.state.store import Record, StateStore
 
 if TYPE_CHECKING:  # `plan` never executes: it does not pay for the executor's imports
@@ -34,10 +36,22 @@ def build_plan(
     refresh_with: VodClient | None = None,
     remember_hashes: bool = False,
     records: Mapping[str, Record] | None = None,
+    moves: Sequence[Move] = (),
+    targets: Targets | None = None,
 ) -> Plan:
-    """Plan `desired` against the state; `records`, if the caller already read them, saves a read."""
+    """Plan `desired` against the state; `records`, if the caller already read them, saves a read.
+
+    `moves` (the manifests' `moved:`) re-key records first; `targets` then narrows the plan
+    to the selected items (a partial plan: nothing outside it is created, changed or pruned)."""
     if records is None:
         records = store.records()
+    described = len(desired)
+    moved = plan_moves(moves, records)
+    records, move_changes = moved.records, moved.changes
+    if targets is not None:
+        desired = [d for d in desired if targets.selects(d.name)]
+        records = {n: r for n, r in records.items() if targets.selects(n)}
+        move_changes = [c for c in move_changes if targets.selects(c.name)]
     hashes = hashes_needed(
         desired, records, cached=store.cached_hash, remember=store.remember_hash if remember_hashes else None
     )
@@ -46,7 +60,9 @@ def build_plan(
         from vodsync.engine.remote import read_remote
 
         remote = read_remote(refresh_with, records)
-    return make_plan(diff(desired, records, hashes=hashes, remote=remote), options, desired_count=len(desired))
+    changes = [*move_changes, *diff(desired, records, hashes=hashes, remote=remote)]
+    return make_plan(changes, options, desired_count=len(desired), manifests_count=described,
+                     partial=targets.describe() if targets else None, refusal=moved.refusal)
 
 
 def apply(
@@ -58,10 +74,15 @@ def apply(
     reporter: Reporter | None = None,
     executor: Executor | None = None,
 ) -> Result:
-    from vodsync.engine.executor import Executor
+    from vodsync.engine.executor import Executor, Reporter
+    from vodsync.engine.lifecycle import carry_out, split_state_only
 
     check_plan(plan)
     executor = executor or Executor(
         store, client, checkpoint_dir=checkpoint_dir(store.path), options=options, reporter=reporter
     )
-    return executor.run(plan)
+    state_only, plan = split_state_only(plan)  # moves and imports: records first, no upload
+    done = carry_out(state_only, store, client, reporter or Reporter()) if state_only else []
+    result = executor.run(plan)
+    result.outcomes[:0] = done
+    return result
