@@ -395,7 +395,7 @@ def test_schema_is_json_and_selects_by_type():
     schema = manifest_schema()
     json.dumps(schema)
     assert schema["$schema"].startswith("https://json-schema.org/")
-    assert set(schema["properties"]) == {"defaults", "media"}
+    assert set(schema["properties"]) == {"defaults", "media", "moved"}
     assert schema["additionalProperties"] is False
     text = json.dumps(schema)
     for kind in ("video", "image", "attached", "url", "register"):
