@@ -24,7 +24,7 @@ def _fence(lines: list[str]) -> str:
 
 
 def render_markdown(plan: Plan) -> str:
-    out = [MARKER, f"### vodsync plan: {summary_line(plan)}", ""]
+    out = [MARKER, "### vodsync plan", "", f"**{summary_line(plan)}**", ""]
     if plan.refusal:
         out += [f"> [!CAUTION]\n> **Refused:** {plan.refusal}", ""]
     deletes = [c for c in plan.changes if c.action is Action.DELETE]
