@@ -166,6 +166,28 @@ def test_state_mv_renames_a_record_from_the_cli(ws: Workspace) -> None:
     assert taken.code == 1 and "'nosuch' is not recorded" in taken.err, taken
 
 
+def test_the_daemon_carries_out_a_move_and_an_import_without_uploading(ws: Workspace, vod_sdk_client: Any) -> None:
+    ws.file("media/intro.mp4", mp4(3000))
+    item = {"name": "intro", "type": "video", "file": "media/intro.mp4", "title": "Intro"}
+    ws.manifest([item])
+    assert ws.apply().code == 0
+    vid = ws.status()["intro"]["remote_id"]
+    image = made_elsewhere(vod_sdk_client, CreateUploadImageRequest, PNG, ImageType="default", ImageExt="png",
+                           Title="Logo")
+    ws.file("media/logo.png", PNG)
+    path = ws.manifest([{**item, "name": "intro-v2"},
+                        {"name": "logo", "type": "image", "file": "media/logo.png", "title": "Logo",
+                         "import_id": image}])
+    with path.open("a") as f:
+        f.write("moved:\n  - {from: intro, to: intro-v2}\n")
+
+    before = ws.calls()
+    run = ws.cli("watch", "--once", "--prune")
+    assert run.code == 0, run
+    assert uploads(ws, before) == {} and "DeleteVideo" not in ws.writes(before)
+    assert {n: r["remote_id"] for n, r in ws.status().items()} == {"intro-v2": vid, "logo": image}
+
+
 # ------------------------------------------------------------------ state commands
 
 
@@ -271,7 +293,6 @@ def test_a_saved_plan_refuses_a_changed_state_and_options_it_fixes(ws: Workspace
     plan_file = ws.root / "plan.json"
     assert ws.cli("plan", "-out", str(plan_file)).code == 0
     assert ws.cli("apply", str(plan_file), "--prune").code == 1
-    ws.cli("state", "rm", "x", "--state", str(ws.state))  # opens (creates) the state: no record changes
     assert ws.apply().code == 0  # the state changed under the plan
     run = ws.cli("apply", str(plan_file))
     assert run.code == 1 and "the state" in run.err and "changed since the plan was made" in run.err, run
