@@ -514,24 +514,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("state", help="look at and repair the state file (list, show, rm, mv)")
     state = p.add_subparsers(dest="state_command", metavar="SUBCOMMAND", required=True)
-    q = state.add_parser("list", help="every recorded item, one name per line")
-    _add_common(q, manifests=False, cloud=False)
-    q.add_argument("--json", action="store_true", help="name, kind, status and remote ID of each, as JSON")
-    q.set_defaults(func=cmd_state_list)
-    q = state.add_parser("show", help="one item's record (no secrets)")
-    _add_common(q, manifests=False, cloud=False)
-    q.add_argument("name", metavar="NAME")
-    q.add_argument("--json", action="store_true", help="the record as JSON")
-    q.set_defaults(func=cmd_state_show)
-    q = state.add_parser("rm", help="forget items; their media is left untouched in VOD")
-    _add_common(q, manifests=False, cloud=False)
-    q.add_argument("names", nargs="+", metavar="NAME")
-    q.set_defaults(func=cmd_state_rm)
-    q = state.add_parser("mv", help="rename a recorded item; its media and ID are kept")
-    _add_common(q, manifests=False, cloud=False)
-    q.add_argument("old", metavar="OLD")
-    q.add_argument("new", metavar="NEW")
-    q.set_defaults(func=cmd_state_mv)
+    for name, func, words in (
+        ("list", cmd_state_list, "every recorded item, one name per line"),
+        ("show", cmd_state_show, "one item's record (no secrets)"),
+        ("rm", cmd_state_rm, "forget items; their media is left untouched in VOD"),
+        ("mv", cmd_state_mv, "rename a recorded item; its media and ID are kept"),
+    ):
+        q = state.add_parser(name, help=words)
+        _add_common(q, manifests=False, cloud=False)
+        q.set_defaults(func=func)
+        if name == "list":
+            q.add_argument("--json", action="store_true", help="name, kind, status and remote ID of each, as JSON")
+        elif name == "show":
+            q.add_argument("name", metavar="NAME")
+            q.add_argument("--json", action="store_true", help="the record as JSON")
+        elif name == "rm":
+            q.add_argument("names", nargs="+", metavar="NAME")
+        else:
+            q.add_argument("old", metavar="OLD")
+            q.add_argument("new", metavar="NEW")
 
     p = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)")
     p.add_argument("shell", choices=["bash", "zsh", "fish"])

@@ -24,7 +24,7 @@ import difflib
 import gc
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -381,15 +381,22 @@ class _ManifestFileLoader:
         try:
             ManifestDefaults.model_validate(defaults)
         except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                loc = ("defaults", *err["loc"])
-                key = err["type"] == "extra_forbidden"
-                words = explain_error({**err, "loc": loc}, expected=_EXPECTED, patterns=_PATTERNS)
-                if key:
-                    words = self._unknown_field_words(str(loc[-1]), ManifestDefaults.model_fields, "defaults")
-                self.problem(node_line(self.node, loc, key=key), "defaults" + _path_words(err["loc"]), words)
+            self._report_section(
+                "defaults", exc,
+                lambda field: self._unknown_field_words(field, ManifestDefaults.model_fields, "defaults"))
             return
         self.defaults = defaults
+
+    def _report_section(self, section: str, exc: ValidationError, unknown: Callable[[str], str]) -> None:
+        """Every error of a top-level section (`defaults`, `moved`), at its line; `unknown` words an
+        unknown field."""
+        for err in exc.errors(include_url=False):
+            loc = (section, *err["loc"])
+            key = err["type"] == "extra_forbidden"
+            words = explain_error({**err, "loc": loc}, expected=_EXPECTED, patterns=_PATTERNS)
+            if key:
+                words = unknown(str(loc[-1]))
+            self.problem(node_line(self.node, loc, key=key), section + _path_words(err["loc"]), words)
 
     def _load_moved(self, moved: Any) -> None:
         if moved is None:
@@ -401,13 +408,7 @@ class _ManifestFileLoader:
         try:
             entries = MOVED_ADAPTER.validate_python(moved)
         except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                loc = ("moved", *err["loc"])
-                key = err["type"] == "extra_forbidden"
-                words = explain_error({**err, "loc": loc}, expected=_EXPECTED, patterns=_PATTERNS)
-                if key:
-                    words = "unknown field; a moved entry has only from and to"
-                self.problem(node_line(self.node, loc, key=key), "moved" + _path_words(err["loc"]), words)
+            self._report_section("moved", exc, lambda field: "unknown field; a moved entry has only from and to")
             return
         for index, entry in enumerate(entries):
             line = node_line(self.node, ["moved", index])
