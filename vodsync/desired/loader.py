@@ -66,6 +66,8 @@ _EXPECTED = {
 }
 _PATTERNS = {
     "name": "must use only lower-case letters, digits and . _ / - and start with a letter or digit",
+    "from": "an item name: lower-case letters, digits and . _ / -, starting with a letter or digit",
+    "to": "an item name: lower-case letters, digits and . _ / -, starting with a letter or digit",
     "tags": "a tag must not contain a comma (the API joins tags with commas)",
     "file": "must not contain NUL bytes",
     "file_extension": "must be letters and digits only, such as mp4",
@@ -406,13 +408,16 @@ class _ManifestFileLoader:
                          f"expected a list of {{from: OLD, to: NEW}} entries, got {describe_value(moved)}")
             return
         try:
-            entries = MOVED_ADAPTER.validate_python(moved)
+            entries: list[Any] = MOVED_ADAPTER.validate_python(moved)
         except ValidationError as exc:
             self._report_section("moved", exc, lambda field: "unknown field; a moved entry has only from and to")
-            return
+            bad = {err["loc"][0] for err in exc.errors(include_url=False)}
+            # The valid entries are still checked against the items (every problem at once).
+            entries = [None if i in bad else MOVED_ADAPTER.validate_python([m])[0] for i, m in enumerate(moved)]
         for index, entry in enumerate(entries):
-            line = node_line(self.node, ["moved", index])
-            self.moves.append(Move(entry.from_, entry.to, Location(self.rel, line or 1)))
+            if entry is not None:
+                line = node_line(self.node, ["moved", index])
+                self.moves.append(Move(entry.from_, entry.to, Location(self.rel, line or 1)))
 
     # -- items ---------------------------------------------------------------------------------
 

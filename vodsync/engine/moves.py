@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from vodsync.desired.items import Kind, Move
 from vodsync.engine.diff import Action, Change
+from vodsync.engine.execution import reference_id
 from vodsync.errors import StateError
 from vodsync.state.store import Record, StateStore
 
@@ -52,6 +53,28 @@ def plan_moves(moves: Sequence[Move], records: Mapping[str, Record]) -> MovePlan
         changes.append(Change(Action.MOVE, m.new, Kind(old.kind), f"moved {m.old} → {m.new}", record=old))
     refusal = "; ".join(problems) if problems else None
     return MovePlan(view, changes, refusal)
+
+
+def reference_conflicts(changes: Sequence[Change], records: Mapping[str, Record]) -> tuple[set[str], str | None]:
+    """The creates of new videos that would take the ReferenceId a moved video still holds, and a
+    refusal naming them (None when there are none); they must not be carried out.
+
+    A moved video keeps the ReferenceId derived from its old name. A new item under that old
+    name would ask VOD for the same ReferenceId; the create would be refused as a duplicate, and
+    the ambiguous-create recovery would adopt the moved video and upload into it.
+    """
+    held = {r.reference_id: r.name for r in records.values() if r.reference_id}
+    clashes: dict[str, str] = {}  # new item -> the record holding its ReferenceId
+    for c in changes:
+        if c.action is Action.CREATE and c.kind is Kind.VIDEO and c.record is None:
+            owner = held.get(reference_id(c.name))
+            if owner is not None and owner != c.name:
+                clashes[c.name] = owner
+    if not clashes:
+        return set(), None
+    words = "; ".join(f"{new} (its ReferenceId is held by {owner}, once named {new})" for new, owner in clashes.items())
+    return set(clashes), (f"a new video cannot reuse the name of a video that was moved: {words}; "
+                          "give the new item another name")
 
 
 def moved_from(change: Change) -> str:

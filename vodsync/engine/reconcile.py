@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 
 from vodsync.desired.items import DesiredItem, Move
 from vodsync.engine.content import hashes_needed
-from vodsync.engine.diff import diff
-from vodsync.engine.moves import plan_moves
+from vodsync.engine.diff import Action, diff
+from vodsync.engine.moves import plan_moves, reference_conflicts
 from vodsync.engine.plan import Plan, PlanOptions, check_plan, make_plan
 from vodsync.engine.targets import Targets
 from vodsync.state.store import Record, StateStore
@@ -61,8 +61,12 @@ def build_plan(
 
         remote = read_remote(refresh_with, records)
     changes = [*move_changes, *diff(desired, records, hashes=hashes, remote=remote)]
+    clashing, clash = reference_conflicts(changes, moved.records)
+    if clashing:  # never carried out, even where a refusal is only logged (the daemon)
+        changes = [c for c in changes if not (c.action is Action.CREATE and c.name in clashing)]
+    refusal = moved.refusal or clash
     return make_plan(changes, options, desired_count=len(desired), manifests_count=described,
-                     partial=targets.describe() if targets else None, refusal=moved.refusal)
+                     partial=targets.describe() if targets else None, refusal=refusal)
 
 
 def apply(
