@@ -19,11 +19,12 @@ from typing import Any
 
 import oss2
 import pytest
+from aliyunsdkvod.request.v20170321.CreateUploadAttachedMediaRequest import CreateUploadAttachedMediaRequest
 from aliyunsdkvod.request.v20170321.CreateUploadImageRequest import CreateUploadImageRequest
 from aliyunsdkvod.request.v20170321.CreateUploadVideoRequest import CreateUploadVideoRequest
 
 pytest.register_assert_rewrite("clikit")
-from clikit import PNG, Workspace, mp4  # noqa: E402
+from clikit import PNG, VTT, Workspace, mp4  # noqa: E402
 from test_cli_refresh import sdk  # noqa: E402
 
 pytest_plugins = ["clikit"]  # the `ws` fixture
@@ -39,7 +40,7 @@ def made_elsewhere(client: Any, request_cls: type, data: bytes, **params: Any) -
     auth = json.loads(base64.b64decode(created["UploadAuth"]))
     sts = oss2.StsAuth(auth["AccessKeyId"], auth["AccessKeySecret"], auth["SecurityToken"])
     oss2.Bucket(sts, address["Endpoint"], address["Bucket"]).put_object(address["FileName"], data)
-    return created.get("VideoId") or created["ImageId"]
+    return created.get("VideoId") or created.get("ImageId") or created["MediaId"]
 
 
 def plan_changes(ws: Workspace, *extra: str) -> list[tuple[str, str, str]]:
@@ -69,7 +70,7 @@ def test_import_adopts_a_video_made_with_the_sdk_and_plans_only_the_title(ws: Wo
     run = ws.cli("import", "intro", vid, "--state", str(ws.state), "-f", str(ws.manifests),
                  "--endpoint", ws.emulator.url)
     assert run.code == 0, run
-    assert f"Imported intro: video {vid}" in run.out
+    assert f"Imported intro as video {vid}" in run.out
     assert not ws.writes(before), "an import makes no write call"
     assert ws.status()["intro"]["remote_id"] == vid
 
@@ -109,17 +110,22 @@ def test_import_id_in_a_manifest_is_planned_as_import_and_recorded_by_apply(ws: 
                                                                             vod_sdk_client: Any) -> None:
     image = made_elsewhere(vod_sdk_client, CreateUploadImageRequest, PNG, ImageType="default", ImageExt="png",
                            Title="Logo")
+    subs = made_elsewhere(vod_sdk_client, CreateUploadAttachedMediaRequest, VTT, BusinessType="subtitle",
+                          MediaExt="vtt", Title="Subtitles")
     ws.file("media/logo.png", PNG)
-    ws.manifest([{"name": "logo", "type": "image", "file": "media/logo.png", "title": "Logo", "import_id": image}])
+    ws.file("media/en.vtt", VTT)
+    ws.manifest([{"name": "logo", "type": "image", "file": "media/logo.png", "title": "Logo", "import_id": image},
+                 {"name": "subs", "type": "attached", "file": "media/en.vtt", "business_type": "subtitle",
+                  "title": "English", "import_id": subs}])
 
-    assert plan_changes(ws) == [("import", "logo", f"import {image}")]
+    assert plan_changes(ws) == [("import", "logo", f"import {image}"), ("import", "subs", f"import {subs}")]
     before = ws.calls()
     run = ws.apply()
     assert run.code == 0, run
     assert ws.writes(before) == {}, "importing is reading and recording"
-    assert ws.status()["logo"]["remote_id"] == image
+    assert {n: r["remote_id"] for n, r in ws.status().items()} == {"logo": image, "subs": subs}
     assert [i["ImageId"] for i in ws.vod()["images"]] == [image]
-    assert plan_changes(ws) == []
+    assert plan_changes(ws) == [("update", "subs", "title changed")]
 
 
 # ------------------------------------------------------------------ renames

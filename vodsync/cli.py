@@ -327,7 +327,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                           "declare it first (import records existing media as a declared item)")
     with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
         record = import_media(store, _client(settings), item, args.media_id)
-    print(f"Imported {record.name}: {record.kind} {record.remote_id} ({record.last_result}). "
+    print(f"Imported {record.name} as {record.kind} {record.remote_id} ({record.last_result}). "
           "No write call was made; `vodsync plan` shows what differs from the manifest.")
     return EXIT_OK
 

@@ -154,7 +154,9 @@ def _diff_one(
             if content_hash is None or content_hash != record.content_hash:
                 replace_reason = "content changed"
                 if record.content_hash and record.content_hash.startswith(IMPORTED_DIFFERS):
-                    replace_reason = f"local file differs from the imported media ({record.last_result})"
+                    held = record.content_hash[len(IMPORTED_DIFFERS):]
+                    replace_reason = (f"local file differs from the imported media (VOD holds "
+                                      f"{f'{held} B' if held else 'an unknown size'}, the local file has {size} B)")
     elif item.source != record.source:
         replace_reason = "url changed" if item.kind is Kind.URL else "file_url changed"
 

@@ -75,17 +75,17 @@ def import_record(
             "import it once it is complete (Normal)"
         )
     content_hash = size = mtime_ns = None
-    result = f"imported {media.media_id}"
+    result = "imported"
     if item.local is not None:
         if media.size is not None and media.size == item.local.size:
             content_hash = hash_file(item.local.path)
             size, mtime_ns = item.local.size, item.local.mtime_ns
-            result += " (size matches the local file)"
+            result += "; its size matches the local file"
         else:
-            remote = "unknown" if media.size is None else f"{media.size} B"
-            content_hash = f"{IMPORTED_DIFFERS}{media.size}"
+            content_hash = f"{IMPORTED_DIFFERS}{'' if media.size is None else media.size}"
             size = media.size
-            result = f"{result}; VOD holds {remote}, the local file has {item.local.size} B"
+            remote = "an unknown size" if media.size is None else f"{media.size} B"
+            result += f"; VOD holds {remote}, the local file has {item.local.size} B: the next plan replaces it"
     return Record(
         name=item.name,
         kind=str(item.kind),

@@ -43,7 +43,7 @@ def carry_out(changes: list[Change], store: StateStore, client: VodClient, repor
             else:
                 assert c.item is not None and c.item.import_id
                 record = import_media(store, client, c.item, c.item.import_id)
-                message = record.last_result or f"imported {record.remote_id}"
+                message = f"{record.last_result} ({record.remote_id})"
             outcome = Outcome(c.name, str(c.action), True, message)
         except VodsyncError as err:
             outcome = Outcome(c.name, str(c.action), False, err.message)
