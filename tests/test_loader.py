@@ -315,7 +315,7 @@ def test_problems_in_defaults(repo):
     assert problems(repo) == [
         "a.yaml:2: defaults.cate_id: must be greater than 0, got 0",
         "a.yaml:3: defaults.tagz: unknown field for defaults; did you mean tags?",
-        "a.yaml:5: extra: unknown top-level field; a manifest has only defaults and media",
+        "a.yaml:5: extra: unknown top-level field; a manifest has only defaults, media and moved",
     ]
 
 
@@ -397,7 +397,7 @@ def test_schema_is_json_and_selects_by_type():
     schema = manifest_schema()
     json.dumps(schema)
     assert schema["$schema"].startswith("https://json-schema.org/")
-    assert set(schema["properties"]) == {"defaults", "media"}
+    assert set(schema["properties"]) == {"defaults", "media", "moved"}
     assert schema["additionalProperties"] is False
     text = json.dumps(schema)
     for kind in ("video", "image", "attached", "url", "register"):

@@ -30,7 +30,7 @@ from vodsync.emulator.cli import bounded  # argparse types (light: the emulator 
 if TYPE_CHECKING:
     from vodsync.cloud.settings import CloudSettings
     from vodsync.config import Config
-    from vodsync.desired.items import DesiredItem
+    from vodsync.desired.items import DesiredItem, ManifestSet
     from vodsync.engine.executor import ExecOptions
 
 log = logging.getLogger("vodsync")
@@ -73,9 +73,12 @@ class Context:
         refuse_implicit_widening(self.config, repositories)
 
     def load_desired(self) -> list[DesiredItem]:
-        from vodsync.desired.loader import load_manifests
+        return self.load_manifest_set().items
 
-        return load_manifests(self.manifests, roots=self.roots)
+    def load_manifest_set(self) -> ManifestSet:
+        from vodsync.desired.loader import load_manifest_set
+
+        return load_manifest_set(self.manifests, roots=self.roots)
 
     def exec_options(self, **fields: Any) -> ExecOptions:
         """How the executor works: `fields`, plus the multipart tuning flags where given."""
@@ -163,20 +166,30 @@ def _plan(args: argparse.Namespace) -> int:
     from vodsync.ui import console_for, print_plan
 
     ctx = Context(args)
-    desired = ctx.load_desired()
+    manifests = ctx.load_manifest_set()
+    desired = manifests.items
     options = PlanOptions(prune=args.prune or ctx.config.prune, max_delete=_max_delete(args, ctx))
+    lifecycle = {"moves": manifests.moves, "targets": _targets(args)}
     with StateStore.open(ctx.state, readonly=True) as store:
+        records = store.records()
         if args.refresh:
             with ctx.cloud() as settings:
-                plan = build_plan(desired, store, options, refresh_with=_client(settings))
+                plan = build_plan(desired, store, options, refresh_with=_client(settings), records=records,
+                                  **lifecycle)
         else:
-            plan = build_plan(desired, store, options)
-    if args.json:
+            plan = build_plan(desired, store, options, records=records, **lifecycle)
+    if args.json or args.format == "json":
         print(json.dumps(plan_json(plan), indent=2))
+    elif args.format == "markdown":
+        from vodsync.ui import render_markdown
+
+        print(render_markdown(plan))
     else:
         print_plan(plan, console_for(sys.stdout))
     if plan.refusal:
         return EXIT_ERROR
+    if args.out:
+        _save_plan(args, ctx, plan, manifests, records, options)
     return EXIT_CHANGES if args.detailed_exitcode and plan.has_changes else EXIT_OK
 
 
@@ -189,20 +202,25 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from vodsync.ui import console_for, print_plan, print_summary, reporter_for
 
     ctx = Context(args)
-    desired = ctx.load_desired()
+    manifests = ctx.load_manifest_set()
+    desired = manifests.items
     out = console_for(sys.stdout)
     options = PlanOptions(prune=args.prune or ctx.config.prune, max_delete=_max_delete(args, ctx))
     with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
         state_namespace(store, ctx.config.namespace)
         client = _client(settings)
-        plan = build_plan(desired, store, options, refresh_with=client if args.refresh else None,
-                          remember_hashes=True)
+        if args.plan_file:  # exactly the saved plan, or nothing (`engine/saved_plan.py`)
+            plan = _saved_plan(args, ctx, manifests, store)
+        else:
+            plan = build_plan(desired, store, options, refresh_with=client if args.refresh else None,
+                              remember_hashes=True, moves=manifests.moves, targets=_targets(args))
         print_plan(plan, out)
         if plan.refusal:
             return EXIT_ERROR
         if not plan.actions and not _has_async_work(store):
             return EXIT_OK
-        if plan.has_changes and not args.yes:
+        reviewed = bool(args.plan_file)  # as Terraform: a saved plan was reviewed; no second question
+        if plan.has_changes and not args.yes and not reviewed:
             if not sys.stdin.isatty():
                 print("vodsync: error: refusing to apply without confirmation: pass --yes", file=sys.stderr)
                 return EXIT_ERROR
@@ -272,6 +290,41 @@ def _exit_now() -> None:
             os.write(sys.stdout.fileno(), b"\x1b[?25h\n")  # the progress bars hid the cursor
         os.write(sys.stderr.fileno(), b"vodsync: stopped now; state is saved, run again to continue.\n")
     os._exit(EXIT_INTERRUPTED)
+
+
+def _targets(args: argparse.Namespace) -> Any:
+    from vodsync.engine.targets import Targets
+
+    return Targets.of(args.target, args.exclude)
+
+
+def _save_plan(args: argparse.Namespace, ctx: Context, plan: Any, manifests: ManifestSet,
+               records: Any, options: Any) -> None:
+    from vodsync import __version__
+    from vodsync.engine.saved_plan import inputs_of, write_plan
+
+    inputs = inputs_of(ctx.manifests, ctx.state, manifests, records)
+    flags = {"prune": options.prune, "max_delete": options.max_delete, "refresh": bool(args.refresh),
+             "target": list(args.target or ()), "exclude": list(args.exclude or ())}
+    write_plan(Path(args.out), plan, inputs, flags, __version__)
+    print(f"Saved the plan to {args.out}; `vodsync apply {args.out}` carries out exactly this plan.",
+          file=sys.stderr)
+
+
+def _saved_plan(args: argparse.Namespace, ctx: Context, manifests: ManifestSet, store: Any) -> Any:
+    from vodsync.engine.saved_plan import check_inputs, inputs_of, read_plan, rebuild_plan
+    from vodsync.errors import ConfigError
+
+    given = [flag for flag, on in (("--prune", args.prune), ("--refresh", args.refresh), ("--target", args.target),
+                                   ("--exclude", args.exclude), ("--max-delete", args.max_delete is not None)) if on]
+    if given:
+        raise ConfigError(f"{', '.join(given)} cannot be combined with a plan file: the saved plan fixes what is "
+                          "applied (make the plan with those options instead)")
+    path = Path(args.plan_file)
+    doc = read_plan(path)
+    records = store.records()
+    check_inputs(doc, path, inputs_of(ctx.manifests, ctx.state, manifests, records))
+    return rebuild_plan(doc, manifests.items, records)
 
 
 def _has_async_work(store: Any) -> bool:
@@ -361,6 +414,94 @@ def cmd_gc(args: argparse.Namespace) -> int:
         return run_gc(store, _client(settings), yes=args.yes, out=sys.stdout, namespace=namespace)
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    from vodsync.engine.imports import import_media
+    from vodsync.errors import ConfigError
+    from vodsync.state.store import StateStore
+
+    ctx = Context(args)
+    item = next((i for i in ctx.load_desired() if i.name == args.name), None)
+    if item is None:
+        raise ConfigError(f"{args.name} is not an item of the manifests under {ctx.manifests}; "
+                          "declare it first (import records existing media as a declared item)")
+    with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
+        record = import_media(store, _client(settings), item, args.media_id)
+    print(f"Imported {record.name} as {record.kind} {record.remote_id} ({record.last_result}). "
+          "No write call was made; `vodsync plan` shows what differs from the manifest.")
+    return EXIT_OK
+
+
+def cmd_state_list(args: argparse.Namespace) -> int:
+    from vodsync.state.store import StateStore
+
+    with StateStore.open(Context(args).state, readonly=True) as store:
+        records = sorted(store.records().values(), key=lambda r: r.name)
+    if args.json:
+        print(json.dumps([{"name": r.name, "kind": r.kind, "status": str(r.status), "remote_id": r.remote_id}
+                          for r in records], indent=2))
+    else:
+        for r in records:
+            print(r.name)
+    return EXIT_OK
+
+
+def cmd_state_show(args: argparse.Namespace) -> int:
+    from vodsync.engine.state_ops import record_view
+    from vodsync.errors import StateError
+    from vodsync.state.store import StateStore
+
+    ctx = Context(args)
+    with StateStore.open(ctx.state, readonly=True) as store:
+        record = store.get(args.name)
+    if record is None:
+        raise StateError(f"{args.name} is not recorded in {ctx.state} (`vodsync state list` shows what is)")
+    view = record_view(record)
+    if args.json:
+        print(json.dumps(view, indent=2))
+    else:
+        for key, value in view.items():
+            if value not in (None, {}, (), "") or key in ("remote_id", "status"):
+                shown = value if isinstance(value, str | int | float | bool) or value is None else json.dumps(value)
+                print(f"{key + ':':<16}{shown}")
+    return EXIT_OK
+
+
+def cmd_state_rm(args: argparse.Namespace) -> int:
+    from vodsync.engine.state_ops import forget
+    from vodsync.state.store import StateStore
+
+    ctx = Context(args)
+    with StateStore.open(ctx.state) as store:
+        results = forget(store, args.names)
+    code = EXIT_OK
+    for f in results:
+        if f.record is None:
+            print(f"vodsync: error: {f.name} is not recorded in {ctx.state}", file=sys.stderr)
+            code = EXIT_ERROR
+            continue
+        print(f"Forgot {f.name} ({f.record.kind} {f.record.remote_id or '(no media)'}); the media is left untouched.")
+        if f.warning:
+            print(f"vodsync: warning: {f.name}: {f.warning}", file=sys.stderr)
+    return code
+
+
+def cmd_state_mv(args: argparse.Namespace) -> int:
+    from vodsync.engine.moves import rekey
+    from vodsync.state.store import StateStore
+
+    with StateStore.open(Context(args).state) as store:
+        record = rekey(store, args.old, args.new)
+    print(f"Moved {args.old} → {args.new} ({record.kind} {record.remote_id or '(no media)'} kept).")
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from vodsync.completion import completion_script
+
+    print(completion_script(build_parser(), args.shell), end="")
+    return EXIT_OK
+
+
 def _cmd_emulator(args: argparse.Namespace) -> int:
     from vodsync.emulator.cli import run
 
@@ -399,6 +540,10 @@ def _add_policy(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prune", action="store_true", help="delete media whose items left the manifests")
     p.add_argument("--max-delete", type=bounded(int, 0), metavar="N", help="refuse a run that would delete more (default 10)")
     p.add_argument("--refresh", action="store_true", help="read the remote media and plan fixes for drift")
+    p.add_argument("--target", action="append", metavar="PATTERN",
+                   help="plan only items whose name matches this glob (repeatable); pruning too")
+    p.add_argument("--exclude", action="append", metavar="PATTERN",
+                   help="leave out items whose name matches this glob (repeatable)")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -429,6 +574,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_policy(p)
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--detailed-exitcode", action="store_true", help="exit 0: no changes, 2: changes, 1: error")
+    p.add_argument("--format", choices=["text", "json", "markdown"], default="text",
+                   help="text (default), json (as --json), or markdown for a pull-request comment")
+    p.add_argument("-out", "--out", dest="out", metavar="FILE",
+                   help="also save the plan to FILE, for `vodsync apply FILE`")
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("apply", help="make VOD match the manifests")
@@ -439,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", type=bounded(float, 0), default=300.0, metavar="SECONDS",
                    help="follow URL ingests and transcoding this long before returning (default 300)")
     _add_upload_tuning(p)
+    p.add_argument("plan_file", nargs="?", metavar="PLAN_FILE",
+                   help="apply exactly this saved plan (`vodsync plan -out FILE`), refused if anything changed")
     p.set_defaults(func=cmd_apply)
 
     p = sub.add_parser("status", help="every recorded item with its remote ID, status and last result")
@@ -468,11 +619,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--yes", "-y", action="store_true", help="remove what was found (default: only list it)")
     p.set_defaults(func=cmd_gc)
 
+    p = sub.add_parser("import", help="record existing media as a manifest item (no write call)")
+    _add_common(p)
+    p.add_argument("name", metavar="NAME", help="the manifest item the media becomes")
+    p.add_argument("media_id", metavar="MEDIA_ID", help="its VideoId, ImageId or MediaId")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("state", help="look at and repair the state file (list, show, rm, mv)")
+    state = p.add_subparsers(dest="state_command", metavar="SUBCOMMAND", required=True)
+    for name, func, words in (
+        ("list", cmd_state_list, "every recorded item, one name per line"),
+        ("show", cmd_state_show, "one item's record (no secrets)"),
+        ("rm", cmd_state_rm, "forget items; their media is left untouched in VOD"),
+        ("mv", cmd_state_mv, "rename a recorded item; its media and ID are kept"),
+    ):
+        q = state.add_parser(name, help=words)
+        _add_common(q, manifests=False, cloud=False)
+        q.set_defaults(func=func)
+        if name == "list":
+            q.add_argument("--json", action="store_true", help="name, kind, status and remote ID of each, as JSON")
+        elif name == "show":
+            q.add_argument("name", metavar="NAME")
+            q.add_argument("--json", action="store_true", help="the record as JSON")
+        elif name == "rm":
+            q.add_argument("names", nargs="+", metavar="NAME")
+        else:
+            q.add_argument("old", metavar="OLD")
+            q.add_argument("new", metavar="NEW")
+
+    p = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)")
+    p.add_argument("shell", choices=["bash", "zsh", "fish"])
+    p.set_defaults(func=cmd_completion)
+
     from vodsync.emulator.cli import add_arguments as add_emulator_arguments
 
     p = sub.add_parser("emulator", help="run a local VOD + OSS emulator that the real SDKs talk to")
     add_emulator_arguments(p)
     p.set_defaults(func=_cmd_emulator)
+    from vodsync.cli_help import add_descriptions_and_examples
+
+    add_descriptions_and_examples(sub)
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -43,6 +44,8 @@ _SYMBOL = {
     Action.DELETE: ("-", "red"),
     Action.RESUME: (">", "cyan"),
     Action.FOLLOW: ("…", "blue"),
+    Action.IMPORT: ("<", "cyan"),
+    Action.MOVE: ("→", "cyan"),
 }
 
 
@@ -52,7 +55,7 @@ def summary_line(plan: Plan) -> str:
     if not plan.has_changes:
         kept = f"; {len(plan.kept)} kept (not in manifests)" if plan.kept else ""
         return f"No changes. {plan.in_sync} item(s) in sync{kept}."
-    order = ("create", "update", "replace", "delete", "resume", "follow")
+    order = ("create", "update", "replace", "delete", "resume", "follow", "import", "move")
     parts = [f"{plan.counts.get(a, 0)} to {a}" for a in order if plan.counts.get(a) or a in order[:4]]
     upload = f"; {human_bytes(plan.upload_bytes)} to upload" if plan.upload_bytes else ""
     return f"Plan: {', '.join(parts)}{upload}."
@@ -76,6 +79,8 @@ def render_lines(plan: Plan) -> list[tuple[str, str]]:
         lines.append((f"    {'note':<8} {c.name:<{width}}  {c.kind:<8}  {uncleared_text(c)}", "dim"))
     if lines:
         lines.append(("", ""))
+    if plan.partial:
+        lines.append((f"Partial plan: {plan.partial}.", "yellow"))
     lines.append((summary_line(plan), "bold red" if plan.refusal else "bold"))
     return lines
 
@@ -92,6 +97,49 @@ def _shown(value: Any) -> str:
 
 def render_text(plan: Plan) -> str:
     return "\n".join(text for text, _ in render_lines(plan))
+
+
+# ------------------------------------------------------------------ the plan as Markdown
+# For a pull-request comment (`vodsync plan --format markdown`): a hidden marker (`MARKER`, so
+# a CI job can find and update its own comment), a heading with the summary line, the
+# deletions called out in the open (what a reviewer must not miss), a note when the plan is
+# partial or refused, and the full plan in a collapsible `<details>` section, in a `diff`
+# block so GitHub and GitLab colour additions and deletions.
+
+MARKER = "<!-- vodsync-plan -->"
+
+
+def _fence(lines: list[str]) -> str:
+    """A code fence longer than any backtick run in the text, so no value can close it early."""
+    longest = max((len(m) for line in lines for m in re.findall(r"`+", line)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def render_markdown(plan: Plan) -> str:
+    out = [MARKER, "### vodsync plan", "", f"**{summary_line(plan)}**", ""]
+    if plan.refusal:
+        out += [f"> [!CAUTION]\n> **Refused:** {plan.refusal}", ""]
+    deletes = [c for c in plan.changes if c.action is Action.DELETE]
+    if deletes:
+        out.append(f"> [!WARNING]\n> **{len(deletes)} deletion(s)**: this apply deletes media from VOD, "
+                   "which cannot be undone:")
+        for c in deletes:
+            remote = c.record.remote_id if c.record is not None and c.record.remote_id else "no media yet"
+            out.append(f"> - `{c.name}` ({c.kind} {remote})")
+        out.append("")
+    if plan.kept:
+        out += [f"{len(plan.kept)} item(s) left the manifests and are kept (not deleted).", ""]
+    if plan.partial:
+        out += [f"**Partial plan**: {plan.partial}; other items are neither changed nor pruned.", ""]
+    body = [text[2:] if text.startswith("  ") else text for text, _ in render_lines(plan)]
+    while body and body[-1] in ("", summary_line(plan)) or body and body[-1].startswith("Partial plan:"):
+        body.pop()
+    if body:
+        fence = _fence(body)
+        changes = len(plan.changes)
+        out += [f"<details><summary>Details: {changes} change(s), {plan.in_sync} in sync</summary>", "",
+                f"{fence}diff", *body, fence, "", "</details>", ""]
+    return "\n".join(out)
 
 
 class RichReporter:

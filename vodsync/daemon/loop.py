@@ -40,7 +40,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,10 +53,11 @@ from vodsync.daemon.metrics import Health, Metrics, MetricsServer
 from vodsync.daemon.notify import Notifier
 from vodsync.daemon.watch import ChangeWatcher
 from vodsync.desired.dropfolder import DropCandidate, DropFolder, check_labels, drop_folders
-from vodsync.desired.items import DesiredItem
+from vodsync.desired.items import DesiredItem, Move
 from vodsync.engine.diff import Action
 from vodsync.engine.execution import Waiting
 from vodsync.engine.executor import ExecOptions, Executor, Outcome
+from vodsync.engine.lifecycle import carry_out, split_state_only
 from vodsync.engine.ownership import state_namespace
 from vodsync.engine.plan import Plan, PlanOptions
 from vodsync.engine.reconcile import build_plan, checkpoint_dir
@@ -453,7 +454,7 @@ class Daemon:
         desired: list[DesiredItem] = [*loaded.items, *drop_items]
         prune = self.settings.prune and loaded.complete and self._settle.settled
         options = PlanOptions(prune=prune, max_delete=self.settings.max_delete)
-        plan = self._plan(desired, options, records, refresh=full)
+        plan = self._plan(desired, options, records, refresh=full, moves=loaded.moves)
         if plan.refusal:
             log.error("%s", plan.refusal)  # the deletes are already out of the actions; the rest goes ahead
             plan = dataclasses.replace(plan, refusal=None)
@@ -500,15 +501,15 @@ class Daemon:
         return loaded
 
     def _plan(self, desired: list[DesiredItem], options: PlanOptions, records: dict[str, Record], *,
-              refresh: bool) -> Plan:
+              refresh: bool, moves: Sequence[Move] = ()) -> Plan:
         if refresh:
             try:
                 return build_plan(desired, self.store, options, refresh_with=self.client, remember_hashes=True,
-                                  records=records)
+                                  records=records, moves=moves)
             except VodsyncError as err:
                 log.warning("could not read VOD to check for drift, planning from the state file: %s",
                             err.message)
-        return build_plan(desired, self.store, options, remember_hashes=True, records=records)
+        return build_plan(desired, self.store, options, remember_hashes=True, records=records, moves=moves)
 
     def _executor(self) -> Executor:
         kwargs: dict[str, Any] = {}
@@ -523,6 +524,8 @@ class Daemon:
         self.reporter.begin()
         self.metrics.queue_depth.set(len(plan.changes))
         try:
+            state_only, plan = split_state_only(plan)  # moves and imports: records only, before the rest
+            carry_out(state_only, self.store, self.client, self.reporter)
             result = self._executor().run(plan)
             if result.stopped:
                 report.interrupted = True

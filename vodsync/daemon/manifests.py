@@ -18,8 +18,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from vodsync.desired.items import DesiredItem
-from vodsync.desired.loader import MANIFEST_SUFFIXES, load_manifests
+from vodsync.desired.items import DesiredItem, Move
+from vodsync.desired.loader import MANIFEST_SUFFIXES, load_manifest_set
 from vodsync.desired.paths import default_roots
 from vodsync.errors import ManifestError, display_path
 
@@ -29,6 +29,7 @@ class LoadedManifests:
     items: list[DesiredItem]
     error: ManifestError | None = None  # the problems of the files left out
     skipped: tuple[str, ...] = ()  # files left out, relative to the manifests directory
+    moves: tuple[Move, ...] = ()  # the `moved:` entries of the files loaded
 
     @property
     def complete(self) -> bool:
@@ -52,7 +53,8 @@ def load_lenient(root: Path, *, roots: Sequence[Path] | None = None) -> LoadedMa
     """Items of every valid manifest under `root`, and a `ManifestError` naming the files left out."""
     root = Path(root)
     try:
-        return LoadedManifests(load_manifests(root, roots=roots))
+        loaded = load_manifest_set(root, roots=roots)
+        return LoadedManifests(loaded.items, moves=tuple(loaded.moves))
     except ManifestError as exc:
         error = exc
     if not root.is_dir():
@@ -60,14 +62,17 @@ def load_lenient(root: Path, *, roots: Sequence[Path] | None = None) -> LoadedMa
     broken = {p.location.file for p in error.problems}
     confine_to = list(roots) if roots else default_roots(root)
     items: list[DesiredItem] = []
+    moves: list[Move] = []
     for path in manifest_files(root):
         rel = display_path(path)  # as the loader names it in a ManifestProblem
         if rel in broken:
             continue
         try:
-            items.extend(load_manifests(path, roots=confine_to))
+            one = load_manifest_set(path, roots=confine_to)
+            items.extend(one.items)
+            moves.extend(one.moves)
         except ManifestError as again:  # changed between the two reads: report it with the rest
             broken.add(rel)
             error = ManifestError([*error.problems, *again.problems])
     items.sort(key=lambda item: item.name)
-    return LoadedManifests(items, error, tuple(sorted(broken)))
+    return LoadedManifests(items, error, tuple(sorted(broken)), tuple(moves))

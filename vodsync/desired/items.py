@@ -93,6 +93,7 @@ class DesiredItem:
     local: LocalFile | None = None
     protect: bool = False
     origin: Location | None = None
+    import_id: str | None = None  # media to adopt instead of creating it (`import_id:` in a manifest)
     # A URL with `user:password@` is stored and shown redacted (`source`); this is the URL
     # to fetch. Changing only the password is not a new source. Never stored, never shown.
     fetch_url: str | None = field(default=None, repr=False, compare=False)
@@ -104,3 +105,23 @@ class DesiredItem:
 
     def __hash__(self) -> int:
         return hash((self.name, self.kind, self.source))
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """A manifest's `moved: [{from: OLD, to: NEW}]` entry: the item once named OLD is now NEW.
+
+    The record is re-keyed and the media kept (its ID, its bytes); see `engine/moves.py`.
+    """
+
+    old: str
+    new: str
+    origin: Location | None = None
+
+
+@dataclass(frozen=True)
+class ManifestSet:
+    """Everything the manifests declare: the items, and the renames (`moved`) of earlier items."""
+
+    items: list[DesiredItem]
+    moves: list[Move] = field(default_factory=list)

@@ -24,7 +24,7 @@ import dataclasses
 import gc
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,14 @@ from pydantic import ValidationError
 
 from vodsync.config import closest, describe_value, explain_error, unknown_field_words
 from vodsync.desired.hls import is_playlist, read_segment_names
-from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile, Segment
+from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile, ManifestSet, Move, Segment
 from vodsync.desired.manifest import (
     DEFAULTABLE,
     ITEM_ADAPTER,
     ITEM_MODELS,
     ITEM_TYPES,
     ITEMS_ADAPTER,
+    MOVED_ADAPTER,
     ManifestDefaults,
     ManifestFile,
 )
@@ -56,7 +57,7 @@ from vodsync.logs import redact_url_userinfo
 from vodsync.yamldoc import node_at, node_line, parse_yaml_document, yaml_error_words
 
 MANIFEST_SUFFIXES = (".yaml", ".yml")
-_TOP_LEVEL = ("defaults", "media")
+_TOP_LEVEL = ("defaults", "media", "moved")
 _OPTION_FIELDS = (
     "template_group_id",
     "workflow_id",
@@ -75,6 +76,8 @@ _EXPECTED = {
 }
 _PATTERNS = {
     "name": "must use only lower-case letters, digits and . _ / - and start with a letter or digit",
+    "from": "an item name: lower-case letters, digits and . _ / -, starting with a letter or digit",
+    "to": "an item name: lower-case letters, digits and . _ / -, starting with a letter or digit",
     "tags": "a tag must not contain a comma (the API joins tags with commas)",
     "file": "must not contain NUL bytes",
     "file_extension": "must be letters and digits only, such as mp4",
@@ -104,6 +107,16 @@ def load_manifests(
     missing files are not reported. Raises `ManifestError` listing every problem
     of every file.
     """
+    return load_manifest_set(root, roots=roots, check_files=check_files).items
+
+
+def load_manifest_set(
+    root: Path,
+    *,
+    roots: Sequence[Path] | None = None,
+    check_files: bool = True,
+) -> ManifestSet:
+    """`load_manifests`, plus the files' `moved:` entries (renames), checked against the items."""
     with _cyclic_gc_paused():
         return _load_manifests(Path(root), roots, check_files)
 
@@ -126,7 +139,7 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool) -> list[DesiredItem]:
+def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool) -> ManifestSet:
     problems: list[ManifestProblem] = []
     files = _manifest_files(root, problems)
     base = root if root.is_dir() else root.parent
@@ -137,6 +150,7 @@ def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool)
     manifest_confiner = PathConfiner([base, *allowed])
     items: list[DesiredItem] = []
     names: list[tuple[str, Location]] = []
+    moves: list[Move] = []
     for path in files:
         rel = display_path(path)  # in errors: a path the user can open from where they ran vodsync
         if not manifest_confiner.allows(os.path.realpath(path)):
@@ -149,8 +163,11 @@ def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool)
                 )
             )
             continue
-        _ManifestFileLoader(path, rel, confiner, check_files, problems).load(items, names)
+        loader = _ManifestFileLoader(path, rel, confiner, check_files, problems)
+        loader.load(items, names)
+        moves.extend(loader.moves)
     _check_unique(names, problems)
+    _check_moves(moves, {name for name, _ in names}, problems)
     if problems:
         # The same mistake repeated in one place (e.g. several bad tags on one line) is said once.
         seen: set[str] = set()
@@ -158,7 +175,7 @@ def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool)
         problems.sort(key=lambda p: (p.location.file, p.location.line or 0))
         raise ManifestError(problems)
     items.sort(key=lambda item: item.name)
-    return items
+    return ManifestSet(items, moves)
 
 
 def manifest_schema() -> dict[str, Any]:
@@ -232,6 +249,26 @@ def _check_unique(names: list[tuple[str, Location]], problems: list[ManifestProb
             )
 
 
+def _check_moves(moves: list[Move], names: set[str], problems: list[ManifestProblem]) -> None:
+    """A rename names each old and each new name once, and its old name is no longer an item."""
+    seen_old: dict[str, Location] = {}
+    seen_new: dict[str, Location] = {}
+    for m in moves:
+        loc = m.origin or Location("?", 1)
+        if m.old == m.new:
+            problems.append(ManifestProblem(loc, "moved", f"moves {m.old!r} to itself"))
+        if m.old in names:
+            problems.append(ManifestProblem(
+                loc, "moved", f"{m.old!r} is moved to {m.new!r} but is still an item of the manifests; "
+                "remove one of them"))
+        for seen, name, what in ((seen_old, m.old, "from"), (seen_new, m.new, "to")):
+            if name in seen:
+                first = seen[name]
+                problems.append(ManifestProblem(
+                    loc, "moved", f"{name!r} appears twice as `{what}` (also at {first.file}:{first.line})"))
+            seen.setdefault(name, loc)
+
+
 def _locate_constructor_error(text: str) -> int | None:
     """Line of the first scalar the safe constructor refuses (e.g. the timestamp 2024-13-01)."""
     try:
@@ -297,6 +334,7 @@ class _ManifestFileLoader:
         self.defaults: dict[str, Any] = {}
         self._shared_tags: dict[tuple[str, ...], tuple[str, ...]] = {}
         self._shared_options: dict[tuple[tuple[str, Any], ...], dict[str, Any]] = {}
+        self.moves: list[Move] = []
 
     def _shared(self, tags: tuple[str, ...]) -> tuple[str, ...]:
         return self._shared_tags.setdefault(tags, tags)
@@ -350,11 +388,12 @@ class _ManifestFileLoader:
         for key in data:
             if key not in _TOP_LEVEL:
                 hint = closest(str(key), _TOP_LEVEL)
-                extra = f"; did you mean {hint}?" if hint else "; a manifest has only defaults and media"
+                extra = f"; did you mean {hint}?" if hint else "; a manifest has only defaults, media and moved"
                 self.problem(
                     node_line(node, [key], key=True), str(key)[:80], f"unknown top-level field{extra}"
                 )
         self._load_defaults(data.get("defaults"))
+        self._load_moved(data.get("moved"))
         media = data.get("media")
         if media is None:
             return
@@ -373,15 +412,41 @@ class _ManifestFileLoader:
         try:
             ManifestDefaults.model_validate(defaults)
         except ValidationError as exc:
-            for err in exc.errors(include_url=False):
-                loc = ("defaults", *err["loc"])
-                key = err["type"] == "extra_forbidden"
-                words = explain_error({**err, "loc": loc}, expected=_EXPECTED, patterns=_PATTERNS)
-                if key:
-                    words = unknown_field_words(str(loc[-1]), ManifestDefaults.model_fields, "defaults")
-                self.problem(node_line(self.node, loc, key=key), "defaults" + _path_words(err["loc"]), words)
+            self._report_section(
+                "defaults", exc,
+                lambda field: unknown_field_words(field, ManifestDefaults.model_fields, "defaults"))
             return
         self.defaults = defaults
+
+    def _report_section(self, section: str, exc: ValidationError, unknown: Callable[[str], str]) -> None:
+        """Every error of a top-level section (`defaults`, `moved`), at its line; `unknown` words an
+        unknown field."""
+        for err in exc.errors(include_url=False):
+            loc = (section, *err["loc"])
+            key = err["type"] == "extra_forbidden"
+            words = explain_error({**err, "loc": loc}, expected=_EXPECTED, patterns=_PATTERNS)
+            if key:
+                words = unknown(str(loc[-1]))
+            self.problem(node_line(self.node, loc, key=key), section + _path_words(err["loc"]), words)
+
+    def _load_moved(self, moved: Any) -> None:
+        if moved is None:
+            return
+        if not isinstance(moved, list):
+            self.problem(node_line(self.node, ["moved"]), "moved",
+                         f"expected a list of {{from: OLD, to: NEW}} entries, got {describe_value(moved)}")
+            return
+        try:
+            entries: list[Any] = MOVED_ADAPTER.validate_python(moved)
+        except ValidationError as exc:
+            self._report_section("moved", exc, lambda field: "unknown field; a moved entry has only from and to")
+            bad = {err["loc"][0] for err in exc.errors(include_url=False)}
+            # The valid entries are still checked against the items (every problem at once).
+            entries = [None if i in bad else MOVED_ADAPTER.validate_python([m])[0] for i, m in enumerate(moved)]
+        for index, entry in enumerate(entries):
+            if entry is not None:
+                line = node_line(self.node, ["moved", index])
+                self.moves.append(Move(entry.from_, entry.to, Location(self.rel, line or 1)))
 
     # -- items ---------------------------------------------------------------------------------
 
@@ -573,6 +638,7 @@ class _ManifestFileLoader:
             protect=model.protect,
             origin=origin,
             fetch_url=model.url if kind is Kind.URL and source != model.url else None,
+            import_id=model.import_id,
         )
 
     def _stat(self, model: Any, index: int, real: str, info: os.stat_result | None,

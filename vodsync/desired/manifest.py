@@ -197,6 +197,9 @@ class _Item(MediaMetadata, _CreationOptions):
     model_config = ConfigDict(json_schema_extra=_schema_without_unsupported)
 
     name: Name = Field(description="unique across all manifests: [a-z0-9][a-z0-9._/-]*, ≤128 characters")
+    import_id: Identifier | None = Field(
+        None, description="adopt this existing media (VideoId, ImageId or MediaId) instead of creating it"
+    )
     # Fields this kind cannot take at all (the Create* call has no such parameter).
     unsupported: ClassVar[frozenset[str]] = frozenset()
 
@@ -338,12 +341,25 @@ DEFAULTABLE: dict[str, frozenset[str]] = {
 }
 
 
+class MovedEntry(_Strict):
+    """One `moved:` entry: the item once named `from` is now named `to` (its media is kept)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    from_: Name = Field(alias="from", description="the item's old name")
+    to: Name = Field(description="the item's new name")
+
+
 class ManifestFile(_Strict):
     """One manifest file. The loader validates it in parts (to merge defaults); this is its schema."""
 
     defaults: ManifestDefaults | None = None
     media: list[MediaItem] | None = None
+    moved: list[MovedEntry] | None = Field(
+        None, description="renamed items: [{from: OLD, to: NEW}]; the media and its ID are kept"
+    )
 
 
+MOVED_ADAPTER: TypeAdapter[list[MovedEntry]] = TypeAdapter(list[MovedEntry])
 ITEM_ADAPTER: TypeAdapter[Any] = TypeAdapter(MediaItem)
 ITEMS_ADAPTER: TypeAdapter[list[Any]] = TypeAdapter(list[MediaItem])

@@ -30,7 +30,13 @@ class Action(StrEnum):
     RESUME = "resume"  # finish what an interrupted or failed run started
     FOLLOW = "follow"  # an asynchronous URL ingest is still running
     TOUCH = "touch"  # bookkeeping only (new mtime, same bytes; protect flag): no API call
+    IMPORT = "import"  # adopt existing media (`import_id:`): read it and record it, no write call
+    MOVE = "move"  # a renamed item (`moved:`): its record is re-keyed, the media kept (`engine/moves.py`)
 
+
+# The content identity `vodsync import` records when the imported media's size differs from the
+# local file's (the service exposes no checksum to compare): planned as a replace, never silent.
+IMPORTED_DIFFERS = "imported-differs:"
 
 # Actions that change nothing remotely; they never count as "changes" in a plan.
 BOOKKEEPING = frozenset({Action.TOUCH})
@@ -123,6 +129,8 @@ def _diff_one(
 ) -> Change | None:
     size = item.local.total_size if item.local else 0
     if record is None:
+        if item.import_id:
+            return Change(Action.IMPORT, item.name, item.kind, f"import {item.import_id}", item=item)
         return Change(Action.CREATE, item.name, item.kind, "new item", item=item, upload_bytes=size)
     if record.kind != item.kind:
         return Change(
@@ -170,6 +178,10 @@ def _diff_one(
             content_hash = hashes.get(item.name)
             if content_hash is None or content_hash != record.content_hash:
                 replace_reason = "content changed"
+                if record.content_hash and record.content_hash.startswith(IMPORTED_DIFFERS):
+                    held = record.content_hash[len(IMPORTED_DIFFERS):]
+                    replace_reason = (f"local file differs from the imported media (VOD holds "
+                                      f"{f'{held} B' if held else 'an unknown size'}, the local file has {size} B)")
     elif item.source != _recorded_source(record):
         replace_reason = "url changed" if item.kind is Kind.URL else "file_url changed"
 

@@ -125,6 +125,14 @@ def state_namespace(store: StateStore, pinned: str | None = None) -> Namespace:
     return Namespace(value)
 
 
+def recorded_namespace(store: StateStore) -> Namespace:
+    """The namespace the state's records were made in, without recording one (for plans): the
+    recorded namespace, else the name-only scheme (a state with records and no namespace is of
+    that scheme; one with no records holds no ReferenceId for the difference to matter)."""
+    recorded = store.get_meta(NAMESPACE_KEY)
+    return Namespace(recorded if recorded is not None else LEGACY)
+
+
 def owned_media(records: Mapping[str, Record]) -> set[str]:
     """Media the state owns: what each record serves, and what a replace keeps serving."""
     owned: set[str] = set()

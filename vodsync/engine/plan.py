@@ -27,6 +27,8 @@ REGISTERED_SOURCE_KEPT = (
 
 # Creates first (new media is usable soonest), deletes last (a failure earlier stops nothing).
 _ORDER = {
+    Action.MOVE: -2,  # state only, before anything that reads the re-keyed records
+    Action.IMPORT: -1,
     Action.RESUME: 0,
     Action.CREATE: 1,
     Action.REPLACE: 2,
@@ -50,6 +52,7 @@ class Plan:
     in_sync: int = 0  # desired items that need nothing
     refusal: str | None = None  # set when policy stopped the run; nothing is applied then
     counts: dict[str, int] = field(default_factory=dict)
+    partial: str | None = None  # --target/--exclude: which items this plan covers (`engine/targets.py`)
 
     @property
     def changes(self) -> tuple[Change, ...]:
@@ -73,8 +76,19 @@ class Plan:
         return iter(self.changes)
 
 
-def make_plan(changes: Sequence[Change], options: PlanOptions, *, desired_count: int) -> Plan:
-    """Apply delete policy and order the changes. Never raises: a refusal is part of the plan."""
+def make_plan(
+    changes: Sequence[Change],
+    options: PlanOptions,
+    *,
+    desired_count: int,
+    partial: str | None = None,
+    manifests_count: int | None = None,
+    refusal: str | None = None,
+) -> Plan:
+    """Apply delete policy and order the changes. Never raises: a refusal is part of the plan.
+
+    A partial plan (`partial`) covers `desired_count` targeted items of the `manifests_count`
+    the manifests describe; `refusal` is a refusal found before (a `moved:` conflict)."""
     actions: list[Change] = []
     kept: list[Change] = []
     deletes: list[Change] = []
@@ -90,8 +104,8 @@ def make_plan(changes: Sequence[Change], options: PlanOptions, *, desired_count:
         else:
             deletes.append(c)
 
-    refusal = None
-    if deletes and desired_count == 0:
+    described = desired_count if manifests_count is None else manifests_count
+    if deletes and described == 0:
         refusal = (
             f"refusing to delete {len(deletes)} item(s): the manifests describe no media at all "
             "(is -f pointing at the right directory?)"
@@ -101,8 +115,8 @@ def make_plan(changes: Sequence[Change], options: PlanOptions, *, desired_count:
             f"refusing to delete {len(deletes)} items, more than --max-delete {options.max_delete}; "
             f"nothing was changed. Re-run with --max-delete {len(deletes)} if that is intended."
         )
-    if refusal:
-        why = "the manifests describe no media" if desired_count == 0 else "over the limit"
+    if refusal and deletes:
+        why = "the manifests describe no media" if described == 0 else "over the limit"
         kept.extend(_with_reason(c, f"{c.reason} (not deleted: {why})") for c in deletes)
     else:
         actions.extend(deletes)
@@ -118,6 +132,7 @@ def make_plan(changes: Sequence[Change], options: PlanOptions, *, desired_count:
         + sum(1 for c in actions if c.action in BOOKKEEPING),
         refusal=refusal,
         counts=dict(counts),
+        partial=partial,
     )
 
 
@@ -220,13 +235,15 @@ def plan_json(plan: Plan) -> dict[str, Any]:
         "changes": [change_json(c) for c in plan.changes],
         "kept": [change_json(c) for c in plan.kept],
         "summary": {
-            **{a: plan.counts.get(a, 0) for a in ("create", "update", "replace", "delete", "resume", "follow")},
+            **{a: plan.counts.get(a, 0) for a in (
+                "create", "update", "replace", "delete", "resume", "follow", "import", "move")},
             "in_sync": plan.in_sync,
             "upload_bytes": plan.upload_bytes,
             "has_changes": plan.has_changes,
         },
         "refusal": plan.refusal,
         "notes": [{"name": c.name, "fields": list(c.uncleared), "note": uncleared_text(c)} for c in plan.uncleared],
+        "partial": plan.partial,
     }
 
 

@@ -11,10 +11,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from vodsync.desired.items import DesiredItem, Kind
+from vodsync.desired.items import DesiredItem, Kind, Move
 from vodsync.engine.content import hashes_needed
 from vodsync.engine.diff import Action, Change, diff
+from vodsync.engine.moves import plan_moves, reference_conflicts
+from vodsync.engine.ownership import recorded_namespace
 from vodsync.engine.plan import Plan, PlanOptions, check_plan, make_plan
+from vodsync.engine.targets import Targets
 from vodsync.state.store import Record, RecordStatus, StateStore
 
 if TYPE_CHECKING:  # `plan` never executes: it does not pay for the executor's imports
@@ -35,10 +38,22 @@ def build_plan(
     refresh_with: VodClient | None = None,
     remember_hashes: bool = False,
     records: Mapping[str, Record] | None = None,
+    moves: Sequence[Move] = (),
+    targets: Targets | None = None,
 ) -> Plan:
-    """Plan `desired` against the state; `records`, if the caller already read them, saves a read."""
+    """Plan `desired` against the state; `records`, if the caller already read them, saves a read.
+
+    `moves` (the manifests' `moved:`) re-key records first; `targets` then narrows the plan
+    to the selected items (a partial plan: nothing outside it is created, changed or pruned)."""
     if records is None:
         records = store.records()
+    described = len(desired)
+    moved = plan_moves(moves, records)
+    records, move_changes = moved.records, moved.changes
+    if targets is not None:
+        desired = [d for d in desired if targets.selects(d.name)]
+        records = {n: r for n, r in records.items() if targets.selects(n)}
+        move_changes = [c for c in move_changes if targets.selects(c.name)]
     hashes = hashes_needed(
         desired, records, cached=store.cached_hash, remember=store.remember_hash if remember_hashes else None
     )
@@ -47,8 +62,14 @@ def build_plan(
         from vodsync.engine.remote import read_remote
 
         remote = read_remote(refresh_with, records)
-    changes = _net_of_parts_sent(diff(desired, records, hashes=hashes, remote=remote), checkpoint_dir(store.path))
-    return make_plan(changes, options, desired_count=len(desired))
+    changes = _net_of_parts_sent([*move_changes, *diff(desired, records, hashes=hashes, remote=remote)],
+                                 checkpoint_dir(store.path))
+    clashing, clash = reference_conflicts(changes, moved.records, recorded_namespace(store))
+    if clashing:  # never carried out, even where a refusal is only logged (the daemon)
+        changes = [c for c in changes if not (c.action is Action.CREATE and c.name in clashing)]
+    refusal = moved.refusal or clash
+    return make_plan(changes, options, desired_count=len(desired), manifests_count=described,
+                     partial=targets.describe() if targets else None, refusal=refusal)
 
 
 def _net_of_parts_sent(changes: list[Change], checkpoints: Path) -> list[Change]:
@@ -80,9 +101,14 @@ def apply(
     executor: Executor | None = None,
 ) -> Result:
     from vodsync.engine.executor import Executor
+    from vodsync.engine.lifecycle import carry_out, split_state_only
 
     check_plan(plan)
     executor = executor or Executor(
         store, client, checkpoint_dir=checkpoint_dir(store.path), options=options, reporter=reporter
     )
-    return executor.run(plan)
+    state_only, plan = split_state_only(plan)  # moves and imports: records first, no upload
+    done = carry_out(state_only, store, client, executor.reporter) if state_only else []
+    result = executor.run(plan)
+    result.outcomes[:0] = done
+    return result
