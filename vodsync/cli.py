@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("vodsync")
 
 EXIT_OK, EXIT_ERROR, EXIT_CHANGES, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what a command the pipe's reader left behind exits with
 DEFAULT_CONFIG = "vodsync.yaml"
 # OSS multipart limits: every part but the last at least 100 KiB, at most 5 GiB.
 MIN_PART_SIZE, MAX_PART_SIZE = 100 * 1024, 5 * 1024**3
@@ -59,8 +60,31 @@ class Context:
         self.manifests = Path(manifests) if manifests else Path(self.config.manifests)
         self._refuse_implicit_widening()
         state = getattr(args, "state", None)
-        self.state = Path(state) if state else Path(self.config.state)
+        self.state = Path(state) if state else self._default_state()
         self.roots = [Path(r) for r in self.config.roots or ()] or None
+
+    def _default_state(self) -> Path:
+        """The config's `state`; without a config file, the state of the manifests' git repository
+        (`.vodsync/state.db` at its top), so `vodsync plan -f ../manifests` from elsewhere in the
+        checkout, or from outside it, finds the state that `apply` recorded instead of planning
+        the whole library as new. Manifests outside any repository: `.vodsync/state.db` here."""
+        from vodsync.desired.paths import repository_root
+
+        if self.config.source is not None:
+            return Path(self.config.state)  # resolved against the config file's directory
+        repository = repository_root(self.manifests if self.manifests.is_dir() else self.manifests.parent)
+        if os.path.lexists(repository / ".git"):
+            return repository / ".vodsync" / "state.db"
+        return Path(self.config.state)
+
+    def note_new_state(self) -> None:
+        """Say so when there is no state file yet: every item is then planned as new (a wrong
+        `--state`, or a state file left elsewhere, would otherwise pass unnoticed)."""
+        if not self.state.exists():
+            from vodsync.errors import display_path
+
+            print(f"vodsync: no state file at {display_path(self.state)} yet: every item is new to it",
+                  file=sys.stderr)
 
     def _refuse_implicit_widening(self) -> None:
         from vodsync.config import refuse_implicit_widening
@@ -165,11 +189,16 @@ def _plan(args: argparse.Namespace) -> int:
     from vodsync.state.store import StateStore
     from vodsync.ui import console_for, print_plan
 
+    if args.json and args.format not in ("text", "json"):
+        from vodsync.errors import ConfigError
+
+        raise ConfigError(f"--json is --format json: it cannot be combined with --format {args.format}")
     ctx = Context(args)
     manifests = ctx.load_manifest_set()
     desired = manifests.items
     options = PlanOptions(prune=args.prune or ctx.config.prune, max_delete=_max_delete(args, ctx))
     lifecycle = {"moves": manifests.moves, "targets": _targets(args)}
+    ctx.note_new_state()
     with StateStore.open(ctx.state, readonly=True) as store:
         records = store.records()
         if args.refresh:
@@ -201,10 +230,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from vodsync.state.store import StateStore
     from vodsync.ui import console_for, print_plan, print_summary, reporter_for
 
+    if args.plan_file:
+        _check_plan_file(Path(args.plan_file))  # before anything else: a wrong path is the first thing to say
     ctx = Context(args)
     manifests = ctx.load_manifest_set()
     desired = manifests.items
     out = console_for(sys.stdout)
+    ctx.note_new_state()
     options = PlanOptions(prune=args.prune or ctx.config.prune, max_delete=_max_delete(args, ctx))
     with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
         state_namespace(store, ctx.config.namespace)
@@ -309,6 +341,16 @@ def _save_plan(args: argparse.Namespace, ctx: Context, plan: Any, manifests: Man
     write_plan(Path(args.out), plan, inputs, flags, __version__)
     print(f"Saved the plan to {args.out}; `vodsync apply {args.out}` carries out exactly this plan.",
           file=sys.stderr)
+
+
+def _check_plan_file(path: Path) -> None:
+    from vodsync.engine.saved_plan import SavedPlanError
+
+    if path.is_dir():
+        raise SavedPlanError(f"{path} is a directory, not a saved plan: to apply the manifests in it, "
+                             f"use `vodsync apply -f {path}`")
+    if not path.exists():
+        raise SavedPlanError(f"no plan file {path}: make one with `vodsync plan -out {path}`")
 
 
 def _saved_plan(args: argparse.Namespace, ctx: Context, manifests: ManifestSet, store: Any) -> Any:
@@ -716,3 +758,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vodsync: interrupted; state is saved, run again to continue.", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader went away (`vodsync status | head`): stop quietly, as a command killed by
+        # SIGPIPE does. Whatever is still buffered for stdout has nowhere to go.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE

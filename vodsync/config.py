@@ -510,5 +510,6 @@ def resolve_credentials(config: Config, *, env: Mapping[str, str] | None = None)
     )
     raise ConfigError(
         f"no Alibaba Cloud credentials: set {ENV_ACCESS_KEY_ID} and {ENV_ACCESS_KEY_SECRET} "
-        f"(plus {ENV_SECURITY_TOKEN} for STS credentials){where}"
+        f"(plus {ENV_SECURITY_TOKEN} for STS credentials){where}; or try it against the local "
+        "emulator with --emulator"
     )

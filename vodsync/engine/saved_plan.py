@@ -118,11 +118,14 @@ def write_plan(path: Path, plan: Plan, inputs: Inputs, options: Mapping[str, Any
         "plan": plan_json(plan),
     }
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(doc, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise SavedPlanError(f"cannot write the plan to {path}: {exc.strerror or exc}") from None
 
 
 def read_plan(path: Path) -> dict[str, Any]:
