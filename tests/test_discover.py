@@ -159,3 +159,27 @@ def test_state_show_namespace(ws: Workspace) -> None:
     assert as_json.code == 0 and as_json.json() == {"namespace": "team-a"}, as_json
     bare = ws.cli("state", "show", "--state", str(ws.state))
     assert bare.code == 1 and "give NAME, or --namespace" in bare.err, bare
+
+
+def test_discover_adopts_the_name_only_scheme_of_older_states(ws: Workspace) -> None:
+    _library(ws, b"a")
+    config = ws.root / "old.yaml"
+    config.write_text("namespace: legacy\n")  # made the way states before namespaces made media
+    ids = applied(ws, ws.state, "--config", str(config))
+    ws.state.unlink()
+    run = imp(ws, "--discover")
+    assert run.code == 0 and "Discovering in namespace legacy:" in run.out, run
+    assert remote_ids(ws.state) == ids
+    assert ws.cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_discover_lists_what_it_cannot_find_and_keeps_what_is_recorded(ws: Workspace) -> None:
+    _library(ws, b"a")
+    applied(ws, ws.state)
+    ws.file("media/new.png", PNG + b"new")
+    library = ws.manifests / "library.yaml"
+    library.write_text(library.read_text() + "- name: new\n  type: image\n  file: media/new.png\n  title: New\n")
+    run = imp(ws, "--discover")
+    assert run.code == 0, run
+    assert "not found  new: no image titled 'New'" in run.out
+    assert "Recorded 0 of 1 items; 3 already recorded" in run.out, run
