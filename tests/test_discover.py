@@ -183,3 +183,15 @@ def test_discover_lists_what_it_cannot_find_and_keeps_what_is_recorded(ws: Works
     assert run.code == 0, run
     assert "not found  new: no image titled 'New'" in run.out
     assert "Recorded 0 of 1 items; 3 already recorded" in run.out, run
+
+
+def test_registrations_with_one_title_are_not_guessed(ws: Workspace) -> None:
+    ws.manifest([{"name": f"r{n}", "type": "register", "title": "Same",
+                  "file_url": ws.seed_object(f"x/{n}.mp4", mp4(900 + n))} for n in (1, 2)])
+    ids = applied(ws, ws.state)
+    ws.state.unlink()
+    run = imp(ws, "--discover")
+    assert run.code == 0, run
+    assert "Recorded 0 of 2 items" in run.out, run
+    assert run.out.count(f"2 videos are titled 'Same' ({', '.join(sorted(ids.values()))})") == 2, run
+    assert "`vodsync import r1 MEDIA_ID` the right one" in run.out
