@@ -461,6 +461,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     from vodsync.errors import ConfigError
     from vodsync.state.store import StateStore
 
+    problem = _import_usage_problem(args)
+    if problem:
+        print(args.usage(), end="", file=sys.stderr)
+        print(f"vodsync import: error: {problem}", file=sys.stderr)
+        return EXIT_ERROR
+    if args.discover:
+        return _discover(args)
     ctx = Context(args)
     item = next((i for i in ctx.load_desired() if i.name == args.name), None)
     if item is None:
@@ -470,6 +477,38 @@ def cmd_import(args: argparse.Namespace) -> int:
         record = import_media(store, _client(settings), item, args.media_id)
     print(f"Imported {record.name} as {record.kind} {record.remote_id} ({record.last_result}). "
           "No write call was made; `vodsync plan` shows what differs from the manifest.")
+    return EXIT_OK
+
+
+def _import_usage_problem(args: argparse.Namespace) -> str | None:
+    """`import NAME MEDIA_ID` and `import --discover [--namespace NS]` take different arguments."""
+    if args.discover:
+        if args.name is not None:
+            return "--discover finds every item's media itself: give no NAME or MEDIA_ID with it"
+        return None
+    if args.namespace is not None:
+        return "--namespace goes with --discover"
+    if args.name is None or args.media_id is None:
+        return "give NAME and MEDIA_ID (the manifest item and its media's ID), or --discover"
+    return None
+
+
+def _discover(args: argparse.Namespace) -> int:
+    from vodsync.engine.imports import discover
+    from vodsync.state.store import StateStore
+
+    ctx = Context(args)
+    desired = ctx.load_desired()
+    with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
+        found = discover(store, _client(settings), desired, namespace=args.namespace, pinned=ctx.config.namespace)
+    print(f"Discovering in namespace {found.namespace.value}:")
+    for record in found.found:
+        print(f"  found      {record.name}: {record.kind} {record.remote_id} ({record.last_result})")
+    for name, why in found.missing:
+        print(f"  not found  {name}: {why}")
+    kept = f"; {len(found.kept)} already recorded, left as they are" if found.kept else ""
+    print(f"Recorded {len(found.found)} of {len(found.found) + len(found.missing)} items{kept}. "
+          "No write call was made; `vodsync plan` shows what remains to do.")
     return EXIT_OK
 
 
@@ -493,6 +532,12 @@ def cmd_state_show(args: argparse.Namespace) -> int:
     from vodsync.state.store import StateStore
 
     ctx = Context(args)
+    if args.namespace:
+        return _show_namespace(ctx, args)
+    if args.name is None:
+        print(args.usage(), end="", file=sys.stderr)
+        print("vodsync state show: error: give NAME, or --namespace", file=sys.stderr)
+        return EXIT_ERROR
     with StateStore.open(ctx.state, readonly=True) as store:
         record = store.get(args.name)
     if record is None:
@@ -505,6 +550,25 @@ def cmd_state_show(args: argparse.Namespace) -> int:
             if value not in (None, {}, (), "") or key in ("remote_id", "status"):
                 shown = value if isinstance(value, str | int | float | bool) or value is None else json.dumps(value)
                 print(f"{key + ':':<16}{shown}")
+    return EXIT_OK
+
+
+def _show_namespace(ctx: Context, args: argparse.Namespace) -> int:
+    """`state show --namespace`: the namespace the state's ReferenceIds and markers derive from."""
+    from vodsync.engine.ownership import NAMESPACE_KEY, recorded_namespace
+    from vodsync.errors import StateError
+    from vodsync.state.store import StateStore
+
+    if args.name is not None:
+        raise StateError("state show --namespace takes no NAME (the namespace is the whole state's)")
+    if not ctx.state.exists():
+        raise StateError(f"no state file at {ctx.state}")
+    with StateStore.open(ctx.state, readonly=True) as store:
+        if store.get_meta(NAMESPACE_KEY) is None and not store.records():
+            raise StateError(f"{ctx.state} has no namespace yet (the first apply, gc or import --discover "
+                             "records one)")
+        namespace = recorded_namespace(store).value
+    print(json.dumps({"namespace": namespace}) if args.json else namespace)
     return EXIT_OK
 
 
@@ -663,9 +727,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("import", help="record existing media as a manifest item (no write call)")
     _add_common(p)
-    p.add_argument("name", metavar="NAME", help="the manifest item the media becomes")
-    p.add_argument("media_id", metavar="MEDIA_ID", help="its VideoId, ImageId or MediaId")
-    p.set_defaults(func=cmd_import)
+    p.add_argument("name", nargs="?", metavar="NAME", help="the manifest item the media becomes")
+    p.add_argument("media_id", nargs="?", metavar="MEDIA_ID", help="its VideoId, ImageId or MediaId")
+    p.add_argument("--discover", action="store_true",
+                   help="rebuild a lost state: find the media this state's namespace made for every item")
+    p.add_argument("--namespace", metavar="NS",
+                   help="with --discover: adopt this namespace's media (when several match)")
+    p.set_defaults(func=cmd_import, usage=p.format_usage)
 
     p = sub.add_parser("state", help="look at and repair the state file (list, show, rm, mv)")
     state = p.add_subparsers(dest="state_command", metavar="SUBCOMMAND", required=True)
@@ -681,8 +749,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "list":
             q.add_argument("--json", action="store_true", help="name, kind, status and remote ID of each, as JSON")
         elif name == "show":
-            q.add_argument("name", metavar="NAME")
+            q.add_argument("name", nargs="?", metavar="NAME")
             q.add_argument("--json", action="store_true", help="the record as JSON")
+            q.add_argument("--namespace", action="store_true",
+                           help="print the state's namespace (its ReferenceIds and markers derive from it)")
+            q.set_defaults(usage=q.format_usage)
         elif name == "rm":
             q.add_argument("names", nargs="+", metavar="NAME")
         else:

@@ -12,20 +12,24 @@ write call. The next plan then shows only real differences:
   (`IMPORTED_DIFFERS`) and the plan shows a replace with both sizes: the
   mismatch is shown, never silently re-uploaded, and never silently accepted.
 
-`discover` (rebuilding a lost state from the markers vodsync writes) needs the
-state namespaces of issue 12 point 10; it is the seam where it will live.
+`discover` rebuilds a lost state from the ReferenceIds and markers a state's namespace
+gives its media (`ownership.py`); its docstring says what is found, and how.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from vodsync.checksum import file_digest
 from vodsync.cloud.types import RemoteMedia
 from vodsync.desired.items import DesiredItem, Kind
 from vodsync.engine.diff import IMPORTED_DIFFERS
-from vodsync.engine.execution import origin_of
+from vodsync.engine.execution import URL_QUERY_BATCH, VIDEO_BATCH, chunks, origin_of
+from vodsync.engine.ownership import NAMESPACE_KEY, Namespace, marker_of, search, state_namespace
+from vodsync.engine.ownership import read_media as read_media_batch
 from vodsync.engine.remote import remote_metadata
 from vodsync.errors import CloudError, VodsyncError
 from vodsync.state.store import Record, RecordStatus, StateStore
@@ -124,10 +128,158 @@ def import_media(store: StateStore, client: VodClient, item: DesiredItem, media_
     return record
 
 
-def discover(store: StateStore, client: VodClient, desired: list[DesiredItem]) -> list[Record]:
-    """`vodsync import --discover`: find the media this state's namespace created and record it.
+@dataclass(frozen=True)
+class Discovery:
+    """What `discover` found: the namespace it adopted, the records it wrote, and per item
+    not found, why (`missing`); items already recorded are left alone (`kept`)."""
 
-    Not built yet: telling our media from another state's needs the per-state namespaces
-    of issue 12 point 10 (ReferenceIds and markers derived from namespace + name).
+    namespace: Namespace
+    found: list[Record] = field(default_factory=list)
+    missing: list[tuple[str, str]] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+
+
+def discover(
+    store: StateStore, client: VodClient, desired: list[DesiredItem], *,
+    namespace: str | None = None, pinned: str | None = None,
+) -> Discovery:
+    """`vodsync import --discover`: find the media a state's namespace created and record it
+    against the manifests' items that the state does not record. Read calls only.
+
+    - The namespace: the state's recorded one, else `namespace` (`--namespace`), else `pinned`
+      (the config's `namespace:`), else the one namespace (or the name-only `legacy` scheme)
+      whose markers name the manifests' items; several are refused, listed, and none found
+      leaves a new namespace. It is recorded in the state.
+    - Videos: GetVideoInfos by the namespace's ReferenceIds, 20 at a time.
+    - Images and attached media: SearchMedia by the manifests' titles (with `Fields`), then the
+      marker in the UserData read back (GetImageInfo / GetAttachedMediaInfo); the newest
+      complete one when an earlier lost state left several.
+    - URL ingests carry no marker: GetURLUploadInfos by the item's URL, the newest job whose
+      video still exists and carries no other namespace's marker.
+    - Registrations carry no marker either: SearchMedia by title, adopted only when exactly
+      one video with exactly that title, unmarked and not claimed by another item, exists.
+      RegisterMedia would answer for the FileURL, but it is a write call (and registers
+      the object when it was not), so it is not used.
     """
-    raise VodsyncError("import --discover needs state namespaces (issue 12 point 10); not available yet")
+    todo = [i for i in desired if store.get(i.name) is None]
+    kept = [i.name for i in desired if store.get(i.name) is not None]
+    marked = _marked_media(client, [i for i in todo if i.kind.uploads_local_file])
+    ns = state_namespace(store, _choose_namespace(store, marked, namespace, pinned))
+    claimed = {r.remote_id for r in store.records().values() if r.remote_id}
+    found_media: dict[str, RemoteMedia] = {}
+    missing: list[tuple[str, str]] = []
+    videos = {i.name: ns.reference_id(i.name) for i in todo if i.kind is Kind.VIDEO}
+    for batch in chunks(list(videos.items()), VIDEO_BATCH):
+        by_ref, _ = client.get_videos_by_reference_ids([ref for _, ref in batch])
+        found_media.update({name: by_ref[ref] for name, ref in batch if ref in by_ref})
+    for item in todo:
+        if item.kind in (Kind.IMAGE, Kind.ATTACHED):
+            ours = [m for (kind, name, value), ms in marked.items() for m in ms
+                    if (kind, name, value) == (item.kind, item.name, ns.value)]
+            if ours:
+                found_media[item.name] = max(ours, key=lambda m: (m.status in _READY, m.creation_time or ""))
+    found_media.update(_url_ingests(client, [i for i in todo if i.kind is Kind.URL]))
+    claimed |= {m.media_id for m in found_media.values()}
+    for item in (i for i in todo if i.kind is Kind.REGISTER):
+        media, why = _registration(client, item, claimed)
+        if media is None:
+            missing.append((item.name, why))
+        else:
+            found_media[item.name] = media
+            claimed.add(media.media_id)
+    records: list[Record] = []
+    for item in todo:
+        media = found_media.get(item.name)
+        if media is None:
+            if item.kind is not Kind.REGISTER:
+                missing.append((item.name, _not_found(item, ns)))
+            continue
+        try:
+            record = import_record(item, media)
+        except ImportRefused as err:
+            missing.append((item.name, str(err)))
+            continue
+        store.put(record)
+        records.append(record)
+    order = {i.name: n for n, i in enumerate(desired)}
+    missing.sort(key=lambda m: order[m[0]])
+    return Discovery(ns, records, missing, kept)
+
+
+# (kind, item name, namespace) -> media of that kind carrying that marker
+Marked = dict[tuple[Kind, str, str], list[RemoteMedia]]
+
+
+def _marked_media(client: VodClient, items: list[DesiredItem]) -> Marked:
+    """Media found by the items' titles whose UserData marker names one of the items (any namespace)."""
+    names = {(i.kind, i.name) for i in items}
+    out: Marked = {}
+    for kind in (Kind.VIDEO, Kind.IMAGE, Kind.ATTACHED):
+        titles = sorted({str(i.metadata.get("title") or "") for i in items if i.kind is kind})
+        hits = {h.media_id: h for t in titles for h in search(client, kind, title=t or None)}
+        for media in read_media_batch(client, kind, list(hits)).values():
+            marker = marker_of(media.user_data)
+            if marker is not None and (kind, marker.name) in names:
+                out.setdefault((kind, marker.name, marker.namespace), []).append(media)
+    return out
+
+
+def _choose_namespace(store: StateStore, marked: Marked, flag: str | None, pinned: str | None) -> str | None:
+    """The namespace to adopt (None: a new one), by the rules in `discover`'s docstring."""
+    recorded = store.get_meta(NAMESPACE_KEY)
+    chosen = recorded or flag or pinned
+    for other, what in ((flag, "--namespace"), (pinned, "the config's namespace:")):
+        if chosen and other and other != chosen:
+            holder = f"state file {store.path} records" if recorded else "--namespace gives"
+            raise ImportRefused(f"{holder} namespace {chosen!r}, but {what} says {other!r}")
+    if chosen:
+        return chosen
+    counts: dict[str, set[str]] = {}
+    for _, name, value in marked:
+        counts.setdefault(value, set()).add(name)
+    if len(counts) > 1:
+        listed = ", ".join(f"{ns} ({len(names)} items)" for ns, names in sorted(counts.items()))
+        raise ImportRefused(f"the media of several namespaces matches the manifests' items: {listed}; "
+                            "pick one with `vodsync import --discover --namespace NS`")
+    return next(iter(counts), None)
+
+
+def _url_ingests(client: VodClient, items: list[DesiredItem]) -> dict[str, RemoteMedia]:
+    """item name -> the video its newest ingest made, for URL items (see `discover`)."""
+    out: dict[str, RemoteMedia] = {}
+    for batch in chunks(items, URL_QUERY_BATCH):
+        jobs, _ = client.get_url_upload_infos_by_urls([i.fetch for i in batch])
+        media = read_media_batch(client, Kind.VIDEO, sorted({j.media_id for j in jobs if j.media_id}))
+        for item in batch:
+            mine = sorted((j for j in jobs if j.url in (item.fetch, item.source) or unquote(j.url) == item.fetch),
+                          key=lambda j: j.creation_time or "", reverse=True)
+            for job in mine:
+                video = media.get(job.media_id or "")
+                if video is not None and marker_of(video.user_data) is None:
+                    out[item.name] = video
+                    break
+    return out
+
+
+def _registration(client: VodClient, item: DesiredItem, claimed: set[str]) -> tuple[RemoteMedia | None, str]:
+    """The one video that can be item's registration (see `discover`), or None and why not."""
+    title = str(item.metadata.get("title") or "")
+    hits = [h.media_id for h in search(client, Kind.VIDEO, title=title) if h.media_id not in claimed]
+    candidates = [m for m in read_media_batch(client, Kind.VIDEO, hits).values()
+                  if m.title == title and marker_of(m.user_data) is None and m.reference_id is None]
+    if len(candidates) == 1:
+        return candidates[0], ""
+    if not candidates:
+        return None, f"no unclaimed video titled {title!r} (registrations carry no marker; found by title)"
+    ids = ", ".join(sorted(m.media_id for m in candidates))
+    return None, (f"{len(candidates)} videos are titled {title!r} ({ids}); "
+                  f"`vodsync import {item.name} MEDIA_ID` the right one")
+
+
+def _not_found(item: DesiredItem, ns: Namespace) -> str:
+    if item.kind is Kind.VIDEO:
+        return f"no video with ReferenceId {ns.reference_id(item.name)} (namespace {ns.value})"
+    if item.kind is Kind.URL:
+        return f"no URL ingest of {item.source} left a video"
+    title = item.metadata.get("title")
+    return f"no {item.kind} titled {title!r} carries namespace {ns.value}'s marker for {item.name}"
