@@ -12,6 +12,7 @@ import pytest
 
 pytest.register_assert_rewrite("clikit")
 from clikit import ENV, Workspace, mp4  # noqa: E402
+from clirun import run_cli  # noqa: E402
 
 from vodsync.cloud.retry import scrub  # noqa: E402
 from vodsync.logs import redact  # noqa: E402
@@ -232,3 +233,11 @@ def test_the_readme_writes_the_schema_file_it_points_editors_at(ws: Workspace) -
     assert Path(target).name == pointer, "the comment names the file the command writes, beside the manifests"
     run = ws.cli("schema")
     assert run.code == 0 and run.json()["title"] == "vodsync manifest"
+
+
+def test_an_unknown_flag_is_reported_by_its_command_with_the_likely_one() -> None:
+    run = run_cli(["apply", "--concurency", "2"])
+    assert run.code == 1, run
+    assert "usage: vodsync apply" in run.err, "the usage shown is the command's, not the top level's"
+    assert "unrecognized arguments: --concurency; did you mean --concurrency?" in run.err
+    assert "did you mean" not in run_cli(["plan", "--bogus"]).err, "no guess for what resembles nothing"

@@ -664,6 +664,22 @@ class _Parser(argparse.ArgumentParser):
         self.print_usage(sys.stderr)
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
+    def parse_args(self, args: Sequence[str] | None = None, namespace: Any = None) -> Any:  # type: ignore[override]
+        """As argparse, but an unknown flag is reported by the command it was given to, with the
+        flag it was probably meant to be (`--concurency` -> `--concurrency`)."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            from vodsync.cli_help import subparsers_of
+            from vodsync.config import closest
+
+            command = subparsers_of(self).get(getattr(parsed, "command", None) or "", self)
+            message = f"unrecognized arguments: {' '.join(extras)}"
+            flags = [o[2:] for a in command._actions for o in a.option_strings if o.startswith("--")]  # noqa: SLF001
+            hint = next((h for e in extras if e.startswith("--") and (h := closest(e[2:].split("=")[0], flags))),
+                        None)
+            command.error(f"{message}; did you mean --{hint}?" if hint else message)
+        return parsed
+
 
 def build_parser() -> argparse.ArgumentParser:
     from vodsync import __version__
@@ -671,6 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="vodsync",
         description="Keep an ApsaraVideo VOD account in the state your manifests and drop folders describe.",
+        epilog="examples:\n  vodsync apply -f manifests --emulator --yes   (try it, no account needed)\n"
+               "  vodsync plan -f manifests\n  vodsync COMMAND --help",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"vodsync {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -700,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("status", help="every recorded item with its remote ID, status and last result")
     _add_common(p, manifests=False, cloud=False)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the records as JSON")
     p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("validate", help="check manifests and the files they name (no network)")
@@ -761,7 +780,8 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("new", metavar="NEW")
 
     p = sub.add_parser("completion", help="print a shell completion script (bash, zsh or fish)")
-    p.add_argument("shell", choices=["bash", "zsh", "fish"])
+    p.add_argument("shell", choices=["bash", "zsh", "fish"], metavar="{bash,zsh,fish}",
+                   help="the shell to complete for")
     p.set_defaults(func=cmd_completion)
 
     from vodsync.emulator.cli import add_arguments as add_emulator_arguments

@@ -329,9 +329,10 @@ def print_summary(result: Result, elapsed: float, console: Console, *, interrupt
         line += " The state is saved: run again to continue."
     elif interrupted:
         line += " (The interrupt came when nothing was left to stop.)"
-    console.print(line, style="bold red" if failed or result.cut_short else "bold", markup=False)
+    # soft_wrap: the terminal wraps the long line where it must, not rich at a width of its own.
+    console.print(line, style="bold red" if failed or result.cut_short else "bold", markup=False, soft_wrap=True)
     for o in failed:
-        console.print(f"  ✗ {o.name}: {o.message}", style="red", markup=False)
+        console.print(f"  ✗ {o.name}: {o.message}", style="red", markup=False, soft_wrap=True)
 
 
 def stderr_console() -> Console:
