@@ -202,3 +202,16 @@ def test_no_changes_summary():
     item = video("a")
     plan = make_plan(diff([item], {"a": recorded(item)}), PlanOptions(), desired_count=1)
     assert render_text(plan) == "No changes. 1 item(s) in sync."
+
+
+def test_items_still_processing_at_vod_are_said_in_a_plan_without_changes(tmp_path):
+    from vodsync.engine.reconcile import build_plan
+    from vodsync.state.store import StateStore
+
+    a, b = video("a"), video("b")
+    with StateStore.open(tmp_path / "state.db") as store:
+        store.put_many([recorded(a, RecordStatus.PROCESSING), recorded(b)])
+        plan = build_plan([a, b], store, PlanOptions())
+    assert not plan.has_changes and plan.processing == 1
+    assert render_text(plan) == "No changes. 2 item(s) in sync; 1 still processing at VOD (apply follows it)."
+    assert plan_json(plan)["summary"]["processing"] == 1

@@ -380,7 +380,8 @@ def _has_async_work(store: Any) -> bool:
 def _confirm() -> bool:
     try:
         return input("Apply these changes? [y/N] ").strip().lower() in ("y", "yes")
-    except EOFError:
+    except (EOFError, KeyboardInterrupt):  # Ctrl-D or Ctrl-C at the question: a no
+        print(file=sys.stderr)
         return False
 
 

@@ -54,11 +54,17 @@ def summary_line(plan: Plan) -> str:
         return f"Plan refused: {plan.refusal}"
     if not plan.has_changes:
         kept = f"; {len(plan.kept)} kept (not in manifests)" if plan.kept else ""
-        return f"No changes. {plan.in_sync} item(s) in sync{kept}."
+        return f"No changes. {plan.in_sync} item(s) in sync{kept}{_processing(plan)}."
     order = ("create", "update", "replace", "delete", "resume", "follow", "import", "move")
     parts = [f"{plan.counts.get(a, 0)} to {a}" for a in order if plan.counts.get(a) or a in order[:4]]
     upload = f"; {human_bytes(plan.upload_bytes)} to upload" if plan.upload_bytes else ""
-    return f"Plan: {', '.join(parts)}{upload}."
+    return f"Plan: {', '.join(parts)}{upload}{_processing(plan)}."
+
+
+def _processing(plan: Plan) -> str:
+    if not plan.processing:
+        return ""
+    return f"; {plan.processing} still processing at VOD (apply follows {'it' if plan.processing == 1 else 'them'})"
 
 
 def render_lines(plan: Plan) -> list[tuple[str, str]]:

@@ -53,6 +53,7 @@ class Plan:
     refusal: str | None = None  # set when policy stopped the run; nothing is applied then
     counts: dict[str, int] = field(default_factory=dict)
     partial: str | None = None  # --target/--exclude: which items this plan covers (`engine/targets.py`)
+    processing: int = 0  # in-sync items VOD is still ingesting or transcoding: apply follows them
 
     @property
     def changes(self) -> tuple[Change, ...]:
@@ -238,6 +239,7 @@ def plan_json(plan: Plan) -> dict[str, Any]:
             **{a: plan.counts.get(a, 0) for a in (
                 "create", "update", "replace", "delete", "resume", "follow", "import", "move")},
             "in_sync": plan.in_sync,
+            "processing": plan.processing,
             "upload_bytes": plan.upload_bytes,
             "has_changes": plan.has_changes,
         },

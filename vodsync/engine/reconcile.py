@@ -68,8 +68,12 @@ def build_plan(
     if clashing:  # never carried out, even where a refusal is only logged (the daemon)
         changes = [c for c in changes if not (c.action is Action.CREATE and c.name in clashing)]
     refusal = moved.refusal or clash
-    return make_plan(changes, options, desired_count=len(desired), manifests_count=described,
+    plan = make_plan(changes, options, desired_count=len(desired), manifests_count=described,
                      partial=targets.describe() if targets else None, refusal=refusal)
+    acting = {c.name for c in plan.actions}
+    processing = sum(1 for d in desired if d.name not in acting and (r := records.get(d.name)) is not None
+                     and r.status in (RecordStatus.INGESTING, RecordStatus.PROCESSING))
+    return dataclasses.replace(plan, processing=processing) if processing else plan
 
 
 def _net_of_parts_sent(changes: list[Change], checkpoints: Path) -> list[Change]:
