@@ -162,7 +162,6 @@ class RichReporter:
             Progress,
             TextColumn,
             TimeRemainingColumn,
-            TransferSpeedColumn,
         )
 
         self.console = console
@@ -170,7 +169,7 @@ class RichReporter:
             TextColumn("{task.description}"),
             _UploadsOnly(BarColumn()),
             _UploadsOnly(DownloadColumn(binary_units=True)),
-            _UploadsOnly(TransferSpeedColumn()),
+            _UploadsOnly(_BinarySpeed()),
             _UploadsOnly(TimeRemainingColumn()),
             console=console,
             transient=True,
@@ -226,6 +225,22 @@ class RichReporter:
 
     def notice(self, message: str) -> None:
         self.progress.console.print(message, style="bold yellow", markup=False)
+
+
+class _BinarySpeed:
+    """The upload rate in the units of the byte counts beside it and of the summary (MiB/s, not
+    rich's decimal MB/s)."""
+
+    def __call__(self, task: Any) -> Any:
+        from rich.text import Text
+
+        speed = task.finished_speed or task.speed
+        return Text("?" if speed is None else f"{human_bytes(speed)}/s", style="progress.data.speed")
+
+    def get_table_column(self) -> Any:
+        from rich.table import Column
+
+        return Column()
 
 
 class _UploadsOnly:
