@@ -241,3 +241,13 @@ def test_an_unknown_flag_is_reported_by_its_command_with_the_likely_one() -> Non
     assert "usage: vodsync apply" in run.err, "the usage shown is the command's, not the top level's"
     assert "unrecognized arguments: --concurency; did you mean --concurrency?" in run.err
     assert "did you mean" not in run_cli(["plan", "--bogus"]).err, "no guess for what resembles nothing"
+
+
+def test_watch_once_with_refused_credentials_claims_no_finished_pass(ws: Workspace) -> None:
+    ws.file("media/a.mp4", mp4(500))
+    ws.manifest([{"name": "a", "type": "video", "file": "media/a.mp4"}])
+    run = ws.cli("watch", "--once", "--log-format", "text", env={"ALIBABA_CLOUD_ACCESS_KEY_SECRET": "wrong"})
+    assert run.code == 1, run
+    assert "InvalidAccessKeySecret" in run.err, run
+    assert "pass done" not in run.err, "a pass the error ended did not carry its actions out"
+    assert "pass ended by the error above: 1 action(s) were planned" in run.err, run

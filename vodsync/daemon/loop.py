@@ -654,7 +654,10 @@ class Daemon:
             error = f"{len(failed)} item(s) failed, e.g. {failed[0].name}: {failed[0].message}"
         ok = report.error is None and report.manifest_error is None and not failed and not report.interrupted
         self._publish(time.monotonic() - started, ok=ok, error=error, record_reconcile=True)
-        if report.planned or report.ingested or report.failed_files or failed:
+        if report.error is not None:  # "pass done: N action(s), 0 failed" would claim they ran
+            log.warning("pass ended by the error above: %d action(s) were planned; the next pass tries again",
+                        report.planned, extra={"duration": round(time.monotonic() - started, 3)})
+        elif report.planned or report.ingested or report.failed_files or failed:
             log.info(
                 "pass done: %d action(s), %d failed, %d deferred (backoff), %d drop file(s) ingested, %d failed",
                 report.planned, len(failed), len(report.deferred), len(report.ingested), len(report.failed_files),
