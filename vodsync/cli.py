@@ -549,7 +549,12 @@ def cmd_state_show(args: argparse.Namespace) -> int:
     else:
         for key, value in view.items():
             if value not in (None, {}, (), "") or key in ("remote_id", "status"):
-                shown = value if isinstance(value, str | int | float | bool) or value is None else json.dumps(value)
+                if key.endswith("_at") and isinstance(value, int | float) and value:  # epoch seconds
+                    shown: Any = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(value))
+                elif isinstance(value, str | int | float | bool) or value is None:
+                    shown = value
+                else:
+                    shown = json.dumps(value)
                 print(f"{key + ':':<16}{shown}")
     return EXIT_OK
 
