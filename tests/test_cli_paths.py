@@ -77,3 +77,15 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
                               text=True, env=env, cwd=tmp_path, timeout=60)
     assert "Traceback" not in done.stderr, done.stderr
     assert done.returncode == 141, (done.returncode, done.stderr)
+
+
+def test_a_plan_beside_a_running_apply_says_so(ws: Workspace) -> None:
+    from vodsync.state.store import StateStore
+
+    _library(ws)
+    assert "another vodsync process" not in ws.cli("plan").err
+    with StateStore.open(ws.state):  # the writer lock, as an apply (or the daemon) holds it
+        run = ws.cli("plan")
+    assert run.code == 0, run
+    assert f"another vodsync process (pid {os.getpid()}) is applying to this state now" in run.err
+    assert "another vodsync process" not in ws.cli("plan").err, "the lock is gone with its holder"

@@ -77,6 +77,17 @@ class Context:
             return repository / ".vodsync" / "state.db"
         return Path(self.config.state)
 
+    def note_writer(self) -> None:
+        """Say so when another process is applying to this state: what it is doing right now
+        shows in a plan as interrupted, or still to do."""
+        from vodsync.state.store import writer_pid
+
+        pid = writer_pid(self.state)
+        if pid is not None:
+            holder = f" (pid {pid})" if pid else ""
+            print(f"vodsync: another vodsync process{holder} is applying to this state now: items it is "
+                  "working on show here as interrupted or still to do", file=sys.stderr)
+
     def note_new_state(self) -> None:
         """Say so when there is no state file yet: every item is then planned as new (a wrong
         `--state`, or a state file left elsewhere, would otherwise pass unnoticed)."""
@@ -199,6 +210,7 @@ def _plan(args: argparse.Namespace) -> int:
     options = PlanOptions(prune=args.prune or ctx.config.prune, max_delete=_max_delete(args, ctx))
     lifecycle = {"moves": manifests.moves, "targets": _targets(args)}
     ctx.note_new_state()
+    ctx.note_writer()
     with StateStore.open(ctx.state, readonly=True) as store:
         records = store.records()
         if args.refresh:

@@ -304,6 +304,25 @@ class _WriterLock:
             os.close(fd)  # closing the descriptor releases the flock
 
 
+def writer_pid(state_path: Path) -> int | None:
+    """The pid of the process holding the state's writer lock right now, or None when nobody holds
+    it (a reader's courtesy check: `plan` and `status` take no lock and may run beside an apply)."""
+    lock = state_path.with_name(state_path.name + ".lock")
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _WriterLock._read_pid(fd) or 0
+    except OSError:
+        return None
+    finally:
+        os.close(fd)  # also releases the shared lock, if taken
+    return None
+
+
 class StateStore:
     """The state file, opened for reading and (unless `readonly`) writing.
 
