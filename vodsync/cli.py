@@ -85,8 +85,9 @@ class Context:
         pid = writer_pid(self.state)
         if pid is not None:
             holder = f" (pid {pid})" if pid else ""
-            print(f"vodsync: another vodsync process{holder} is applying to this state now: items it is "
-                  "working on show here as interrupted or still to do", file=sys.stderr)
+            logging.getLogger("vodsync.plan").warning(
+                "another vodsync process%s is applying to this state now: items it is working on show "
+                "here as interrupted or still to do", holder)
 
     def note_new_state(self) -> None:
         """Say so when there is no state file yet: every item is then planned as new (a wrong
@@ -94,8 +95,8 @@ class Context:
         if not self.state.exists():
             from vodsync.errors import display_path
 
-            print(f"vodsync: no state file at {display_path(self.state)} yet: every item is new to it",
-                  file=sys.stderr)
+            logging.getLogger("vodsync.state").info(
+                "no state file at %s yet: every item is new to it", display_path(self.state))
 
     def _refuse_implicit_widening(self) -> None:
         from vodsync.config import refuse_implicit_widening
