@@ -271,11 +271,11 @@ def diff(
         if change is not None:
             changes.append(change)
     for name, record in records.items():
-        if name in wanted or record.origin != "manifest":
+        if name in wanted or record.origin.is_drop:
             continue
         reason = "removed from manifests"
         if record.protect:
             reason += "; protected"
-        changes.append(Change(Action.DELETE, name, Kind(record.kind), reason, record=record))
+        changes.append(Change(Action.DELETE, name, record.kind, reason, record=record))
     return changes
 

@@ -93,7 +93,7 @@ class Edits:
                     continue
                 before[c.name] = rec
                 self._save(rec.replace(status=RecordStatus.DELETING))
-                by_kind.setdefault(Kind(rec.kind), []).append(rec)
+                by_kind.setdefault(rec.kind, []).append(rec)
         for kind, recs in by_kind.items():
             for batch in chunks(recs, VIDEO_BATCH):
                 ids = [r.remote_id for r in batch if r.remote_id]

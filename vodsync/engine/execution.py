@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from vodsync.desired.items import DesiredItem
+from vodsync.desired.items import DesiredItem, Origin
 from vodsync.engine.diff import Action, Change
 from vodsync.state.store import Record
 
@@ -220,8 +220,6 @@ def cleanup_intent(old_id: str | None, old_kind: str | None, new_id: str) -> dic
     return {"op": "cleanup", "supersedes": old_id, "kind": old_kind}
 
 
-def origin_of(item: DesiredItem) -> str:
-    """Drop-folder items are named `drop/<folder>/<digest>`; their records are never pruned."""
-    if item.name.startswith("drop/"):
-        return "drop:" + item.name.split("/")[1]
-    return "manifest"
+def origin_of(item: DesiredItem) -> Origin:
+    """The origin a new record of `item` keeps: the producer that made the item says it."""
+    return item.made_by

@@ -314,10 +314,10 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         item = change.item
         assert item is not None
         prev = self.store.get(item.name)
-        base = prev or Record(name=item.name, kind=str(item.kind), status=RecordStatus.CREATING, source=item.source)
+        base = prev or Record(name=item.name, kind=item.kind, status=RecordStatus.CREATING, source=item.source)
         intent = {"op": "create", "at": self._now(), "title": item.metadata.get("title"), **intent}
         return self._save(base.replace(
-            kind=str(item.kind), status=RecordStatus.CREATING, intent=intent, protect=item.protect,
+            kind=item.kind, status=RecordStatus.CREATING, intent=intent, protect=item.protect,
             origin=base.origin if prev else origin_of(item),
             reference_id=self.namespace.reference_id(item.name) if item.kind is Kind.VIDEO else None,
         ))

@@ -104,7 +104,7 @@ def find_leftovers(
     """Everything gc would remove; reads only (SearchMedia, Get*Info, and the checkpoint directory)."""
     found = Findings()
     owned = owned_media(records)
-    refs = {r.reference_id or namespace.reference_id(r.name) for r in records.values() if r.kind == "video"}
+    refs = {r.reference_id or namespace.reference_id(r.name) for r in records.values() if r.kind is Kind.VIDEO}
     for kind in _KINDS:
         hits = [h for h in search(client, kind, uploading=True, until=now - lifetime)
                 if h.media_id not in owned and h.status in (None, "Uploading")]
@@ -240,7 +240,7 @@ def _why_not(cp: Checkpoint, records: Mapping[str, Record], refused: Mapping[str
         if r.remote_id in refused:
             return f"RefreshUploadVideo of video {r.remote_id} failed: {refused[r.remote_id]}"
     for r in owners:
-        if r.kind == "video":
+        if r.kind is Kind.VIDEO:
             return (f"its key belongs to video {r.remote_id} of item {r.name!r}, which is live: a credential for "
                     "it (RefreshUploadVideo) would put that video back to Uploading")
         return (f"its key belongs to the {r.kind} media {r.remote_id} of item {r.name!r}; VOD has no call that "

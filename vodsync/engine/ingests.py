@@ -109,7 +109,7 @@ class Ingests:
                                                      pending=True))
                 return
             if not first:
-                transcodes = sum(1 for r in processing if Kind(r.kind).remote_is_video)
+                transcodes = sum(1 for r in processing if r.kind.remote_is_video)
                 self.reporter.waiting(Waiting(transcodes, len(ingesting), self._now() - began))
                 self.sleep(delay)
                 delay = min(delay * 2, self.options.poll_interval)
@@ -164,7 +164,7 @@ class Ingests:
                 self._record_outcome(Outcome(rec.name, "ingest", False, f"URL job {job_id} no longer exists"))
 
     def _poll_processing(self, processing: list[Record]) -> None:
-        by_id = {r.remote_id: r for r in processing if Kind(r.kind).remote_is_video}
+        by_id = {r.remote_id: r for r in processing if r.kind.remote_is_video}
         for batch in chunks(list(by_id), VIDEO_BATCH):
             found, missing = self.client.get_video_infos(batch)
             for vid, media in found.items():
@@ -186,7 +186,7 @@ class Ingests:
                 rec = by_id[vid]
                 self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None, last_error="deleted remotely"))
         for r in processing:
-            if not Kind(r.kind).remote_is_video:
+            if not r.kind.remote_is_video:
                 self._save(r.replace(status=RecordStatus.READY))
 
 

@@ -60,11 +60,11 @@ class Recovery:
         owned_jobs = {r.job_id for r in records.values() if r.job_id}
         for rec in pending:
             try:
-                if rec.kind == Kind.VIDEO:
+                if rec.kind is Kind.VIDEO:
                     self._recover_video(rec)
                 elif rec.kind in (Kind.IMAGE, Kind.ATTACHED):
                     self._recover_orphans(rec, owned)
-                elif rec.kind == Kind.URL:
+                elif rec.kind is Kind.URL:
                     self._recover_url(rec, owned_jobs, (fetch_urls or {}).get(rec.name))
             except CredentialsRejected:
                 raise  # no other record could be settled either: the run stops with this one message
@@ -92,7 +92,7 @@ class Recovery:
         since = float(intent.get("at", 0)) - ORPHAN_WINDOW
         if not title:
             return
-        kind = Kind(rec.kind)
+        kind = rec.kind
         # VOD's title search is fuzzy (a substring match): filter exactly here; the marker read
         # back from the media itself decides, so media of other items, of other states or of
         # other people with a similar or equal title is never taken for our orphan.

@@ -64,8 +64,8 @@ class Uploads:
         ):
             # An interrupted delete, or a change of type: the old media goes first, then the
             # item is created afresh. Repeating a delete after a crash is harmless.
-            self._delete_remote(Kind(rec.kind), [rec.remote_id])
-            rec = self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None, kind=str(item.kind)))
+            self._delete_remote(rec.kind, [rec.remote_id])
+            rec = self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None, kind=item.kind))
         elif rec is not None and change.reason == "deleted remotely":
             rec = self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None))
         if item.kind is Kind.VIDEO:

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from vodsync.vocab import Kind, Origin
+
 
 class RecordStatus(StrEnum):
     CREATING = "creating"  # intent recorded before a create call; remote_id may be unknown
@@ -52,7 +54,7 @@ class Record:
     """What vodsync last did for one item, keyed by the item's name."""
 
     name: str
-    kind: str  # "video" | "image" | "attached" | "url" | "register" (the desired layer's Kind values)
+    kind: Kind
     status: RecordStatus
     source: str  # local path / URL / FileURL
     remote_id: str | None = None  # VideoId / ImageId / MediaId
@@ -65,7 +67,7 @@ class Record:
     options: Mapping[str, Any] = field(default_factory=dict)  # creation options used
     remote_status: str | None = None  # last seen VOD status (Uploading/Transcoding/Normal/SUCCESS/...)
     intent: Mapping[str, Any] | None = None  # what was about to happen, for crash recovery
-    origin: str = "manifest"  # "manifest" | "drop:<folder>"; drop-folder items are never pruned
+    origin: Origin = Origin.manifest()  # set by whoever made the item; drop-folder items are never pruned
     protect: bool = False
     attempts: int = 0
     next_attempt_at: float | None = None
@@ -77,6 +79,10 @@ class Record:
         # object.__setattr__ because the dataclass is frozen; this runs only at construction.
         if type(self.status) is not RecordStatus:
             object.__setattr__(self, "status", RecordStatus(self.status))
+        if type(self.kind) is not Kind:
+            object.__setattr__(self, "kind", Kind(self.kind))
+        if type(self.origin) is not Origin:
+            object.__setattr__(self, "origin", Origin(self.origin))
         object.__setattr__(self, "metadata", freeze(self.metadata))
         object.__setattr__(self, "options", freeze(self.options))
         if self.intent is not None:
