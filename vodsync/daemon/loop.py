@@ -624,9 +624,8 @@ class Daemon:
             if rec is None:
                 continue
             if not outcome.ok:
-                # Most failures count themselves in the executor; make sure every one counts once.
-                prior = before[name].attempts if name in before else 0
-                attempts = rec.attempts if rec.attempts > prior else prior + 1
+                # The executor counted the failure in the record (`Record.failed`, once per failure).
+                attempts = max(1, rec.attempts)
                 delay = self.backoff.delay(attempts, self.rng)
                 self.store.put(rec.replace(attempts=attempts, next_attempt_at=now + delay))
                 log.warning("%s: attempt %d failed; next try in %.0f s", name, attempts, delay,

@@ -54,8 +54,7 @@ class Edits:
         for c, rec in live:
             assert c.item is not None
             if rec.remote_id in missing:
-                self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None,
-                                       last_error="deleted remotely", last_result="failed: deleted remotely"))
+                self._save(rec.failed("deleted remotely", remote_id=None))
                 self._record_outcome(Outcome(c.name, "update", False, "the media was deleted remotely; "
                                              "the next run creates it again"))
                 continue
@@ -92,7 +91,7 @@ class Edits:
                 if rec is None or rec.protect or deletes_users_source(rec):
                     continue
                 before[c.name] = rec
-                self._save(rec.replace(status=RecordStatus.DELETING))
+                self._save(rec.replace(status=RecordStatus.DELETING))  # the delete's intent
                 by_kind.setdefault(rec.kind, []).append(rec)
         for kind, recs in by_kind.items():
             for batch in chunks(recs, VIDEO_BATCH):

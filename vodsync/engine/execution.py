@@ -15,7 +15,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from vodsync.desired.items import DesiredItem, Origin
 from vodsync.engine.diff import Action, Change
-from vodsync.state.store import Record
+from vodsync.state.records import Intent, MediaRef, Op, Record
 
 log = logging.getLogger("vodsync.apply")
 
@@ -198,26 +198,26 @@ def meta_json(item: DesiredItem) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in item.metadata.items()}
 
 
-def superseded_media(change: Change, rec: Record | None) -> tuple[str | None, str | None]:
+def superseded_media(change: Change, rec: Record | None) -> MediaRef | None:
     """The media a replace keeps serving until its successor is complete (and then deletes).
 
     A replace names it; a replace interrupted after its intent comes back as a resume, and the
     intent still names it: without that, the old media would never be deleted.
     """
     if rec is None:
-        return None, None
-    if change.action is Action.REPLACE and rec.remote_id:
-        return rec.remote_id, rec.kind
-    intent = rec.intent or {}
-    if change.action is Action.RESUME and intent.get("supersedes"):
-        return intent["supersedes"], intent.get("supersedes_kind") or intent.get("kind")
-    return None, None
-
-
-def cleanup_intent(old_id: str | None, old_kind: str | None, new_id: str) -> dict[str, Any] | None:
-    if not old_id or old_id == new_id:
         return None
-    return {"op": "cleanup", "supersedes": old_id, "kind": old_kind}
+    if change.action is Action.REPLACE and rec.remote_id:
+        return MediaRef(rec.remote_id, rec.kind)
+    if change.action is Action.RESUME and rec.intent is not None:
+        return rec.intent.supersedes
+    return None
+
+
+def cleanup_intent(old: MediaRef | None, new_id: str) -> Intent | None:
+    """What a finished replace leaves to do: delete the media it superseded (none: nothing)."""
+    if old is None or old.media_id == new_id:
+        return None
+    return Intent(Op.CLEANUP, supersedes=old)
 
 
 def origin_of(item: DesiredItem) -> Origin:

@@ -51,6 +51,7 @@ from vodsync.engine.plan import Plan
 from vodsync.engine.recovery import Recovery
 from vodsync.engine.uploads import Uploads
 from vodsync.errors import CredentialsRejected, UploadInterrupted, VodsyncError
+from vodsync.state.records import Intent, Op
 from vodsync.state.store import Record, RecordStatus, StateStore
 
 if TYPE_CHECKING:  # the SDKs (oss2, aliyunsdkcore) cost ~0.3 s to import; `plan` never needs them
@@ -226,14 +227,8 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         message = err.message if isinstance(err, VodsyncError) else f"unexpected error: {type(err).__name__}: {err}"
         rec = self.store.get(name)
         if rec is not None:
-            changes: dict[str, Any] = {
-                "last_result": f"failed: {message}"[:500],
-                "last_error": message[:500],
-                "attempts": rec.attempts + 1,
-            }
-            if unusable and rec.status is not RecordStatus.CREATING:
-                changes["status"] = RecordStatus.FAILED
-            self.store.put(rec.replace(**changes))
+            keep = not unusable or rec.status is RecordStatus.CREATING
+            self.store.put(rec.failed(message, status=None if keep else RecordStatus.FAILED))
         self._record_outcome(Outcome(name, action, False, message))
 
     def _guard(self, change: Change, fn: Callable[[Change], None]) -> None:
@@ -315,19 +310,19 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         assert item is not None
         prev = self.store.get(item.name)
         base = prev or Record(name=item.name, kind=item.kind, status=RecordStatus.CREATING, source=item.source)
-        intent = {"op": "create", "at": self._now(), "title": item.metadata.get("title"), **intent}
-        return self._save(base.replace(
-            kind=item.kind, status=RecordStatus.CREATING, intent=intent, protect=item.protect,
-            origin=base.origin if prev else origin_of(item),
+        return self._save(base.intending(
+            Intent(Op.CREATE, at=self._now(), title=item.metadata.get("title"), **intent),
+            kind=item.kind, protect=item.protect, origin=base.origin if prev else origin_of(item),
             reference_id=self.namespace.reference_id(item.name) if item.kind is Kind.VIDEO else None,
         ))
 
     def _cleanup(self, name: str) -> None:
         """Delete the media a finished replace superseded, then forget the intent."""
         rec = self.store.get(name)
-        if rec is None or not rec.intent or rec.intent.get("op") != "cleanup":
+        if rec is None or rec.intent is None or rec.intent.op is not Op.CLEANUP or rec.intent.supersedes is None:
             return
-        self._delete_remote(Kind(rec.intent.get("kind") or rec.kind), [rec.intent["supersedes"]])
+        old = rec.intent.supersedes
+        self._delete_remote(old.kind or rec.kind, [old.media_id])
         self._save(rec.replace(intent=None))
 
     def _delete_remote(self, kind: Kind, ids: Sequence[str]) -> None:

@@ -25,6 +25,7 @@ from vodsync.engine.execution import (
     superseded_media,
 )
 from vodsync.errors import CloudError, VodsyncError
+from vodsync.state.records import MediaRef, Op
 from vodsync.state.store import Record, RecordStatus
 
 
@@ -47,13 +48,13 @@ class Ingests:
             rec = self.store.get(c.name)
             if rec is not None and rec.status is RecordStatus.INGESTING:
                 continue  # adopted by recovery
-            old, old_kind = superseded_media(c, rec)
+            old = superseded_media(c, rec)
             if rec is not None and rec.remote_id and c.action is Action.CREATE:
                 # Deleted remotely: forget the dead ID, so a failed ingest is retried (RESUME).
                 self._save(rec.replace(remote_id=None))
             assert c.item is not None
-            self._intent(c, supersedes=old, supersedes_kind=old_kind, url=c.item.source,
-                         metadata=meta_json(c.item), options=dict(c.item.options))
+            self._intent(c, supersedes=old, url=c.item.source, metadata=meta_json(c.item),
+                         options=dict(c.item.options))
             todo.append(c)
         if not todo:
             return
@@ -69,11 +70,11 @@ class Ingests:
                 if job is None:
                     raise CloudError("MissingJob", f"UploadMediaByURL returned no job for {c.item.source}")
                 # What the record said before: a failed ingest puts it back, so the next plan retries.
-                previous = {"previous_source": rec.source, "previous_metadata": dict(rec.metadata)}
-                self._save(rec.replace(status=RecordStatus.INGESTING, job_id=job, source=c.item.source,
-                                       metadata=meta_json(c.item), options=dict(c.item.options),
-                                       intent={**(rec.intent or {}), "op": "ingest", **previous},
-                                       protect=c.item.protect))
+                assert rec.intent is not None
+                intent = rec.intent.replace(op=Op.INGEST, previous_source=rec.source,
+                                            previous_metadata=rec.metadata)
+                self._save(rec.ingesting(job, intent, source=c.item.source, metadata=meta_json(c.item),
+                                         options=dict(c.item.options), protect=c.item.protect))
         for c in todo:
             self._record_outcome(Outcome(c.name, str(c.action), True, f"submitted URL ingest {jobs[c.item.fetch]}",
                                          pending=True))
@@ -140,27 +141,21 @@ class Ingests:
                         self._save(rec.replace(remote_status=job.status))
                     continue
                 if job.succeeded and job.media_id:
-                    intent = rec.intent or {}
-                    self._save(rec.replace(
-                        status=RecordStatus.PROCESSING, remote_id=job.media_id, job_id=None,
-                        remote_status=job.status, last_result="ingested", last_error=None, attempts=0,
-                        intent=cleanup_intent(intent.get("supersedes"), intent.get("supersedes_kind"), job.media_id),
-                    ))
+                    old = rec.intent.supersedes if rec.intent is not None else None
+                    self._save(rec.delivered(job.media_id, job_id=None, remote_status=job.status,
+                                             last_result="ingested", intent=cleanup_intent(old, job.media_id)))
                     self._cleanup(rec.name)
                     self._record_outcome(Outcome(rec.name, "ingest", True, f"ingested as {job.media_id}"))
                 else:
                     why = f"{job.status}: {job.error_code or ''} {job.error_message or ''}".strip()
-                    self._save(_ingest_failed(rec).replace(
-                        status=RecordStatus.FAILED, job_id=None, remote_status=job.status,
-                        last_result=f"failed: {why}", last_error=why, attempts=rec.attempts + 1))
+                    self._save(_ingest_failed(rec).failed(why, job_id=None, remote_status=job.status))
                     self._record_outcome(Outcome(rec.name, "ingest", False, why))
             for job_id in missing:
                 rec = by_job[job_id]
                 if rec.status is RecordStatus.DELETING:
                     self.store.delete(rec.name)
                     continue
-                self._save(_ingest_failed(rec).replace(status=RecordStatus.FAILED, job_id=None,
-                                                       last_error=f"URL job {job_id} no longer exists"))
+                self._save(_ingest_failed(rec).failed(f"URL job {job_id} no longer exists", job_id=None))
                 self._record_outcome(Outcome(rec.name, "ingest", False, f"URL job {job_id} no longer exists"))
 
     def _poll_processing(self, processing: list[Record]) -> None:
@@ -170,21 +165,20 @@ class Ingests:
             for vid, media in found.items():
                 rec = by_id[vid]
                 if media.status == "Normal":
-                    self._save(rec.replace(status=RecordStatus.READY, remote_status="Normal"))
+                    self._save(rec.ready("Normal"))
                 elif media.status in IN_REVIEW:
                     why = f"VOD status {media.status}: {IN_REVIEW[media.status]}; not followed further"
-                    self._save(rec.replace(status=RecordStatus.READY, remote_status=media.status, last_result=why))
+                    self._save(rec.ready(media.status, last_result=why))
                     self._record_outcome(Outcome(rec.name, "follow", True, why))
                 elif media.status in FAILED_VIDEO:
                     why = f"VOD status {media.status}: {FAILED_VIDEO[media.status]}"
-                    self._save(rec.replace(status=RecordStatus.FAILED, remote_status=media.status,
-                                           last_error=why, last_result=f"failed: {why}"))
+                    self._save(rec.failed(why, remote_status=media.status))
                     self._record_outcome(Outcome(rec.name, "follow", False, why))
                 elif media.status != rec.remote_status:
                     self._save(rec.replace(remote_status=media.status))
             for vid in missing:
                 rec = by_id[vid]
-                self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None, last_error="deleted remotely"))
+                self._save(rec.lost(last_error="deleted remotely"))
         for r in processing:
             if not r.kind.remote_is_video:
                 self._save(r.replace(status=RecordStatus.READY))
@@ -203,21 +197,22 @@ class Ingests:
         return list(groups.values())
 
     def _register(self, batch: Sequence[Change]) -> None:
-        olds: dict[str, tuple[str, str]] = {}
+        olds: dict[str, MediaRef] = {}
         for c in batch:
             rec = self.store.get(c.name)
-            old, old_kind = superseded_media(c, rec)
+            old = superseded_media(c, rec)
             if old and rec is not None and deletes_users_source(rec):
                 # Deleting the replaced registration would delete its OSS object, the user's file.
                 log.warning("%s: the replaced registration %s is left in VOD with its OSS object (give the "
-                            "item on_delete: delete-source to delete it)", c.name, old, extra={"item": c.name})
-                old = old_kind = None
+                            "item on_delete: delete-source to delete it)", c.name, old.media_id,
+                            extra={"item": c.name})
+                old = None
             if old:
-                olds[c.name] = (old_kind or c.kind, old)
+                olds[c.name] = MediaRef(old.media_id, old.kind or c.kind)
             elif rec is not None and rec.remote_id and c.action is Action.CREATE:
                 # Deleted remotely: forget the dead ID, so a failed registration is retried (RESUME).
                 self._save(rec.replace(remote_id=None))
-            self._intent(c, supersedes=old, supersedes_kind=old_kind)
+            self._intent(c, supersedes=old)
         first = batch[0].item
         assert first is not None
         registered, failed = self.client.register_media(
@@ -235,15 +230,12 @@ class Ingests:
             if got is None:
                 why = ("the object does not exist or is not a media file" if c.item.source in failed_set
                        else "RegisterMedia did not return it")
-                self._save(rec.replace(status=RecordStatus.FAILED, last_error=why, last_result=f"failed: {why}",
-                                       attempts=rec.attempts + 1))
+                self._save(rec.failed(why))
                 self._record_outcome(Outcome(c.name, str(c.action), False, f"{c.item.source}: {why}"))
                 continue
-            old_kind, old_id = olds.get(c.name, (None, None))
-            self._save(rec.replace(
-                status=RecordStatus.PROCESSING, remote_id=got.media_id, source=c.item.source,
-                metadata=meta_json(c.item), options=dict(c.item.options), last_result="registered",
-                last_error=None, attempts=0, intent=cleanup_intent(old_id, old_kind, got.media_id),
+            self._save(rec.delivered(
+                got.media_id, source=c.item.source, metadata=meta_json(c.item), options=dict(c.item.options),
+                last_result="registered", intent=cleanup_intent(olds.get(c.name), got.media_id),
             ))
             if not got.new_register:
                 # Registered before (by us or someone): make its metadata match the manifest.
@@ -257,7 +249,7 @@ def _session_id(records: Iterable[Record | None]) -> str:
     (item names and when each intent was written), so a retry of the same submission
     carries the same one (and the service refuses it as a repeat if the first landed),
     while a later submission of the same URLs (a new intent) gets a new one."""
-    key = json.dumps([(r.name, (r.intent or {}).get("at")) for r in records if r is not None])
+    key = json.dumps([(r.name, r.intent.at if r.intent else None) for r in records if r is not None])
     return "vs_" + hashlib.sha1(key.encode()).hexdigest()
 
 
@@ -267,10 +259,11 @@ def _ingest_failed(rec: Record) -> Record:
     Otherwise a failed replace would look done: the record would name the new URL while
     the old media still serves, and the next plan would see nothing to do.
     """
-    intent = rec.intent or {}
-    if "previous_source" not in intent:
+    intent = rec.intent
+    if intent is None or intent.previous_source is None:
         return rec
-    return rec.replace(source=intent["previous_source"], metadata=intent.get("previous_metadata", rec.metadata),
+    previous = intent.previous_metadata
+    return rec.replace(source=intent.previous_source, metadata=rec.metadata if previous is None else previous,
                        intent=None)
 
 

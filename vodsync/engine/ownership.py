@@ -139,8 +139,8 @@ def owned_media(records: Mapping[str, Record]) -> set[str]:
     for r in records.values():
         if r.remote_id:
             owned.add(r.remote_id)
-        if r.intent and r.intent.get("supersedes"):
-            owned.add(str(r.intent["supersedes"]))
+        if r.intent is not None and r.intent.supersedes is not None:
+            owned.add(r.intent.supersedes.media_id)
     return owned
 
 

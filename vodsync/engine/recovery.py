@@ -24,6 +24,7 @@ from vodsync.engine.execution import iso_to_epoch, log
 from vodsync.engine.ownership import find_marked, owned_media, search
 from vodsync.errors import CredentialsRejected, VodsyncError
 from vodsync.logs import redact_url_userinfo
+from vodsync.state.records import Intent, Op
 from vodsync.state.store import Record, RecordStatus
 
 # Orphans of an interrupted create are looked for this long before the recorded intent
@@ -44,7 +45,7 @@ class Recovery:
         """
         # Only records with an open intent matter here: after a clean run, none.
         for rec in self.store.records(with_intent=True).values():
-            if rec.intent and rec.intent.get("op") == "cleanup":
+            if rec.intent is not None and rec.intent.op is Op.CLEANUP:
                 try:
                     self._cleanup(rec.name)
                 except VodsyncError as err:  # one stuck cleanup must not stop every later run
@@ -83,13 +84,12 @@ class Recovery:
             log.warning("video %s has %s's ReferenceId but another state's marker; not adopting it",
                         media.media_id, rec.name)
             return
-        self._save(rec.replace(status=RecordStatus.UPLOADING, remote_id=media.media_id, reference_id=ref))
+        self._save(rec.created(media.media_id, rec.intent, reference_id=ref))
         log.info("found video %s of %s created by an interrupted run; continuing it", media.media_id, rec.name)
 
     def _recover_orphans(self, rec: Record, owned: set[str]) -> None:
-        intent = dict(rec.intent or {})
-        title = intent.get("title") or rec.metadata.get("title")
-        since = float(intent.get("at", 0)) - ORPHAN_WINDOW
+        title = (rec.intent and rec.intent.title) or rec.metadata.get("title")
+        since = _intended_at(rec) - ORPHAN_WINDOW
         if not title:
             return
         kind = rec.kind
@@ -106,10 +106,10 @@ class Recovery:
                         len(orphans), rec.kind, rec.name, ", ".join(orphans))
 
     def _recover_url(self, rec: Record, owned_jobs: set[str | None], fetch: str | None) -> None:
-        intent = rec.intent or {}
-        since = float(intent.get("at", 0)) - ORPHAN_WINDOW
+        intent = rec.intent or Intent(Op.CREATE)
+        since = _intended_at(rec) - ORPHAN_WINDOW
         # The URL about to be submitted is the intent's: for a replace, rec.source is still the old one.
-        url = intent.get("url") or rec.source
+        url = intent.url or rec.source
         # Recorded without its credentials; the service knows the job by the URL it was given.
         submitted = fetch if fetch is not None and redact_url_userinfo(fetch) == url else url
         jobs, _ = self.client.get_url_upload_infos_by_urls([submitted])
@@ -122,7 +122,12 @@ class Recovery:
             job = max(mine, key=lambda j: j.creation_time or "")
             # The job was submitted with the intent's metadata: record it, or the next plan
             # sees every field as changed.
-            self._save(rec.replace(status=RecordStatus.INGESTING, job_id=job.job_id, source=url,
-                                   metadata=intent.get("metadata", rec.metadata),
-                                   options=intent.get("options", rec.options)))
+            self._save(rec.ingesting(job.job_id, rec.intent, source=url,
+                                     metadata=rec.metadata if intent.metadata is None else intent.metadata,
+                                     options=rec.options if intent.options is None else intent.options))
             log.info("adopted URL job %s of %s submitted by an interrupted run", job.job_id, rec.name)
+
+
+def _intended_at(rec: Record) -> float:
+    """When the record's intent was written (0: not recorded, so any media counts as after it)."""
+    return float(rec.intent.at or 0) if rec.intent is not None else 0.0

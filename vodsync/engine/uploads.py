@@ -7,6 +7,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
 from vodsync.checksum import digest_of
 from vodsync.cloud.types import UploadTicket
@@ -19,6 +20,7 @@ from vodsync.engine.execution import (
 )
 from vodsync.errors import CloudError, CredentialExpired
 from vodsync.sourcefile import Planned, SourceFile
+from vodsync.state.records import Intent, MediaRef, Op
 from vodsync.state.store import Record, RecordStatus
 
 MAX_FRESH_CREATES = 3  # images/attached: new media after an expired credential, at most
@@ -65,9 +67,9 @@ class Uploads:
             # An interrupted delete, or a change of type: the old media goes first, then the
             # item is created afresh. Repeating a delete after a crash is harmless.
             self._delete_remote(rec.kind, [rec.remote_id])
-            rec = self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None, kind=item.kind))
+            rec = self._save(rec.lost(kind=item.kind))
         elif rec is not None and change.reason == "deleted remotely":
-            rec = self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None))
+            rec = self._save(rec.lost())
         if item.kind is Kind.VIDEO:
             digest = self._upload_video(change, rec, source)
         else:
@@ -87,8 +89,8 @@ class Uploads:
         if rec is None or rec.remote_id is None:
             rec = self._intent(change)
             ticket = self._create_video(item)
-            rec = self._save(rec.replace(status=RecordStatus.UPLOADING, remote_id=ticket.media_id,
-                                         metadata=meta_json(item), options=dict(item.options)))
+            rec = self._save(rec.created(ticket.media_id, rec.intent, metadata=meta_json(item),
+                                         options=dict(item.options)))
         else:
             try:
                 ticket = self.client.refresh_upload_video(video_id=rec.remote_id)
@@ -99,19 +101,16 @@ class Uploads:
                 rec = self._intent(change)
                 ticket = self._create_video(item)
                 rec = self._save(rec.replace(metadata=meta_json(item), options=dict(item.options)))
-            rec = self._save(rec.replace(status=RecordStatus.UPLOADING, remote_id=ticket.media_id,
-                                         intent={"op": "upload", "at": self._now()}))
+            rec = self._save(rec.created(ticket.media_id, Intent(Op.UPLOAD, at=self._now())))
         video_id = ticket.media_id
         digest = self._transfer(item, source, ticket,
                                 refresh=lambda: self.client.refresh_upload_video(video_id=video_id))
         fields = changed_fields(item, rec.metadata)
         if fields:
             self.client.update_video_info(video_id, {f: item.metadata[f] for f in fields})
-        self._save(rec.replace(
-            status=RecordStatus.PROCESSING, remote_status="UploadSucc", content_hash=digest,
-            source=item.local.path, size=item.local.total_size, mtime_ns=item.local.newest_mtime_ns,
-            metadata=meta_json(item), intent=None, protect=item.protect,
-            last_result=f"uploaded {item.local.total_size} bytes", last_error=None, attempts=0, next_attempt_at=None,
+        self._save(rec.uploaded(
+            RecordStatus.PROCESSING, remote_status="UploadSucc", metadata=meta_json(item), intent=None,
+            **_bytes_in(item, digest),
         ))
         return digest
 
@@ -142,29 +141,29 @@ class Uploads:
         """
         item = change.item
         assert item is not None and item.local is not None
-        intent = dict(rec.intent or {}) if rec is not None else {}
-        serving = intent.get("supersedes") if intent else (rec.remote_id if rec is not None else None)
-        unfinished = rec.remote_id if rec is not None and intent.get("op") == "upload" else None
-        if unfinished and unfinished != serving:
+        intent = rec.intent if rec is not None else None
+        if intent is not None:
+            serving = intent.supersedes
+        else:
+            serving = MediaRef(rec.remote_id, item.kind) if rec is not None and rec.remote_id else None
+        unfinished = rec.remote_id if rec is not None and intent is not None and intent.op is Op.UPLOAD else None
+        if unfinished and unfinished != (serving and serving.media_id):
             self._delete_remote(item.kind, [unfinished])
         last_err: Exception | None = None
         for _ in range(MAX_FRESH_CREATES):
             rec = self._intent(change, supersedes=serving)
             ticket = self._create_other(item)
-            rec = self._save(rec.replace(status=RecordStatus.UPLOADING, remote_id=ticket.media_id,
-                                         metadata=meta_json(item), options=dict(item.options),
-                                         intent={"op": "upload", "at": self._now(), "supersedes": serving}))
+            rec = self._save(rec.created(ticket.media_id, Intent(Op.UPLOAD, at=self._now(), supersedes=serving),
+                                         metadata=meta_json(item), options=dict(item.options)))
             try:
                 digest = self._transfer(item, source, ticket, refresh=None)
             except CredentialExpired as err:
                 last_err = err
                 self._delete_remote(item.kind, [ticket.media_id])
                 continue
-            self._save(rec.replace(
-                status=RecordStatus.READY, remote_status="Normal", content_hash=digest,
-                source=item.local.path, size=item.local.total_size, mtime_ns=item.local.newest_mtime_ns,
-                intent=cleanup_intent(serving, item.kind, ticket.media_id), protect=item.protect,
-                last_result=f"uploaded {item.local.total_size} bytes", last_error=None, attempts=0, next_attempt_at=None,
+            self._save(rec.uploaded(
+                RecordStatus.READY, remote_status="Normal", intent=cleanup_intent(serving, ticket.media_id),
+                **_bytes_in(item, digest),
             ))
             self._cleanup(item.name)
             return digest
@@ -255,6 +254,16 @@ class Uploads:
             span = self._result.upload_span
             self._result.upload_span = (min(span[0], began), max(span[1], ended)) if span else (began, ended)
         return digest_of(crc)
+
+
+def _bytes_in(item: DesiredItem, digest: str) -> dict[str, Any]:
+    """What a record says once an item's bytes are uploaded: which file, and which content."""
+    assert item.local is not None
+    local = item.local
+    return {
+        "content_hash": digest, "source": local.path, "size": local.total_size, "mtime_ns": local.newest_mtime_ns,
+        "protect": item.protect, "last_result": f"uploaded {local.total_size} bytes",
+    }
 
 
 def _retargeted(refresh: Callable[[], UploadTicket], key: str) -> Callable[[], UploadTicket]:

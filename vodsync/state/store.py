@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import quote
 
 from vodsync.errors import StateError, StateLocked
-from vodsync.state.records import Record, RecordStatus, freeze
+from vodsync.state.records import Intent, Record, RecordStatus, freeze
 from vodsync.vocab import Kind, Origin
 
 __all__ = ["Record", "RecordStatus", "StateStore", "SCHEMA_VERSION"]
@@ -142,7 +142,7 @@ def _row(record: Record, updated_at: float) -> tuple[Any, ...]:
     try:
         metadata = _dumps(record.metadata)
         options = _dumps(record.options)
-        intent = None if record.intent is None else _dumps(record.intent)
+        intent = None if record.intent is None else _dumps(record.intent.to_json())
     except (TypeError, ValueError) as exc:
         raise StateError(f"record {record.name!r} holds a value that is not JSON: {exc}") from exc
     return (
@@ -218,7 +218,7 @@ def _records(rows: list[tuple[Any, ...]]) -> list[Record]:
         intents = _thaw_all(["null" if row[13] is None else row[13] for row in rows], names, "intent")
     except ValueError as exc:
         raise StateError(f"the state file has an unreadable JSON column: {exc}") from None
-    statuses, kinds, origins = _STATUSES, _KINDS, dict(_ORIGINS)
+    statuses, kinds, origins, from_json = _STATUSES, _KINDS, dict(_ORIGINS), Intent.from_json
     new = object.__new__
     set_dict = object.__setattr__  # frozen dataclass: bypass its __setattr__ guard
     # sqlite3 returns a new str for every cell: share the few values these columns repeat
@@ -244,7 +244,8 @@ def _records(rows: list[tuple[Any, ...]]) -> list[Record]:
             "name": name, "kind": kind, "status": status, "source": source, "remote_id": remote_id,
             "reference_id": reference_id, "job_id": job_id, "content_hash": content_hash,
             "size": size, "mtime_ns": mtime_ns, "metadata": metadata, "options": options,
-            "remote_status": remote_status, "intent": intent, "origin": origin,
+            "remote_status": remote_status, "intent": None if intent is None else from_json(intent),
+            "origin": origin,
             "protect": bool(protect), "attempts": attempts, "next_attempt_at": next_attempt_at,
             "last_result": last_result, "last_error": last_error, "updated_at": updated_at,
         })  # fmt: skip
