@@ -5,19 +5,21 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
 from vodsync.checksum import digest_of
 from vodsync.cloud.types import UploadTicket
 from vodsync.desired.items import DesiredItem, Kind, LocalFile
+from vodsync.engine.context import RunContext
 from vodsync.engine.diff import Action, Change, changed_fields
 from vodsync.engine.execution import (
     Outcome,
     cleanup_intent,
     meta_json,
 )
+from vodsync.engine.ownership import delete_media
 from vodsync.errors import CloudError, CredentialExpired
 from vodsync.sourcefile import Planned, SourceFile
 from vodsync.state.records import Intent, MediaRef, Op
@@ -47,76 +49,75 @@ class ItemFiles:
 
 
 class Uploads:
-    """Part of `Executor`: creates, replaces and resumes of videos, images and attached media."""
+    """The worker of creates, replaces and resumes of videos, images and attached media."""
 
-    def _upload(self, change: Change) -> None:
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    def upload(self, change: Change) -> Iterator[Outcome]:
         item = change.item
         assert item is not None and item.local is not None
         # Opened once, before anything is created: the very files planned, or the item fails here
         # (vodsync.sourcefile). Everything below reads them through these descriptors only.
         with contextlib.ExitStack() as stack:
-            self._upload_source(change, ItemFiles.open(item.local, stack))
+            yield self._upload_source(change, ItemFiles.open(item.local, stack))
 
-    def _upload_source(self, change: Change, source: ItemFiles) -> None:
+    def _upload_source(self, change: Change, source: ItemFiles) -> Outcome:
         item = change.item
         assert item is not None and item.local is not None
-        rec = self.store.get(item.name)
+        rec = self.ctx.store.get(item.name)
         if rec is not None and rec.remote_id and (
             rec.status is RecordStatus.DELETING or rec.kind != item.kind
         ):
             # An interrupted delete, or a change of type: the old media goes first, then the
             # item is created afresh. Repeating a delete after a crash is harmless.
-            self._delete_remote(rec.kind, [rec.remote_id])
-            rec = self._save(rec.lost(kind=item.kind))
+            delete_media(self.ctx.client, rec.kind, [rec.remote_id])
+            rec = self.ctx.save(rec.lost(kind=item.kind))
         elif rec is not None and change.reason == "deleted remotely":
-            rec = self._save(rec.lost())
-        if item.kind is Kind.VIDEO:
-            digest = self._upload_video(change, rec, source)
-        else:
-            digest = self._upload_other(change, rec, source)
-        done = self.store.get(item.name)
-        assert done is not None
+            rec = self.ctx.save(rec.lost())
+        upload = self._upload_video if item.kind is Kind.VIDEO else self._upload_other
+        done = upload(change, rec, source)
         verb = {Action.CREATE: "created", Action.REPLACE: "replaced", Action.RESUME: "resumed"}[change.action]
-        self._record_outcome(Outcome(
+        return Outcome(
             item.name, str(change.action), True,
-            f"{verb} {done.remote_id} ({item.local.total_size} bytes, digest {digest[:12]})",
+            f"{verb} {done.remote_id} ({item.local.total_size} bytes, digest {(done.content_hash or '')[:12]})",
             pending=done.status is RecordStatus.PROCESSING,
-        ))
+        )
 
-    def _upload_video(self, change: Change, rec: Record | None, source: ItemFiles) -> str:
+    def _upload_video(self, change: Change, rec: Record | None, source: ItemFiles) -> Record:
+        """Create (or find again) the video, upload its bytes, and return the record saying so."""
         item = change.item
         assert item is not None and item.local is not None
         if rec is None or rec.remote_id is None:
-            rec = self._intent(change)
+            rec = self.ctx.intend(change)
             ticket = self._create_video(item)
-            rec = self._save(rec.created(ticket.media_id, rec.intent, metadata=meta_json(item),
-                                         options=dict(item.options)))
+            rec = self.ctx.save(rec.created(ticket.media_id, rec.intent, metadata=meta_json(item),
+                                            options=dict(item.options)))
         else:
             try:
-                ticket = self.client.refresh_upload_video(video_id=rec.remote_id)
+                ticket = self.ctx.client.refresh_upload_video(video_id=rec.remote_id)
             except CloudError as err:
                 if err.code != "InvalidVideo.NotFound":
                     raise
                 # Deleted behind our back: start over; the deletion freed the ReferenceId.
-                rec = self._intent(change)
+                rec = self.ctx.intend(change)
                 ticket = self._create_video(item)
-                rec = self._save(rec.replace(metadata=meta_json(item), options=dict(item.options)))
-            rec = self._save(rec.created(ticket.media_id, Intent(Op.UPLOAD, at=self._now())))
+                rec = self.ctx.save(rec.replace(metadata=meta_json(item), options=dict(item.options)))
+            rec = self.ctx.save(rec.created(ticket.media_id, Intent(Op.UPLOAD, at=self.ctx.now())))
         video_id = ticket.media_id
         digest = self._transfer(item, source, ticket,
-                                refresh=lambda: self.client.refresh_upload_video(video_id=video_id))
+                                refresh=lambda: self.ctx.client.refresh_upload_video(video_id=video_id))
         fields = changed_fields(item, rec.metadata)
         if fields:
-            self.client.update_video_info(video_id, {f: item.metadata[f] for f in fields})
-        self._save(rec.uploaded(
+            self.ctx.client.update_video_info(video_id, {f: item.metadata[f] for f in fields})
+        return self.ctx.save(rec.uploaded(
             RecordStatus.PROCESSING, remote_status="UploadSucc", metadata=meta_json(item), intent=None,
             **_bytes_in(item, digest),
         ))
-        return digest
 
     def _create_video(self, item: DesiredItem) -> UploadTicket:
         assert item.local is not None
-        return self.client.create_upload_video(
+        return self.ctx.client.create_upload_video(
             title=item.metadata.get("title"),
             file_name=os.path.basename(item.local.path),
             file_size=item.local.total_size,
@@ -128,11 +129,11 @@ class Uploads:
             workflow_id=item.options.get("workflow_id"),
             storage_location=item.options.get("storage_location"),
             app_id=item.options.get("app_id"),
-            reference_id=self.namespace.reference_id(item.name),
-            user_data=self.namespace.user_data(item.name),
+            reference_id=self.ctx.namespace.reference_id(item.name),
+            user_data=self.ctx.namespace.user_data(item.name),
         )
 
-    def _upload_other(self, change: Change, rec: Record | None, source: ItemFiles) -> str:
+    def _upload_other(self, change: Change, rec: Record | None, source: ItemFiles) -> Record:
         """Images and attached media: no refresh exists, so a new credential means new media.
 
         `serving` is the media the item had before this change (kept until the new one is
@@ -148,25 +149,26 @@ class Uploads:
             serving = MediaRef(rec.remote_id, item.kind) if rec is not None and rec.remote_id else None
         unfinished = rec.remote_id if rec is not None and intent is not None and intent.op is Op.UPLOAD else None
         if unfinished and unfinished != (serving and serving.media_id):
-            self._delete_remote(item.kind, [unfinished])
+            delete_media(self.ctx.client, item.kind, [unfinished])
         last_err: Exception | None = None
         for _ in range(MAX_FRESH_CREATES):
-            rec = self._intent(change, supersedes=serving)
+            rec = self.ctx.intend(change, supersedes=serving)
             ticket = self._create_other(item)
-            rec = self._save(rec.created(ticket.media_id, Intent(Op.UPLOAD, at=self._now(), supersedes=serving),
-                                         metadata=meta_json(item), options=dict(item.options)))
+            uploading = Intent(Op.UPLOAD, at=self.ctx.now(), supersedes=serving)
+            rec = self.ctx.save(rec.created(ticket.media_id, uploading, metadata=meta_json(item),
+                                            options=dict(item.options)))
             try:
                 digest = self._transfer(item, source, ticket, refresh=None)
             except CredentialExpired as err:
                 last_err = err
-                self._delete_remote(item.kind, [ticket.media_id])
+                delete_media(self.ctx.client, item.kind, [ticket.media_id])
                 continue
-            self._save(rec.uploaded(
+            done = self.ctx.save(rec.uploaded(
                 RecordStatus.READY, remote_status="Normal", intent=cleanup_intent(serving, ticket.media_id),
                 **_bytes_in(item, digest),
             ))
-            self._cleanup(item.name)
-            return digest
+            self.ctx.clean_up(item.name)
+            return done
         assert last_err is not None
         raise last_err
 
@@ -179,14 +181,14 @@ class Uploads:
             "cate_id": item.metadata.get("cate_id"),
             "storage_location": item.options.get("storage_location"),
             "app_id": item.options.get("app_id"),
-            "user_data": self.namespace.user_data(item.name),
+            "user_data": self.ctx.namespace.user_data(item.name),
         }
         if item.kind is Kind.IMAGE:
-            return self.client.create_upload_image(
+            return self.ctx.client.create_upload_image(
                 image_type=item.options.get("image_type", "default"), image_ext=ext,
                 title=item.metadata.get("title"), original_file_name=os.path.basename(item.local.path), **common,
             )
-        return self.client.create_upload_attached_media(
+        return self.ctx.client.create_upload_attached_media(
             business_type=item.options["business_type"], media_ext=ext, title=item.metadata.get("title"),
             file_name=os.path.basename(item.local.path), file_size=item.local.size, **common,
         )
@@ -199,11 +201,12 @@ class Uploads:
         alone on 4 streams while the other workers' streams sit idle; over a WAN, where each
         stream is capped, that tail is most of the run (bench/upload_throughput.py).
         """
-        base = max(1, self.options.upload_threads)
-        streams = base * max(1, self.options.concurrency)
-        if self._upload_bytes <= 0:
+        base = max(1, self.ctx.options.upload_threads)
+        streams = base * max(1, self.ctx.options.concurrency)
+        planned = self.ctx.tally.planned
+        if planned <= 0:
             return base
-        return max(base, min(streams, round(streams * size / self._upload_bytes)))
+        return max(base, min(streams, round(streams * size / planned)))
 
     def _transfer(self, item: DesiredItem, files: ItemFiles, ticket: UploadTicket,
                   refresh: Callable[[], UploadTicket] | None) -> str:
@@ -213,7 +216,7 @@ class Uploads:
         continued over the segments' descriptors. Progress and the run's byte count are net of
         what a resumed upload found already in OSS."""
         total = files.total_size
-        self.reporter.upload_started(item.name, total)
+        self.ctx.reporter.upload_started(item.name, total)
         began = time.monotonic()
         sent = 0  # bytes this run sent for the files done so far
         resumed = 0  # bytes those files already had in OSS
@@ -222,13 +225,13 @@ class Uploads:
         def send(source: SourceFile, target: UploadTicket, again: Callable[[], UploadTicket] | None) -> int:
             nonlocal sent, resumed, left
             after = left - source.size  # bytes of the files after this one
-            result = self.uploader(
+            result = self.ctx.uploader(
                 target, source, refresh=again,
-                checkpoint_dir=self.checkpoint_dir, part_size=self.options.part_size,
-                multipart_threshold=self.options.multipart_threshold, threads=self._part_threads(source.size),
-                progress=lambda done, to_send: self.reporter.upload_progress(
+                checkpoint_dir=self.ctx.checkpoint_dir, part_size=self.ctx.options.part_size,
+                multipart_threshold=self.ctx.options.multipart_threshold, threads=self._part_threads(source.size),
+                progress=lambda done, to_send: self.ctx.reporter.upload_progress(
                     item.name, sent + done, sent + to_send + after),
-                stop=self.stopping.is_set,
+                stop=self.ctx.stopping.is_set,
             )
             sent += source.size - result.resumed_bytes
             resumed += result.resumed_bytes
@@ -247,12 +250,8 @@ class Uploads:
             for _, segment in files.segments:
                 crc = segment.crc64(initial=crc)
         finally:
-            self.reporter.upload_finished(item.name)
-        ended = time.monotonic()
-        with self._lock:
-            self._result.uploaded_bytes += total - resumed  # what this run sent
-            span = self._result.upload_span
-            self._result.upload_span = (min(span[0], began), max(span[1], ended)) if span else (began, ended)
+            self.ctx.reporter.upload_finished(item.name)
+        self.ctx.tally.add(total - resumed, began, time.monotonic())  # what this run sent
         return digest_of(crc)
 
 
