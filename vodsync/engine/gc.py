@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from vodsync.cloud.types import iso_to_epoch
 from vodsync.cloud.upload import Checkpoint, abort_checkpointed, list_checkpoints
 from vodsync.cloud.vod import DEFAULT_UPLOAD_AUTH_LIFETIME, VodClient
 from vodsync.desired.items import Kind
-from vodsync.engine.execution import VIDEO_BATCH, chunks, iso_to_epoch
+from vodsync.engine.execution import VIDEO_BATCH, chunks
 from vodsync.engine.ownership import (
     Namespace,
     delete_media,

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from vodsync.cloud.types import iso_to_epoch
 from vodsync.desired.items import Kind
 from vodsync.engine.context import RunContext
-from vodsync.engine.execution import iso_to_epoch, log
+from vodsync.engine.execution import log
 from vodsync.engine.ownership import delete_media, find_marked, owned_media, search
 from vodsync.errors import CredentialsRejected, VodsyncError
 from vodsync.logs import redact_url_userinfo
