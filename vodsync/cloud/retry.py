@@ -69,11 +69,6 @@ class RetryPolicy:
         if self.attempts < 1 or self.base < 0 or self.cap < 0:
             raise ValueError("RetryPolicy needs attempts >= 1 and non-negative base/cap")
 
-    @classmethod
-    def none(cls) -> RetryPolicy:
-        """A single attempt, no retries."""
-        return cls(attempts=1)
-
     def delays(self) -> Iterator[float]:
         """The waits between attempts: exactly `attempts - 1` of them."""
         rng = random.Random(self.seed)

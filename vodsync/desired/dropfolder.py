@@ -104,9 +104,6 @@ class StabilityTracker:
         entry = self._seen.get(path)
         return entry is not None and now - entry[2] >= self.stable_seconds
 
-    def stable(self, now: float) -> list[Any]:
-        return [p for p, (_, _, since) in self._seen.items() if now - since >= self.stable_seconds]
-
     def next_stable_at(self, now: float) -> float | None:
         """The earliest time a path not yet stable becomes stable if it stays unchanged."""
         times = [since + self.stable_seconds for _, _, since in self._seen.values()]

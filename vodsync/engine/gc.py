@@ -51,6 +51,7 @@ from vodsync.engine.ownership import (
     search,
     state_namespace,
 )
+from vodsync.engine.reconcile import checkpoint_dir
 from vodsync.errors import VodsyncError
 from vodsync.state.store import Record, RecordStatus, StateStore
 
@@ -85,12 +86,6 @@ class Findings:
     @property
     def empty(self) -> bool:
         return not (self.media or self.uploads or self.junk)
-
-
-def checkpoint_dir(state_path: Path) -> Path:
-    from vodsync.engine.reconcile import checkpoint_dir as where
-
-    return where(state_path)
 
 
 def find_leftovers(
