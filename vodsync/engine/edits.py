@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from vodsync.desired.items import Kind
@@ -21,13 +22,11 @@ from vodsync.errors import CloudError, VodsyncError
 from vodsync.state.store import Record, RecordStatus
 
 
+@dataclass(frozen=True)
 class Edits:
     """The worker of updates in batches, touches, and deletes (only what the plan allows)."""
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
-
-    # ------------------------------------------------------------------ updates
+    ctx: RunContext
 
     def update_batches(self, updates: list[Change]) -> list[list[Change]]:
         videos = [[c] for c in updates if c.kind.remote_is_video]
@@ -67,8 +66,6 @@ class Edits:
             self.ctx.save(rec.replace(metadata=merged, protect=c.item.protect,
                                       last_result=f"updated {', '.join(c.fields)}", last_error=None))
             yield Outcome(c.name, "update", True, f"updated {', '.join(c.fields)}")
-
-    # ---------------------------------------------------------- touch, delete
 
     def touch(self, c: Change) -> None:
         rec = self.ctx.store.get(c.name)

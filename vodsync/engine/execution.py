@@ -4,8 +4,6 @@ markers and intents vodsync records around every create (see `engine/executor.py
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
@@ -20,16 +18,6 @@ log = logging.getLogger("vodsync.apply")
 
 # Items per batched call (the API's limits, or what keeps a call's answer small).
 VIDEO_BATCH, URL_BATCH, URL_QUERY_BATCH, REGISTER_BATCH, UPDATE_BATCH = 20, 20, 10, 10, 20
-
-
-def reference_id(name: str) -> str:
-    """The ReferenceId of an item's video: stable, `[A-Za-z0-9_-]`, within 6-64 chars."""
-    return "vs_" + hashlib.sha1(name.encode()).hexdigest()
-
-
-def user_data(name: str) -> str:
-    """Marker on everything vodsync creates, so `vodsync gc` can tell our media from others'."""
-    return json.dumps({"Extend": {"vodsync": name}}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ the item's guard. What they share is in `execution.py` and `context.py`.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vodsync.desired.items import Kind
-from vodsync.engine.context import RunContext
+from vodsync.engine.context import RunContext, UploadTally
 from vodsync.engine.diff import Action, Change, diff_one
 from vodsync.engine.edits import Edits
 from vodsync.engine.execution import (
@@ -42,11 +43,9 @@ from vodsync.engine.execution import (
     Result,
     chunks,
     log,
-    reference_id,
-    user_data,
 )
 from vodsync.engine.ingests import Ingests
-from vodsync.engine.ownership import Namespace, state_namespace
+from vodsync.engine.ownership import Namespace, reference_id, state_namespace, user_data
 from vodsync.engine.plan import Plan
 from vodsync.engine.recovery import Recovery
 from vodsync.engine.uploads import Uploads
@@ -75,30 +74,28 @@ class Executor:
         sleep: Callable[[float], None] = time.sleep,
         namespace: Namespace | None = None,
     ) -> None:
-        self.store = store
-        self.client = client
-        # ReferenceIds and markers derive from it (ownership.py); recorded in the state on first use.
-        self.namespace = namespace or state_namespace(store)
-        self.checkpoint_dir = checkpoint_dir
-        self.options = options or ExecOptions()
-        self.reporter: Reporter = GuardedReporter(reporter or NullReporter())
         if uploader is None:
             from vodsync.cloud.upload import upload_file as uploader
-        self.uploader = uploader
-        self.clock = clock
-        self.sleep = sleep
+        self.store, self.options = store, options or ExecOptions()
+        self.reporter: Reporter = GuardedReporter(reporter or NullReporter())
         self.stopping = threading.Event()  # set on SIGTERM/Ctrl-C: no new work; uploads stop between parts
         self.rejected: CredentialsRejected | None = None  # VOD refused the credentials: the run stops
         self._result = Result()
         self._lock = threading.Lock()
+        # ReferenceIds and markers derive from the namespace (ownership.py), recorded in the state on first use.
+        self._base = RunContext(
+            store=store, client=client, namespace=namespace or state_namespace(store), options=self.options,
+            reporter=self.reporter, uploader=uploader, checkpoint_dir=checkpoint_dir, stopping=self.stopping,
+            clock=clock, sleep=sleep,
+        )
+
+    @property
+    def namespace(self) -> Namespace:
+        return self._base.namespace
 
     def _context(self) -> RunContext:
         """The one context every worker of a run is given (`stopping` may have been replaced)."""
-        return RunContext(
-            store=self.store, client=self.client, namespace=self.namespace, options=self.options,
-            reporter=self.reporter, uploader=self.uploader, checkpoint_dir=self.checkpoint_dir,
-            stopping=self.stopping, clock=self.clock, sleep=self.sleep,
-        )
+        return dataclasses.replace(self._base, stopping=self.stopping, tally=UploadTally())
 
     # ------------------------------------------------------------------ driver
 
@@ -109,7 +106,7 @@ class Executor:
         actions = list(plan.actions)
         from vodsync.cloud.upload import settle_checkpoints
 
-        settle_checkpoints(self.checkpoint_dir)  # before recovery resumes what they name
+        settle_checkpoints(ctx.checkpoint_dir)  # before recovery resumes what they name
         Recovery(ctx).recover([c.name for c in actions], fetch_urls={c.name: c.item.fetch for c in actions if c.item})
         self._resettle(actions)
         self._execute(ctx, actions)
@@ -205,25 +202,14 @@ class Executor:
         return held
 
     def _partition(self, actions: Iterable[Change]) -> tuple[list[Change], ...]:
-        uploads: list[Change] = []
-        urls: list[Change] = []
-        registers: list[Change] = []
-        updates: list[Change] = []
-        deletes: list[Change] = []
+        """Uploads, URL ingests, registrations, updates and deletes (touches and follows come after)."""
+        parts: tuple[list[Change], ...] = ([], [], [], [], [])
         for c in actions:
-            if c.action is Action.DELETE:
-                deletes.append(c)
-            elif c.action is Action.UPDATE:
-                updates.append(c)
-            elif c.action in (Action.TOUCH, Action.FOLLOW):
-                continue  # bookkeeping after the pool; following after the run's work
-            elif c.kind is Kind.URL:
-                urls.append(c)
-            elif c.kind is Kind.REGISTER:
-                registers.append(c)
-            else:
-                uploads.append(c)
-        return uploads, urls, registers, updates, deletes
+            if c.action in (Action.DELETE, Action.UPDATE):
+                parts[4 if c.action is Action.DELETE else 3].append(c)
+            elif c.action not in (Action.TOUCH, Action.FOLLOW):
+                parts[{Kind.URL: 1, Kind.REGISTER: 2}.get(c.kind, 0)].append(c)
+        return parts
 
     def _record(self, outcomes: Iterable[Outcome]) -> None:
         """Record, log and show each outcome (a worker's, after its item's guard)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from vodsync.cloud.types import RegisterEntry, UrlUploadEntry
@@ -31,13 +32,17 @@ from vodsync.state.records import MediaRef, Op
 from vodsync.state.store import Record, RecordStatus
 
 
+@dataclass(frozen=True)
 class Ingests:
     """The worker of URL ingests, registrations and following asynchronous jobs."""
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
+    ctx: RunContext
 
-    # --------------------------------------------------------------- URL ingest
+    def _recorded(self, c: Change) -> tuple[DesiredItem, Record]:
+        """The item of a change being carried out, and its record (its intent is written)."""
+        rec = self.ctx.store.get(c.name)
+        assert c.item is not None and rec is not None
+        return c.item, rec
 
     def url_batches(self, changes: Sequence[Change]) -> list[list[Change]]:
         """UploadMediaByURL calls: at most URL_BATCH items, and small enough for one query string."""
@@ -68,18 +73,16 @@ class Ingests:
         jobs = self.ctx.client.upload_media_by_url(entries, session_id=session)
         with self.ctx.store.transaction():
             for c in todo:
-                assert c.item is not None
-                rec = self.ctx.store.get(c.name)
-                assert rec is not None
-                job = jobs.get(c.item.fetch)
+                item, rec = self._recorded(c)
+                job = jobs.get(item.fetch)
                 if job is None:
-                    raise CloudError("MissingJob", f"UploadMediaByURL returned no job for {c.item.source}")
+                    raise CloudError("MissingJob", f"UploadMediaByURL returned no job for {item.source}")
                 # What the record said before: a failed ingest puts it back, so the next plan retries.
                 assert rec.intent is not None
                 intent = rec.intent.replace(op=Op.INGEST, previous_source=rec.source,
                                             previous_metadata=rec.metadata)
-                self.ctx.save(rec.ingesting(job, intent, source=c.item.source, metadata=meta_json(c.item),
-                                            options=dict(c.item.options), protect=c.item.protect))
+                self.ctx.save(rec.ingesting(job, intent, source=item.source, metadata=meta_json(item),
+                                            options=dict(item.options), protect=item.protect))
         for c in todo:
             yield Outcome(c.name, str(c.action), True, f"submitted URL ingest {jobs[c.item.fetch]}",
                           pending=True)
@@ -189,8 +192,6 @@ class Ingests:
                 self.ctx.save(r.replace(status=RecordStatus.READY))
 
 
-    # ------------------------------------------------------------ registration
-
     def register_groups(self, changes: list[Change]) -> list[list[Change]]:
         # One call takes one template group, one workflow and one storage address (bucket).
         groups: dict[tuple[Any, Any, str], list[Change]] = {}
@@ -228,23 +229,21 @@ class Ingests:
         by_url = {r.file_url: r for r in registered}
         failed_set = set(failed)
         for c in batch:
-            assert c.item is not None
-            rec = self.ctx.store.get(c.name)
-            assert rec is not None
-            got = by_url.get(c.item.source)
+            item, rec = self._recorded(c)
+            got = by_url.get(item.source)
             if got is None:
-                why = ("the object does not exist or is not a media file" if c.item.source in failed_set
+                why = ("the object does not exist or is not a media file" if item.source in failed_set
                        else "RegisterMedia did not return it")
                 self.ctx.save(rec.failed(why))
-                yield Outcome(c.name, str(c.action), False, f"{c.item.source}: {why}")
+                yield Outcome(c.name, str(c.action), False, f"{item.source}: {why}")
                 continue
             self.ctx.save(rec.delivered(
-                got.media_id, source=c.item.source, metadata=meta_json(c.item), options=dict(c.item.options),
+                got.media_id, source=item.source, metadata=meta_json(item), options=dict(item.options),
                 last_result="registered", intent=cleanup_intent(olds.get(c.name), got.media_id),
             ))
             if not got.new_register:
                 # Registered before (by us or someone): make its metadata match the manifest.
-                self.ctx.client.update_video_info(got.media_id, dict(c.item.metadata))
+                self.ctx.client.update_video_info(got.media_id, dict(item.metadata))
             self.ctx.clean_up(c.name)
             yield Outcome(c.name, str(c.action), True, f"registered {got.media_id}")
 
@@ -273,17 +272,16 @@ def _ingest_failed(rec: Record) -> Record:
 
 
 def _url_entry(item: DesiredItem) -> UrlUploadEntry:
-    m, o = item.metadata, item.options
-    return UrlUploadEntry(
-        url=item.fetch, title=m.get("title"), description=m.get("description"), tags=tuple(m.get("tags", ())),
-        cate_id=m.get("cate_id"), cover_url=m.get("cover_url"), template_group_id=o.get("template_group_id"),
-        workflow_id=o.get("workflow_id"), file_extension=o.get("file_extension"),
-    )
+    o = item.options
+    return UrlUploadEntry(url=item.fetch, template_group_id=o.get("template_group_id"), workflow_id=o.get("workflow_id"),
+                          file_extension=o.get("file_extension"), **_entry_metadata(item))
 
 
 def _register_entry(item: DesiredItem) -> RegisterEntry:
+    return RegisterEntry(file_url=item.source, **_entry_metadata(item))
+
+
+def _entry_metadata(item: DesiredItem) -> dict[str, Any]:
     m = item.metadata
-    return RegisterEntry(
-        file_url=item.source, title=m.get("title"), description=m.get("description"),
-        tags=tuple(m.get("tags", ())), cate_id=m.get("cate_id"), cover_url=m.get("cover_url"),
-    )
+    return {"title": m.get("title"), "description": m.get("description"), "tags": tuple(m.get("tags", ())),
+            "cate_id": m.get("cate_id"), "cover_url": m.get("cover_url")}

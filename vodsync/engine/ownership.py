@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from vodsync.cloud.types import SEARCH_FIELDS, Hit
 from vodsync.desired.items import Kind
-from vodsync.engine.execution import VIDEO_BATCH, chunks, reference_id, user_data
+from vodsync.engine.execution import VIDEO_BATCH, chunks
 from vodsync.errors import ConfigError
 from vodsync.state.store import Record, StateStore
 
@@ -50,6 +50,16 @@ _MARKER_KEY, _NS_KEY = "vodsync", "ns"
 
 # SearchMedia: which search types hold a kind's media.
 _SEARCH_TYPES = {Kind.VIDEO: ("video", "audio"), Kind.IMAGE: ("image",), Kind.ATTACHED: ("attached",)}
+
+
+def reference_id(name: str) -> str:
+    """The legacy (name-only) ReferenceId of an item's video: stable, `[A-Za-z0-9_-]`, within 6-64 chars."""
+    return "vs_" + hashlib.sha1(name.encode()).hexdigest()
+
+
+def user_data(name: str) -> str:
+    """The legacy marker on everything vodsync creates, so `vodsync gc` can tell our media from others'."""
+    return json.dumps({"Extend": {"vodsync": name}}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

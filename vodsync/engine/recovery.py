@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from vodsync.cloud.types import iso_to_epoch
 from vodsync.desired.items import Kind
@@ -34,11 +35,11 @@ from vodsync.state.store import Record, RecordStatus
 ORPHAN_WINDOW = 600.0
 
 
+@dataclass(frozen=True)
 class Recovery:
     """The worker that settles recorded intents (`recover()`), and how each kind is found again."""
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
+    ctx: RunContext
 
     def recover(self, names: Iterable[str] | None = None, *, fetch_urls: Mapping[str, str] | None = None) -> None:
         """Settle the intents an interrupted run left behind, before anything new is created.

@@ -48,11 +48,11 @@ class ItemFiles:
         return self.main.size + sum(f.size for _, f in self.segments)
 
 
+@dataclass(frozen=True)
 class Uploads:
     """The worker of creates, replaces and resumes of videos, images and attached media."""
 
-    def __init__(self, ctx: RunContext) -> None:
-        self.ctx = ctx
+    ctx: RunContext
 
     def upload(self, change: Change) -> Iterator[Outcome]:
         item = change.item
@@ -118,20 +118,20 @@ class Uploads:
     def _create_video(self, item: DesiredItem) -> UploadTicket:
         assert item.local is not None
         return self.ctx.client.create_upload_video(
-            title=item.metadata.get("title"),
-            file_name=os.path.basename(item.local.path),
-            file_size=item.local.total_size,
-            description=item.metadata.get("description"),
-            tags=tuple(item.metadata.get("tags", ())),
-            cate_id=item.metadata.get("cate_id"),
-            cover_url=item.metadata.get("cover_url"),
-            template_group_id=item.options.get("template_group_id"),
-            workflow_id=item.options.get("workflow_id"),
-            storage_location=item.options.get("storage_location"),
-            app_id=item.options.get("app_id"),
-            reference_id=self.ctx.namespace.reference_id(item.name),
-            user_data=self.ctx.namespace.user_data(item.name),
+            file_name=os.path.basename(item.local.path), file_size=item.local.total_size,
+            cover_url=item.metadata.get("cover_url"), template_group_id=item.options.get("template_group_id"),
+            workflow_id=item.options.get("workflow_id"), reference_id=self.ctx.namespace.reference_id(item.name),
+            **self._created_with(item),
         )
+
+    def _created_with(self, item: DesiredItem) -> dict[str, Any]:
+        """What every Create* of an item is given: its metadata, where it is stored, our marker."""
+        m, o = item.metadata, item.options
+        return {
+            "title": m.get("title"), "description": m.get("description"), "tags": tuple(m.get("tags", ())),
+            "cate_id": m.get("cate_id"), "storage_location": o.get("storage_location"), "app_id": o.get("app_id"),
+            "user_data": self.ctx.namespace.user_data(item.name),
+        }
 
     def _upload_other(self, change: Change, rec: Record | None, source: ItemFiles) -> Record:
         """Images and attached media: no refresh exists, so a new credential means new media.
@@ -143,10 +143,8 @@ class Uploads:
         item = change.item
         assert item is not None and item.local is not None
         intent = rec.intent if rec is not None else None
-        if intent is not None:
-            serving = intent.supersedes
-        else:
-            serving = MediaRef(rec.remote_id, item.kind) if rec is not None and rec.remote_id else None
+        owned = MediaRef(rec.remote_id, item.kind) if rec is not None and rec.remote_id else None
+        serving = intent.supersedes if intent is not None else owned
         unfinished = rec.remote_id if rec is not None and intent is not None and intent.op is Op.UPLOAD else None
         if unfinished and unfinished != (serving and serving.media_id):
             delete_media(self.ctx.client, item.kind, [unfinished])
@@ -175,23 +173,13 @@ class Uploads:
     def _create_other(self, item: DesiredItem) -> UploadTicket:
         assert item.local is not None
         ext = os.path.splitext(item.local.path)[1].lstrip(".").lower()
-        common = {
-            "description": item.metadata.get("description"),
-            "tags": tuple(item.metadata.get("tags", ())),
-            "cate_id": item.metadata.get("cate_id"),
-            "storage_location": item.options.get("storage_location"),
-            "app_id": item.options.get("app_id"),
-            "user_data": self.ctx.namespace.user_data(item.name),
-        }
+        name, common = os.path.basename(item.local.path), self._created_with(item)
         if item.kind is Kind.IMAGE:
-            return self.ctx.client.create_upload_image(
-                image_type=item.options.get("image_type", "default"), image_ext=ext,
-                title=item.metadata.get("title"), original_file_name=os.path.basename(item.local.path), **common,
-            )
-        return self.ctx.client.create_upload_attached_media(
-            business_type=item.options["business_type"], media_ext=ext, title=item.metadata.get("title"),
-            file_name=os.path.basename(item.local.path), file_size=item.local.size, **common,
-        )
+            return self.ctx.client.create_upload_image(image_type=item.options.get("image_type", "default"),
+                                                       image_ext=ext, original_file_name=name, **common)
+        return self.ctx.client.create_upload_attached_media(business_type=item.options["business_type"],
+                                                            media_ext=ext, file_name=name, file_size=item.local.size,
+                                                            **common)
 
     def _part_threads(self, size: int) -> int:
         """Part threads for one file: its share of the run's upload streams (concurrency x
