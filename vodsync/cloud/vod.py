@@ -39,6 +39,7 @@ from vodsync.cloud.settings import CloudSettings, is_loopback_url
 from vodsync.cloud.types import (
     Created,
     Hit,
+    MediaKind,
     Registered,
     RegisterEntry,
     RemoteMedia,
@@ -941,37 +942,29 @@ def _url_job(item: Mapping[str, Any]) -> UrlJob:
     )
 
 
-def _video(v: Mapping[str, Any]) -> RemoteMedia:
+def _media(v: Mapping[str, Any], id_key: str, kind: MediaKind, **fields: Any) -> RemoteMedia:
+    """The fields every kind of media answers alike, and the kind's own (`fields`)."""
     return RemoteMedia(
-        media_id=v.get("VideoId", ""),
-        kind="video",
+        media_id=v.get(id_key, ""),
+        kind=kind,
         status=v.get("Status", ""),
         title=v.get("Title", ""),
         description=_opt(v.get("Description")),
         tags=_tags_tuple(v.get("Tags")),
-        cate_id=_int(v.get("CateId")),
-        cover_url=_opt(v.get("CoverURL")),
-        size=_int(v.get("Size")),
-        reference_id=_opt(v.get("ReferenceId")),
         creation_time=_opt(v.get("CreationTime")),
         user_data=_user_data_text(v.get("UserData")),
+        **fields,
     )
+
+
+def _video(v: Mapping[str, Any]) -> RemoteMedia:
+    return _media(v, "VideoId", "video", cate_id=_int(v.get("CateId")), cover_url=_opt(v.get("CoverURL")),
+                  size=_int(v.get("Size")), reference_id=_opt(v.get("ReferenceId")))
 
 
 def _image(v: Mapping[str, Any]) -> RemoteMedia:
-    mezzanine = v.get("Mezzanine") or {}
-    return RemoteMedia(
-        media_id=v.get("ImageId", ""),
-        kind="image",
-        status=v.get("Status", ""),
-        title=v.get("Title", ""),
-        description=_opt(v.get("Description")),
-        tags=_tags_tuple(v.get("Tags")),
-        cate_id=_int(v.get("CateId")),
-        size=_int(mezzanine.get("FileSize")),
-        creation_time=_opt(v.get("CreationTime")),
-        user_data=_user_data_text(v.get("UserData")),
-    )
+    size = _int((v.get("Mezzanine") or {}).get("FileSize"))
+    return _media(v, "ImageId", "image", cate_id=_int(v.get("CateId")), size=size)
 
 
 def _attached(v: Mapping[str, Any]) -> RemoteMedia:
@@ -979,15 +972,5 @@ def _attached(v: Mapping[str, Any]) -> RemoteMedia:
     if isinstance(categories, Mapping):  # some responses nest the list one level deeper
         categories = categories.get("Category") or []
     cate_id = _int(categories[0].get("CateId")) if categories else None
-    return RemoteMedia(
-        media_id=v.get("MediaId", ""),
-        kind="attached",
-        status=v.get("Status", ""),
-        title=v.get("Title", ""),
-        description=_opt(v.get("Description")),
-        tags=_tags_tuple(v.get("Tags")),
-        cate_id=cate_id,
-        size=_int(v.get("FileSize") or (v.get("Mezzanine") or {}).get("FileSize")),
-        creation_time=_opt(v.get("CreationTime")),
-        user_data=_user_data_text(v.get("UserData")),
-    )
+    size = _int(v.get("FileSize") or (v.get("Mezzanine") or {}).get("FileSize"))
+    return _media(v, "MediaId", "attached", cate_id=cate_id, size=size)
