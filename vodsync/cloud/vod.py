@@ -52,6 +52,7 @@ from vodsync.cloud.types import (
     search_hit,
 )
 from vodsync.errors import CloudError, CredentialsRejected
+from vodsync.logs import register_secret
 
 DEFAULT_UPLOAD_AUTH_LIFETIME = 3000  # seconds, vod-api.md §2, when UploadAuth says nothing
 NETWORK_ERROR = "SDK.HttpError"
@@ -108,6 +109,8 @@ class VodClient:
         self._clock = clock
         self._observer = observer
         self._secrets = settings.secrets()
+        for secret in self._secrets:  # scrubbed from every log line from now on, wherever it shows up
+            register_secret(secret)
         self._lock = threading.Lock()
         self.calls: collections.Counter[str] = collections.Counter()
         self._gate = _CredentialGate()
