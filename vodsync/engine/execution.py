@@ -182,11 +182,9 @@ def superseded_media(change: Change, rec: Record | None) -> MediaRef | None:
     A replace names it; a replace interrupted after its intent comes back as a resume, and the
     intent still names it: without that, the old media would never be deleted.
     """
-    if rec is None:
-        return None
-    if change.action is Action.REPLACE and rec.remote_id:
+    if rec is not None and change.action is Action.REPLACE and rec.remote_id:
         return MediaRef(rec.remote_id, rec.kind)
-    if change.action is Action.RESUME and rec.intent is not None:
+    if rec is not None and change.action is Action.RESUME and rec.intent is not None:
         return rec.intent.supersedes
     return None
 

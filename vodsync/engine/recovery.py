@@ -92,8 +92,8 @@ class Recovery:
         log.info("found video %s of %s created by an interrupted run; continuing it", media.media_id, rec.name)
 
     def _recover_orphans(self, rec: Record, owned: set[str]) -> None:
-        title = (rec.intent and rec.intent.title) or rec.metadata.get("title")
-        since = _intended_at(rec) - ORPHAN_WINDOW
+        intent = rec.intent or Intent(Op.CREATE)
+        title, since = intent.title or rec.metadata.get("title"), float(intent.at or 0) - ORPHAN_WINDOW
         if not title:
             return
         kind = rec.kind
@@ -111,7 +111,7 @@ class Recovery:
 
     def _recover_url(self, rec: Record, owned_jobs: set[str | None], fetch: str | None) -> None:
         intent = rec.intent or Intent(Op.CREATE)
-        since = _intended_at(rec) - ORPHAN_WINDOW
+        since = float(intent.at or 0) - ORPHAN_WINDOW
         # The URL about to be submitted is the intent's: for a replace, rec.source is still the old one.
         url = intent.url or rec.source
         # Recorded without its credentials; the service knows the job by the URL it was given.
@@ -130,8 +130,3 @@ class Recovery:
                                         metadata=rec.metadata if intent.metadata is None else intent.metadata,
                                         options=rec.options if intent.options is None else intent.options))
             log.info("adopted URL job %s of %s submitted by an interrupted run", job.job_id, rec.name)
-
-
-def _intended_at(rec: Record) -> float:
-    """When the record's intent was written (0: not recorded, so any media counts as after it)."""
-    return float(rec.intent.at or 0) if rec.intent is not None else 0.0

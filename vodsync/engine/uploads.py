@@ -66,9 +66,7 @@ class Uploads:
         item = change.item
         assert item is not None and item.local is not None
         rec = self.ctx.store.get(item.name)
-        if rec is not None and rec.remote_id and (
-            rec.status is RecordStatus.DELETING or rec.kind != item.kind
-        ):
+        if rec is not None and rec.remote_id and (rec.status is RecordStatus.DELETING or rec.kind != item.kind):
             # An interrupted delete, or a change of type: the old media goes first, then the
             # item is created afresh. Repeating a delete after a crash is harmless.
             delete_media(self.ctx.client, rec.kind, [rec.remote_id])
