@@ -150,3 +150,30 @@ def test_recovery_adopts_our_video_found_by_its_reference_id(store, tmp_path) ->
     other = store.get("other")
     assert other is not None and other.intent is None  # the cleanup was carried out first
     assert vod.calls[0] == ("delete_videos", ["v-old"])
+
+
+def test_url_submission_records_the_job_and_the_session_it_was_submitted_with(store, tmp_path) -> None:
+    sessions: list[str | None] = []
+
+    class UrlVod(FakeVod):
+        def url_upload_batches(self, entries: Sequence[Any], limit: int = 20) -> list[list[int]]:
+            return [list(range(len(entries)))]
+
+        def upload_media_by_url(self, entries: Sequence[Any], *, session_id: str | None = None) -> dict[str, str]:
+            sessions.append(session_id)
+            return {e.url: f"job-{i}" for i, e in enumerate(entries)}
+
+    store.put(Record("a", Kind.URL, RecordStatus.READY, "https://e/old.mp4", remote_id="v-old",
+                     metadata={"title": "Old"}))
+    item = DesiredItem(name="a", kind=Kind.URL, source="https://e/new.mp4", metadata={"title": "New"})
+    ingests = Ingests(context(store, UrlVod(), tmp_path))
+    batches = ingests.url_batches([Change(Action.REPLACE, "a", Kind.URL, "url changed", item=item)])
+
+    outcomes = list(ingests.submit_urls(batches[0]))
+
+    assert [(o.name, o.ok, o.pending) for o in outcomes] == [("a", True, True)]
+    rec = store.get("a")
+    assert rec is not None and rec.status is RecordStatus.INGESTING and rec.job_id == "job-0"
+    assert rec.intent is not None and rec.intent.op is Op.INGEST and rec.intent.session == sessions[0]
+    assert rec.intent.supersedes == MediaRef("v-old", Kind.URL)  # deleted once the job delivers
+    assert rec.intent.previous_source == "https://e/old.mp4" and rec.intent.previous_metadata == {"title": "Old"}

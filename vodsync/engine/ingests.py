@@ -79,7 +79,7 @@ class Ingests:
                     raise CloudError("MissingJob", f"UploadMediaByURL returned no job for {item.source}")
                 # What the record said before: a failed ingest puts it back, so the next plan retries.
                 assert rec.intent is not None
-                intent = rec.intent.replace(op=Op.INGEST, previous_source=rec.source,
+                intent = rec.intent.replace(op=Op.INGEST, session=session, previous_source=rec.source,
                                             previous_metadata=rec.metadata)
                 self.ctx.save(rec.ingesting(job, intent, source=item.source, metadata=meta_json(item),
                                             options=dict(item.options), protect=item.protect))

@@ -73,7 +73,7 @@ class MediaRef:
 
 # The JSON keys an intent is stored under, and the older spellings still read (never written).
 _INTENT_KEYS = frozenset({"op", "at", "title", "supersedes", "supersedes_kind", "url", "metadata", "options",
-                          "previous_source", "previous_metadata", "kind"})
+                          "session", "previous_source", "previous_metadata", "kind"})
 _OPS = {o.value: o for o in Op}
 
 
@@ -94,6 +94,7 @@ class Intent:
     url: str | None = None  # a URL ingest's URL, as recorded (credentials redacted)
     metadata: Mapping[str, Any] | None = None  # what a URL job was submitted with
     options: Mapping[str, Any] | None = None
+    session: str | None = None  # the SessionId a URL job was submitted with
     previous_source: str | None = None  # what the record said before a URL job: a failed job puts it back
     previous_metadata: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -114,7 +115,7 @@ class Intent:
             op=_OPS.get(op, op) if isinstance(op, str) else str(op),
             at=raw.get("at"), title=raw.get("title"),
             supersedes=MediaRef(old, raw.get("supersedes_kind") or raw.get("kind")) if old else None,
-            url=raw.get("url"), metadata=raw.get("metadata"), options=raw.get("options"),
+            url=raw.get("url"), metadata=raw.get("metadata"), options=raw.get("options"), session=raw.get("session"),
             previous_source=raw.get("previous_source"), previous_metadata=raw.get("previous_metadata"),
             extra={k: v for k, v in raw.items() if k not in _INTENT_KEYS},
         )
@@ -123,7 +124,7 @@ class Intent:
         out: dict[str, Any] = {"op": str(self.op), **self.extra}
         fields = {
             "at": self.at, "title": self.title, "url": self.url, "metadata": self.metadata,
-            "options": self.options, "previous_source": self.previous_source,
+            "options": self.options, "session": self.session, "previous_source": self.previous_source,
             "previous_metadata": self.previous_metadata,
         }
         out.update((k, v) for k, v in fields.items() if v is not None)
