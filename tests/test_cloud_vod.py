@@ -186,7 +186,7 @@ def test_update_delete_and_search(emulator, client):
     assert client.get_attached_media_infos([att.media_id])[0][att.media_id].title == "wm2"
 
     items = list(client.search_media("video", "Title = 'after'", fields=("Title",), page_size=1))
-    assert [i["MediaId"] for i in items if i.get("Video", {}).get("Title") == "after"] == [ticket.media_id]
+    assert [i.media_id for i in items if i.title == "after"] == [ticket.media_id]
 
     assert client.delete_videos([ticket.media_id, "d" * 32]) == ["d" * 32]
     assert client.get_video_infos([ticket.media_id]) == ({}, [ticket.media_id])
@@ -197,7 +197,7 @@ def test_update_delete_and_search(emulator, client):
 
 def test_search_pages_through_everything(emulator, client):
     ids = {client.create_upload_video(title=f"v{i}", file_name=f"v{i}.mp4").media_id for i in range(5)}
-    seen = [item["MediaId"] for item in client.search_media("video", "Status in ('Uploading')", page_size=2)]
+    seen = [hit.media_id for hit in client.search_media("video", "Status in ('Uploading')", page_size=2)]
     assert set(seen) == ids and len(seen) == 5
     assert client.calls["SearchMedia"] == 3
 

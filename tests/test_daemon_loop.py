@@ -20,7 +20,7 @@ from vodsync.daemon.loop import (
     DROP_MAX_ATTEMPTS,
     PRUNE_SETTLE_SECONDS,
     Daemon,
-    DaemonSettings,
+    LoopSettings,
 )
 from vodsync.daemon.manifests import load_lenient
 from vodsync.daemon.metrics import Metrics
@@ -55,7 +55,7 @@ class World:
         self.metrics = Metrics()
         self.client = VodClient(CloudSettings("emulator", "emulator-secret", endpoint=emulator.url),
                                 observer=self.metrics.api_call)
-        self.settings = DaemonSettings(
+        self.settings = LoopSettings(
             manifests=self.manifests, roots=[tmp], interval=600, prune=prune, max_delete=10, concurrency=2,
             drop_settings=(DropFolderSettings(path=self.drop, stable_seconds=5, after=after),),
         )

@@ -71,13 +71,13 @@ def digest_of(data: bytes) -> str:
 def test_tracker_needs_an_unchanged_window() -> None:
     t = StabilityTracker(5)
     t.observe("a", 10, 1, now=0)
-    assert t.stable(4.9) == [] and t.next_stable_at(1) == 5
+    assert not t.is_stable("a", 4.9) and t.next_stable_at(1) == 5
     t.observe("a", 20, 2, now=3)  # grew: the window starts again
-    assert t.stable(7) == []
+    assert not t.is_stable("a", 7)
     t.observe("a", 20, 2, now=7)  # same size and mtime: keeps the original start
-    assert t.stable(8) == ["a"] and t.next_stable_at(8) is None
+    assert t.is_stable("a", 8) and t.next_stable_at(8) is None
     t.retain([])
-    assert t.stable(100) == []
+    assert not t.is_stable("a", 100)
 
 
 def test_file_is_taken_only_after_the_window(env) -> None:

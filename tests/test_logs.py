@@ -137,3 +137,16 @@ def test_bad_arguments() -> None:
         setup_logging("info", "xml", io.StringIO())  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         setup_logging("loud", "json", io.StringIO())
+
+
+def test_the_configured_secret_is_registered_by_the_client_that_uses_it() -> None:
+    # Registration is not left to callers: making a VodClient registers the account's secrets.
+    from vodsync.cloud.settings import CloudSettings
+    from vodsync.cloud.vod import VodClient
+
+    stream = io.StringIO()
+    setup_logging("debug", "text", stream)  # type: ignore[arg-type]
+    VodClient(CloudSettings("AKID-test", SECRET, security_token="sts-" + SECRET[::-1]))
+    logging.getLogger("vodsync.test").info("oops: %s and %s", SECRET, "sts-" + SECRET[::-1])
+    out = stream.getvalue()
+    assert SECRET not in out and SECRET[::-1] not in out and "oops: *** and ***" in out

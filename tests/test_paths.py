@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from vodsync.desired.loader import load_manifests
-from vodsync.desired.paths import PathConfiner, confine, default_roots, repository_root
+from vodsync.desired.paths import PathConfiner, default_roots, repository_root
 from vodsync.errors import ManifestError, PathNotAllowed
 
 
@@ -124,8 +124,8 @@ def test_a_root_prefix_is_not_a_parent(tmp_path):
     (tmp_path / "repo").mkdir()
     (tmp_path / "repo-evil").mkdir()
     with pytest.raises(PathNotAllowed):
-        confine(tmp_path / "repo-evil" / "x.mp4", [tmp_path / "repo"])
-    assert confine("x.mp4", [tmp_path / "repo"], base_dir=tmp_path / "repo") == str(
+        PathConfiner([tmp_path / "repo"]).resolve(".", str(tmp_path / "repo-evil" / "x.mp4"))
+    assert PathConfiner([tmp_path / "repo"]).resolve(str(tmp_path / "repo"), "x.mp4")[0] == str(
         (tmp_path / "repo" / "x.mp4").resolve()
     )
 

@@ -394,7 +394,7 @@ def check_crash_record(rec: Record, gen: int) -> None:
     assert rec.remote_id == f"v-{h[:8]}" and rec.content_hash == h
     assert rec.size == gen and rec.mtime_ns == gen * 1000 and rec.attempts == gen
     assert rec.metadata == {"title": f"{rec.name}:{gen}", "tags": (str(gen), h[:4]), "description": h * 30}
-    assert rec.intent == {"op": "update", "gen": gen}
+    assert rec.intent is not None and rec.intent.to_json() == {"op": "update", "gen": gen}
 
 
 @pytest.mark.slow

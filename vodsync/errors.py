@@ -116,6 +116,8 @@ class CloudError(VodsyncError):
 
     `code` is the API's own error code (for example `Throttling.User`), or
     `SDK.HttpError` for a network failure; `request_id` helps Alibaba support.
+    `ambiguous`: the request may have reached the service, so a create may have taken
+    effect (it is never repeated blindly).
     """
 
     def __init__(
@@ -126,12 +128,14 @@ class CloudError(VodsyncError):
         status: int | None = None,
         request_id: str | None = None,
         retryable: bool = False,
+        ambiguous: bool = False,
     ) -> None:
         super().__init__(f"{code}: {message}", retryable=retryable)
         self.code = code
         self.api_message = message
         self.status = status
         self.request_id = request_id
+        self.ambiguous = ambiguous
 
 
 class CredentialExpired(CloudError):

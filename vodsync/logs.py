@@ -6,8 +6,9 @@ never reach a log line: whatever a caller logs by mistake — an AccessKeySecret
 in a dict repr, an UploadAuth in an SDK message, a signed URL's `Signature=` —
 is scrubbed from the message, the `extra` fields, the traceback and the stack
 before any formatter sees it. Secrets known by value (the configured
-AccessKeySecret, an STS token just minted) are registered with
-`register_secret` and scrubbed wherever they appear.
+AccessKeySecret and SecurityToken, which `VodClient` registers when it is made)
+are registered with `register_secret` and scrubbed wherever they appear; the
+short-lived upload tokens are caught by their shape.
 """
 
 from __future__ import annotations

@@ -355,6 +355,3 @@ def print_summary(result: Result, elapsed: float, console: Console, *, interrupt
     for o in failed:
         console.print(f"  ✗ {o.name}: {o.message}", style="red", markup=False, soft_wrap=True)
 
-
-def stderr_console() -> Console:
-    return console_for(sys.stderr)

@@ -21,6 +21,7 @@ from typing import TypeVar
 from vodsync.errors import CloudError
 
 T = TypeVar("T")
+E = TypeVar("E", bound=Exception)
 
 MAX_MESSAGE = 300
 
@@ -68,11 +69,6 @@ class RetryPolicy:
         if self.attempts < 1 or self.base < 0 or self.cap < 0:
             raise ValueError("RetryPolicy needs attempts >= 1 and non-negative base/cap")
 
-    @classmethod
-    def none(cls) -> RetryPolicy:
-        """A single attempt, no retries."""
-        return cls(attempts=1)
-
     def delays(self) -> Iterator[float]:
         """The waits between attempts: exactly `attempts - 1` of them."""
         rng = random.Random(self.seed)
@@ -86,14 +82,16 @@ def call_with_retry(
     *,
     delays: Iterable[float],
     sleep: Callable[[float], object],
-    retryable: Callable[[CloudError], bool] = lambda e: e.retryable,
+    retryable: Callable[[E], bool] = lambda e: e.retryable,  # type: ignore[attr-defined]
+    errors: type[E] = CloudError,  # type: ignore[assignment]
 ) -> T:
-    """Call `fn` until it returns, raises a non-retryable CloudError, or `delays` runs out."""
+    """The transport retry loop (VOD calls, OSS part listing): call `fn` until it returns, raises
+    an `errors` that is not `retryable` (or anything else), or `delays` runs out."""
     pending = iter(delays)
     while True:
         try:
             return fn()
-        except CloudError as exc:
+        except errors as exc:
             if not retryable(exc):
                 raise
             delay = next(pending, None)

@@ -7,8 +7,10 @@ their repr so that a stray log line or traceback cannot leak them.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, replace
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
 URL_JOB_TERMINAL = frozenset({"SUCCESS", "DOWNLOAD_FAIL", "UPLOAD_FAIL"})
@@ -47,6 +49,17 @@ class UploadTicket:
     media_id: str
     address: UploadAddress
     credential: UploadCredential
+
+
+@dataclass(frozen=True)
+class Created:
+    """What a Create* call came to: the service's answer, or (after a request that may have
+    landed) the ticket of the video it made, found again by its ReferenceId, or the news that
+    an earlier attempt with the same SessionId landed (`repeated`)."""
+
+    response: Mapping[str, Any] = field(default_factory=dict)
+    ticket: UploadTicket | None = None
+    repeated: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,3 +168,40 @@ def _is_ip_or_localhost(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One SearchMedia result, with what `SEARCH_FIELDS` brought back (None: not shown)."""
+
+    media_id: str
+    title: str | None
+    status: str | None
+    created: float | None  # CreationTime, epoch seconds
+
+
+# SearchMedia: the fields a search asks for, and the view of an item that holds them, by search type.
+SEARCH_FIELDS = ("Title", "Status", "CreationTime")
+_VIEW_KEYS = {"video": "Video", "audio": "Audio", "image": "Image", "attached": "AttachedMedia"}
+
+
+def search_hit(search_type: str, item: Mapping[str, Any]) -> Hit | None:
+    """The typed hit of one SearchMedia item (None: an item without a MediaId)."""
+    view = item.get(_VIEW_KEYS[search_type])
+    view = view if isinstance(view, Mapping) else {}
+    mid = item.get("MediaId") or ""
+    if not mid:
+        return None
+    title, status = view.get("Title", item.get("Title")), view.get("Status", item.get("Status"))
+    return Hit(mid, None if title is None else str(title), None if status is None else str(status),
+               iso_to_epoch(item.get("CreationTime") or view.get("CreationTime")))
+
+
+def iso_to_epoch(value: str | None) -> float | None:
+    """Epoch seconds of the API's ISO 8601 UTC times (None: absent or unreadable)."""
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None

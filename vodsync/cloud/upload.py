@@ -35,7 +35,13 @@ import requests.adapters
 from oss2 import exceptions as oss_errors
 from oss2.credentials import Credentials
 
-from vodsync.cloud.retry import RetryPolicy, install_sdk_log_scrubber, is_retryable_code, scrub
+from vodsync.cloud.retry import (
+    RetryPolicy,
+    call_with_retry,
+    install_sdk_log_scrubber,
+    is_retryable_code,
+    scrub,
+)
 from vodsync.cloud.settings import is_loopback_url
 from vodsync.cloud.types import UploadAddress, UploadCredential, UploadResult, UploadTicket
 from vodsync.errors import CloudError, CredentialExpired, LocalFileRefused, UploadInterrupted
@@ -148,6 +154,7 @@ def _upload(
         on_part=lambda number, part_bytes: _part_sent(number, part_bytes),
         on_part_bytes=reporter.part_sending,
         stop=stop,
+        sleep=sleep,
     )
     multipart = size >= multipart_threshold
     if part_size is None:
@@ -351,6 +358,12 @@ class _CredentialHolder(oss2.CredentialsProvider):
         self._install(ticket.credential)
 
 
+def _list_again(exc: oss_errors.OssError) -> bool:
+    """Whether a failed ListParts is tried again: a transient failure, not an expired credential."""
+    err = _translate(exc)
+    return err.retryable and not isinstance(err, CredentialExpired)
+
+
 class _Bucket(oss2.Bucket):
     """An oss2.Bucket that remembers the CRC-64 of every part it sent, reports the bytes of a
     part as they go out, and stops between parts once `stop()` is true.
@@ -361,8 +374,10 @@ class _Bucket(oss2.Bucket):
 
     def __init__(self, *args: Any, on_part: Callable[[int, int], None] | None = None,
                  on_part_bytes: Callable[[int, int], None] | None = None,
-                 stop: Callable[[], bool] | None = None, **kwargs: Any) -> None:
+                 stop: Callable[[], bool] | None = None, sleep: Callable[[float], object] = time.sleep,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._sleep = sleep
         self._on_part = on_part
         self._on_part_bytes = on_part_bytes
         self._stop = stop
@@ -373,15 +388,10 @@ class _Bucket(oss2.Bucket):
         # Every (re)start of a resumable upload lists parts twice before sending any. Retried
         # here, on its own: if one failed listing ended the whole attempt, a flaky network would
         # spend the upload's retry budget on attempts that could not make progress.
-        for delay in (*RETRY_LIST_PARTS, None):
-            try:
-                return super().list_parts(key, upload_id, marker, max_parts, headers)
-            except oss_errors.OssError as exc:
-                err = _translate(exc)
-                if delay is None or not err.retryable or isinstance(err, CredentialExpired):
-                    raise
-                time.sleep(delay)
-        raise AssertionError("unreachable")
+        return call_with_retry(
+            lambda: super(_Bucket, self).list_parts(key, upload_id, marker, max_parts, headers),
+            delays=RETRY_LIST_PARTS, sleep=self._sleep, errors=oss_errors.OssError, retryable=_list_again,
+        )
 
     def upload_part(self, key, upload_id, part_number, data, progress_callback=None, headers=None):  # type: ignore[no-untyped-def]
         # The part boundary: every part thread of resumable_upload passes here before sending.

@@ -29,6 +29,7 @@ from aliyunsdkcore.client import AcsClient
 from vodsync.cloud.retry import (
     IDENTITY_REJECTED_CODES,
     RetryPolicy,
+    call_with_retry,
     install_sdk_log_scrubber,
     is_credentials_rejected,
     is_retryable_code,
@@ -36,6 +37,9 @@ from vodsync.cloud.retry import (
 )
 from vodsync.cloud.settings import CloudSettings, is_loopback_url
 from vodsync.cloud.types import (
+    Created,
+    Hit,
+    MediaKind,
     Registered,
     RegisterEntry,
     RemoteMedia,
@@ -45,8 +49,10 @@ from vodsync.cloud.types import (
     UrlJob,
     UrlUploadEntry,
     same_file_url,
+    search_hit,
 )
 from vodsync.errors import CloudError, CredentialsRejected
+from vodsync.logs import register_secret
 
 DEFAULT_UPLOAD_AUTH_LIFETIME = 3000  # seconds, vod-api.md §2, when UploadAuth says nothing
 NETWORK_ERROR = "SDK.HttpError"
@@ -103,6 +109,8 @@ class VodClient:
         self._clock = clock
         self._observer = observer
         self._secrets = settings.secrets()
+        for secret in self._secrets:  # scrubbed from every log line from now on, wherever it shows up
+            register_secret(secret)
         self._lock = threading.Lock()
         self.calls: collections.Counter[str] = collections.Counter()
         self._gate = _CredentialGate()
@@ -147,10 +155,10 @@ class VodClient:
             "UserData": _user_data(user_data),
         }
         received = self._clock()
-        resp = self._create("CreateUploadVideo", params, reference_id=reference_id)
-        if "_refreshed" in resp:  # recovered through RefreshUploadVideo; already a ticket
-            return resp["_refreshed"]
-        return self._ticket("CreateUploadVideo", resp["VideoId"], resp, received)
+        created = self._create("CreateUploadVideo", params, reference_id=reference_id)
+        if created.ticket is not None:  # recovered through RefreshUploadVideo
+            return created.ticket
+        return self._ticket("CreateUploadVideo", created.response["VideoId"], created.response, received)
 
     def refresh_upload_video(self, *, video_id: str | None = None, reference_id: str | None = None) -> UploadTicket:
         if not (video_id or reference_id):
@@ -186,7 +194,7 @@ class VodClient:
             "OriginalFileName": original_file_name,
         }
         received = self._clock()
-        resp = self._create("CreateUploadImage", params)
+        resp = self._create("CreateUploadImage", params).response
         return self._ticket("CreateUploadImage", resp["ImageId"], resp, received)
 
     def create_upload_attached_media(
@@ -218,7 +226,7 @@ class VodClient:
             "UserData": _user_data(user_data),
         }
         received = self._clock()
-        resp = self._create("CreateUploadAttachedMedia", params)
+        resp = self._create("CreateUploadAttachedMedia", params).response
         return self._ticket("CreateUploadAttachedMedia", resp["MediaId"], resp, received)
 
     def upload_media_by_url(
@@ -252,9 +260,10 @@ class VodClient:
                 "UserData": _user_data(user_data),
             }
         )
-        resp = self._create("UploadMediaByURL", params, session=session_id is not None)
-        if "_repeated" in resp:  # an earlier attempt with this SessionId landed: find its jobs
+        created = self._create("UploadMediaByURL", params, session=session_id is not None)
+        if created.repeated:  # an earlier attempt with this SessionId landed: find its jobs
             return self._newest_jobs(urls)
+        resp = created.response
         encoded = params["UploadURLs"].split(",")
         out: dict[str, str] = {}
         jobs = resp.get("UploadJobs") or []
@@ -388,8 +397,9 @@ class VodClient:
 
     def search_media(
         self, search_type: str, match: str, *, fields: Sequence[str] = (), page_size: int = 100
-    ) -> Iterator[dict]:
-        """Yield every item of MediaList, page by page, oldest first (stable while media are added).
+    ) -> Iterator[Hit]:
+        """Yield a typed `Hit` for every item of MediaList, page by page, oldest first (stable while
+        media are added).
 
         Without `fields` the service returns only MediaId, CreationTime and MediaType; with them,
         those fields too, in the item's `Video` / `Image` / `AttachedMedia` / `Audio` view.
@@ -411,7 +421,7 @@ class VodClient:
                 },
             )
             items = resp.get("MediaList") or []
-            yield from items
+            yield from (hit for hit in (search_hit(search_type, item) for item in items) if hit is not None)
             seen += len(items)
             total = _int(resp.get("Total"))
             if len(items) < page_size or (total is not None and seen >= total):
@@ -503,39 +513,34 @@ class VodClient:
 
     def _call(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         """An idempotent call: every retryable failure is retried within the policy's budget."""
-        delays = self._policy.delays()
-        while True:
-            try:
-                return self._attempt(action, params)
-            except CloudError as exc:
-                self._backoff_or_raise(exc, delays)
+        return call_with_retry(lambda: self._attempt(action, params), delays=self._policy.delays(), sleep=self._sleep)
 
     def _create(
         self, action: str, params: Mapping[str, Any], *, reference_id: str | None = None, session: bool = False
-    ) -> dict[str, Any]:
+    ) -> Created:
         """A Create*: error responses mean "not done" and are retried; a request that may
         have landed (ambiguous network error) is never blindly repeated. With a SessionId
         (`session`) it is repeated as it is, and a refusal as a repeated session answers
-        `{"_repeated": True}`: some attempt with that SessionId landed."""
+        `Created(repeated=True)`: some attempt with that SessionId landed."""
         delays = self._policy.delays()
         maybe_done = False  # an earlier attempt may have created the media
         while True:
             try:
-                return self._attempt(action, params)
+                return Created(self._attempt(action, params))
             except CloudError as exc:
                 if session and _is_repeated_session(exc):
-                    return {"_repeated": True}
-                if getattr(exc, "ambiguous", False):
+                    return Created(repeated=True)
+                if exc.ambiguous:
                     if not session and reference_id is None:
                         raise self._ambiguous(action, exc) from exc
                     maybe_done = True
                     recovered = self._recover_video(reference_id) if reference_id else None
                     if recovered is not None:
-                        return {"_refreshed": recovered}
+                        return Created(ticket=recovered)
                 elif maybe_done and reference_id and _is_duplicate_reference(exc):
                     recovered = self._recover_video(reference_id)
                     if recovered is not None:
-                        return {"_refreshed": recovered}
+                        return Created(ticket=recovered)
                 try:
                     self._backoff_or_raise(exc, delays)
                 except CloudError as final:
@@ -626,9 +631,8 @@ class VodClient:
             message = (f"{message} VOD refused the {where} vodsync uses: check ALIBABA_CLOUD_ACCESS_KEY_ID and "
                        "ALIBABA_CLOUD_ACCESS_KEY_SECRET (or credentials: in the config file)")
             return CredentialsRejected(code, message, status=status, request_id=request_id, retryable=False)
-        err = CloudError(code, message, status=status, request_id=request_id, retryable=retryable)
-        err.ambiguous = ambiguous  # type: ignore[attr-defined]
-        return err
+        return CloudError(code, message, status=status, request_id=request_id, retryable=retryable,
+                          ambiguous=ambiguous)
 
     def _from_server_exception(self, exc: ServerException) -> CloudError:
         return self._error(
@@ -941,37 +945,29 @@ def _url_job(item: Mapping[str, Any]) -> UrlJob:
     )
 
 
-def _video(v: Mapping[str, Any]) -> RemoteMedia:
+def _media(v: Mapping[str, Any], id_key: str, kind: MediaKind, **fields: Any) -> RemoteMedia:
+    """The fields every kind of media answers alike, and the kind's own (`fields`)."""
     return RemoteMedia(
-        media_id=v.get("VideoId", ""),
-        kind="video",
+        media_id=v.get(id_key, ""),
+        kind=kind,
         status=v.get("Status", ""),
         title=v.get("Title", ""),
         description=_opt(v.get("Description")),
         tags=_tags_tuple(v.get("Tags")),
-        cate_id=_int(v.get("CateId")),
-        cover_url=_opt(v.get("CoverURL")),
-        size=_int(v.get("Size")),
-        reference_id=_opt(v.get("ReferenceId")),
         creation_time=_opt(v.get("CreationTime")),
         user_data=_user_data_text(v.get("UserData")),
+        **fields,
     )
+
+
+def _video(v: Mapping[str, Any]) -> RemoteMedia:
+    return _media(v, "VideoId", "video", cate_id=_int(v.get("CateId")), cover_url=_opt(v.get("CoverURL")),
+                  size=_int(v.get("Size")), reference_id=_opt(v.get("ReferenceId")))
 
 
 def _image(v: Mapping[str, Any]) -> RemoteMedia:
-    mezzanine = v.get("Mezzanine") or {}
-    return RemoteMedia(
-        media_id=v.get("ImageId", ""),
-        kind="image",
-        status=v.get("Status", ""),
-        title=v.get("Title", ""),
-        description=_opt(v.get("Description")),
-        tags=_tags_tuple(v.get("Tags")),
-        cate_id=_int(v.get("CateId")),
-        size=_int(mezzanine.get("FileSize")),
-        creation_time=_opt(v.get("CreationTime")),
-        user_data=_user_data_text(v.get("UserData")),
-    )
+    size = _int((v.get("Mezzanine") or {}).get("FileSize"))
+    return _media(v, "ImageId", "image", cate_id=_int(v.get("CateId")), size=size)
 
 
 def _attached(v: Mapping[str, Any]) -> RemoteMedia:
@@ -979,15 +975,5 @@ def _attached(v: Mapping[str, Any]) -> RemoteMedia:
     if isinstance(categories, Mapping):  # some responses nest the list one level deeper
         categories = categories.get("Category") or []
     cate_id = _int(categories[0].get("CateId")) if categories else None
-    return RemoteMedia(
-        media_id=v.get("MediaId", ""),
-        kind="attached",
-        status=v.get("Status", ""),
-        title=v.get("Title", ""),
-        description=_opt(v.get("Description")),
-        tags=_tags_tuple(v.get("Tags")),
-        cate_id=cate_id,
-        size=_int(v.get("FileSize") or (v.get("Mezzanine") or {}).get("FileSize")),
-        creation_time=_opt(v.get("CreationTime")),
-        user_data=_user_data_text(v.get("UserData")),
-    )
+    size = _int(v.get("FileSize") or (v.get("Mezzanine") or {}).get("FileSize"))
+    return _media(v, "MediaId", "attached", cate_id=cate_id, size=size)

@@ -151,7 +151,7 @@ class DaemonReporter:
 
 
 @dataclass(frozen=True)
-class DaemonSettings:
+class LoopSettings:
     """What the loop needs from flags and the config file; rebuilt on SIGHUP."""
 
     manifests: Path
@@ -164,7 +164,7 @@ class DaemonSettings:
     http: str | None = None
 
     @classmethod
-    def from_context(cls, ctx: Context) -> DaemonSettings:
+    def from_context(cls, ctx: Context) -> LoopSettings:
         args, config = ctx.args, ctx.config
         return cls(
             manifests=ctx.manifests,
@@ -229,7 +229,7 @@ class Daemon:
 
     def __init__(
         self,
-        settings: DaemonSettings,
+        settings: LoopSettings,
         store: StateStore,
         client: VodClient,
         *,
@@ -276,7 +276,7 @@ class Daemon:
         self._reported_error: str | None = None
         self.watcher: ChangeWatcher | None = None
         # SIGHUP: returns settings from a freshly read config (serve() builds it from the CLI's Context).
-        self.reread_settings: Callable[[], DaemonSettings] | None = None
+        self.reread_settings: Callable[[], LoopSettings] | None = None
         self.on_first_plan: Callable[[], None] | None = None  # serve_forever: send READY=1
         self.passes = 0
         self._counts: dict[str, int] = {}  # items by status as of the last pass or poll
@@ -284,7 +284,7 @@ class Daemon:
 
     # -- configuration --------------------------------------------------------------------
 
-    def _configure_folders(self, settings: DaemonSettings) -> None:
+    def _configure_folders(self, settings: LoopSettings) -> None:
         """Keep the DropFolder of an unchanged setting (its stability and done memory); build the rest."""
         # Settings hold lists (tags), so they are compared, not hashed.
         old = list(self.folders)
@@ -306,7 +306,7 @@ class Daemon:
             self.store.remember_hash(path, before.st_size, before.st_mtime_ns, digest)
         return digest
 
-    def reload(self, settings: DaemonSettings) -> None:
+    def reload(self, settings: LoopSettings) -> None:
         """Take new settings (SIGHUP): drop folders, interval, prune; reload manifests on the next pass."""
         self._configure_folders(settings)
         self.settings = settings
@@ -478,7 +478,7 @@ class Daemon:
         self._planned()  # READY=1 after the first plan, not after its uploads
         try:
             if plan.actions:
-                self._execute(plan, report, records)
+                self._execute(plan, report)
         finally:
             self._finish_drops(candidates, ran, report)
 
@@ -520,7 +520,7 @@ class Daemon:
         executor.stopping = self.stopping
         return executor
 
-    def _execute(self, plan: Plan, report: PassReport, before: dict[str, Record]) -> None:
+    def _execute(self, plan: Plan, report: PassReport) -> None:
         self.reporter.begin()
         self.metrics.queue_depth.set(len(plan.changes))
         try:
@@ -533,20 +533,18 @@ class Daemon:
                          ", ".join(result.stopped))
         finally:
             report.outcomes = self.reporter.final_outcomes()
-            self._settle_backoff(report.outcomes, before)
+            self._settle_backoff(report.outcomes)
 
     def poll(self) -> dict[str, Outcome]:
         """Look at URL jobs and transcoding once (an empty plan: recovery + one follow)."""
         started = time.monotonic()
-        # A poll can only touch what waits on VOD (or an interrupted create): not the whole library.
-        before = self.store.records(statuses=(*_ASYNC, RecordStatus.DELETING, RecordStatus.CREATING))
         self.reporter.begin()
         try:
             self._executor().run(Plan(actions=()))
         except VodsyncError as err:
             log.warning("could not poll VOD: %s", err.message)
         outcomes = self.reporter.final_outcomes()
-        self._settle_backoff(outcomes, before)
+        self._settle_backoff(outcomes)
         self._refresh_schedule()
         self._publish(time.monotonic() - started, ok=True, error=None, record_reconcile=False)
         return outcomes
@@ -616,7 +614,7 @@ class Daemon:
 
     # -- backoff and bookkeeping -------------------------------------------------------------
 
-    def _settle_backoff(self, outcomes: dict[str, Outcome], before: dict[str, Record]) -> None:
+    def _settle_backoff(self, outcomes: dict[str, Outcome]) -> None:
         """Persist when each failed item may be tried again; clear it for items that succeeded."""
         now = self.clock()
         for name, outcome in outcomes.items():
@@ -624,9 +622,8 @@ class Daemon:
             if rec is None:
                 continue
             if not outcome.ok:
-                # Most failures count themselves in the executor; make sure every one counts once.
-                prior = before[name].attempts if name in before else 0
-                attempts = rec.attempts if rec.attempts > prior else prior + 1
+                # The executor counted the failure in the record (`Record.failed`, once per failure).
+                attempts = max(1, rec.attempts)
                 delay = self.backoff.delay(attempts, self.rng)
                 self.store.put(rec.replace(attempts=attempts, next_attempt_at=now + delay))
                 log.warning("%s: attempt %d failed; next try in %.0f s", name, attempts, delay,
@@ -789,7 +786,7 @@ def serve(ctx: Context) -> int:
     """`vodsync watch`: run the daemon (or one pass with --once) for the CLI's resolved context."""
     args = ctx.args
     _apply_config_log_format(ctx)
-    settings = DaemonSettings.from_context(ctx)
+    settings = LoopSettings.from_context(ctx)
     metrics = Metrics()
     health = Health(settings.interval)
     notifier = Notifier.from_env()
@@ -800,7 +797,7 @@ def serve(ctx: Context) -> int:
         daemon = Daemon(settings, store, client, metrics=metrics, health=health, notifier=notifier,
                         exec_options=ctx.exec_options())
         # A new Context re-reads flags, environment and the config file, as at start.
-        daemon.reread_settings = lambda: DaemonSettings.from_context(type(ctx)(args))
+        daemon.reread_settings = lambda: LoopSettings.from_context(type(ctx)(args))
         if getattr(args, "once", False):
             reports = daemon.run_once()
             bad = [r for r in reports if r.error or r.failed or r.manifest_error]

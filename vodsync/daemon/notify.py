@@ -37,10 +37,6 @@ class Notifier:
             usec = int(raw)
         return cls(env.get("NOTIFY_SOCKET") or None, watchdog_usec=usec)
 
-    @property
-    def enabled(self) -> bool:
-        return self.address is not None
-
     def watchdog_interval(self) -> float | None:
         """Seconds between `watchdog()` pings: half of `WatchdogSec=`, as sd_watchdog_enabled advises."""
         return self.watchdog_usec / 2_000_000 if self.watchdog_usec else None
@@ -63,10 +59,6 @@ class Notifier:
 
     def status(self, text: str) -> bool:
         return self.send(*self._status(text))
-
-    def extend_timeout(self, seconds: float) -> bool:
-        """Ask for more time to start or stop (e.g. while an upload finishes its current part)."""
-        return self.send(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
 
     @staticmethod
     def _status(text: str | None) -> tuple[str, ...]:

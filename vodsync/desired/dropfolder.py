@@ -25,7 +25,7 @@ Owns, for one configured drop folder:
   moves it (and its sidecar) to `failed/` with `NAME.reason.txt`. Nothing here
   touches remote media: removing a file from a drop folder never deletes media.
 
-The caller records items with `origin=DropFolder.origin` (`drop:<label>`) so
+Items carry `made_by=DropFolder.origin` (`drop:<label>`), which their records keep, so
 prune never deletes them. Only the folder's top level is scanned. Symbolic
 links fail instead of being followed: whoever can write into the folder must
 not be able to upload any file the daemon can read.
@@ -49,7 +49,7 @@ from pydantic import ValidationError
 from vodsync.checksum import file_digest
 from vodsync.config import DropFolderSettings, describe_value, explain_error
 from vodsync.desired.hls import is_playlist
-from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile
+from vodsync.desired.items import UPDATABLE_FIELDS, DesiredItem, Kind, LocalFile, Origin
 from vodsync.desired.manifest import (
     ATTACHED_EXTENSIONS,
     IMAGE_EXTENSIONS,
@@ -103,9 +103,6 @@ class StabilityTracker:
     def is_stable(self, path: Any, now: float) -> bool:
         entry = self._seen.get(path)
         return entry is not None and now - entry[2] >= self.stable_seconds
-
-    def stable(self, now: float) -> list[Any]:
-        return [p for p, (_, _, since) in self._seen.items() if now - since >= self.stable_seconds]
 
     def next_stable_at(self, now: float) -> float | None:
         """The earliest time a path not yet stable becomes stable if it stays unchanged."""
@@ -349,9 +346,9 @@ class DropFolder:
         self._stuck: set[tuple[str, int, int, tuple[int, int] | None]] = set()
 
     @property
-    def origin(self) -> str:
-        """What the caller records as the items' origin, so prune leaves them alone."""
-        return f"drop:{self.label}"
+    def origin(self) -> Origin:
+        """The origin of this folder's items (their `made_by`), so prune leaves their records alone."""
+        return Origin.drop(self.label)
 
     def _validated_defaults(self) -> dict[str, Any]:
         raw = self.settings.defaults.model_dump(exclude={"title_template"}, exclude_none=True)
@@ -498,6 +495,7 @@ class DropFolder:
             options=options,
             local=LocalFile(str(file.path), file.size, file.mtime_ns, file.dev, file.ino),
             origin=Location(str(file.path)),
+            made_by=self.origin,
         )
         return item, digest
 

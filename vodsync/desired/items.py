@@ -9,27 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from vodsync.errors import Location
+from vodsync.vocab import Kind, Origin
 
-
-class Kind(StrEnum):
-    VIDEO = "video"  # local file -> CreateUploadVideo + OSS upload
-    IMAGE = "image"  # local file -> CreateUploadImage + OSS upload
-    ATTACHED = "attached"  # local file -> CreateUploadAttachedMedia + OSS upload
-    URL = "url"  # UploadMediaByURL, followed with GetURLUploadInfos
-    REGISTER = "register"  # RegisterMedia of an object already in OSS
-
-    @property
-    def uploads_local_file(self) -> bool:
-        return self in (Kind.VIDEO, Kind.IMAGE, Kind.ATTACHED)
-
-    @property
-    def remote_is_video(self) -> bool:
-        """URL ingests and registrations end as VOD videos, updated like uploaded ones."""
-        return self in (Kind.VIDEO, Kind.URL, Kind.REGISTER)
+__all__ = ["DesiredItem", "Kind", "LocalFile", "ManifestSet", "Move", "Origin", "UPDATABLE_FIELDS"]
 
 
 # Metadata a later Update* call can change, per kind. Everything else is fixed at creation.
@@ -92,7 +77,8 @@ class DesiredItem:
     options: Mapping[str, Any] = field(default_factory=dict)
     local: LocalFile | None = None
     protect: bool = False
-    origin: Location | None = None
+    origin: Location | None = None  # where it is declared (a manifest's line, a dropped file)
+    made_by: Origin = Origin.manifest()  # which producer made it: recorded as the record's origin
     import_id: str | None = None  # media to adopt instead of creating it (`import_id:` in a manifest)
     # A URL with `user:password@` is stored and shown redacted (`source`); this is the URL
     # to fetch. Changing only the password is not a new source. Never stored, never shown.

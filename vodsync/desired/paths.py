@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 from vodsync.errors import PathNotAllowed
@@ -87,7 +87,3 @@ class PathConfiner:
             )
         return real, info
 
-
-def confine(path: str | Path, roots: Sequence[Path | str], *, base_dir: str | Path = ".") -> str:
-    """One-off form of `PathConfiner.resolve`: the real path of `path` if it is inside `roots`."""
-    return PathConfiner(roots).resolve(os.fspath(base_dir), os.fspath(path))[0]

@@ -132,58 +132,14 @@ def _diff_one(
         if item.import_id:
             return Change(Action.IMPORT, item.name, item.kind, f"import {item.import_id}", item=item)
         return Change(Action.CREATE, item.name, item.kind, "new item", item=item, upload_bytes=size)
-    if record.kind != item.kind:
-        return Change(
-            Action.REPLACE,
-            item.name,
-            item.kind,
-            f"type changed from {record.kind} to {item.kind}",
-            fields=changed_fields(item, record.metadata),
-            item=item,
-            record=record,
-            upload_bytes=size,
-            current=record.metadata,
-        )
-    if record.status in _UNFINISHED:
-        return Change(
-            Action.RESUME, item.name, item.kind, _UNFINISHED[record.status], item=item, record=record,
-            upload_bytes=size,
-        )
-    if record.status is RecordStatus.FAILED and record.job_id:
-        # The URL job is recorded: whatever failed after the submission, following the job is
-        # the way on. Submitting again would make a second video (issue 11).
-        return Change(Action.FOLLOW, item.name, item.kind, f"URL ingest {record.job_id} recorded; following it",
-                      item=item, record=record)
-    if record.status is RecordStatus.FAILED and (record.remote_id is None or record.content_hash is None
-                                                 and item.kind.uploads_local_file):
-        why = f"last attempt failed: {record.last_error}" if record.last_error else "last attempt failed"
-        return Change(Action.RESUME, item.name, item.kind, why, item=item, record=record, upload_bytes=size)
-    if record.status is RecordStatus.INGESTING:
-        # The job delivers what was submitted; an edit since waits for it (`Executor._held_back`).
-        fields = changed_fields(item, record.metadata)
-        then = "url changed" if item.source != _recorded_source(record) else fields and f"{', '.join(fields)} changed"
-        return Change(Action.FOLLOW, item.name, item.kind, "URL ingest in progress" + (f"; then {then}" if then else ""),
-                      item=item, record=record)
-
+    unsettled = _unsettled(item, record, size)
+    if unsettled is not None:
+        return unsettled
     if remote is not None and item.name in remote and remote[item.name] is None:
         return Change(
             Action.CREATE, item.name, item.kind, "deleted remotely", item=item, record=record, upload_bytes=size
         )
-
-    # Content: URL and FileURL are compared as strings; local files by hash when their stat moved.
-    content_hash = record.content_hash
-    replace_reason = None
-    if item.kind.uploads_local_file:
-        if needs_hash(item, record):
-            content_hash = hashes.get(item.name)
-            if content_hash is None or content_hash != record.content_hash:
-                replace_reason = "content changed"
-                if record.content_hash and record.content_hash.startswith(IMPORTED_DIFFERS):
-                    held = record.content_hash[len(IMPORTED_DIFFERS):]
-                    replace_reason = (f"local file differs from the imported media (VOD holds "
-                                      f"{f'{held} B' if held else 'an unknown size'}, the local file has {size} B)")
-    elif item.source != _recorded_source(record):
-        replace_reason = "url changed" if item.kind is Kind.URL else "file_url changed"
+    replace_reason, content_hash = _content_change(item, record, hashes, size)
 
     current = record.metadata
     drift = ""
@@ -223,6 +179,66 @@ def _diff_one(
             Action.TOUCH, item.name, item.kind, "bookkeeping", item=item, record=record, content_hash=content_hash
         )
     return None
+
+
+def _unsettled(item: DesiredItem, record: Record, size: int) -> Change | None:
+    """The change of a record whose last step has not settled (a type change, an interrupted or
+    failed step, an ingest under way), whatever else the item says; None for a settled one."""
+    if record.kind != item.kind:
+        return Change(
+            Action.REPLACE,
+            item.name,
+            item.kind,
+            f"type changed from {record.kind} to {item.kind}",
+            fields=changed_fields(item, record.metadata),
+            item=item,
+            record=record,
+            upload_bytes=size,
+            current=record.metadata,
+        )
+    if record.status in _UNFINISHED:
+        return Change(
+            Action.RESUME, item.name, item.kind, _UNFINISHED[record.status], item=item, record=record,
+            upload_bytes=size,
+        )
+    if record.status is RecordStatus.FAILED and record.job_id:
+        # The URL job is recorded: whatever failed after the submission, following the job is
+        # the way on. Submitting again would make a second video (issue 11).
+        return Change(Action.FOLLOW, item.name, item.kind, f"URL ingest {record.job_id} recorded; following it",
+                      item=item, record=record)
+    if record.status is RecordStatus.FAILED and (record.remote_id is None or record.content_hash is None
+                                                 and item.kind.uploads_local_file):
+        why = f"last attempt failed: {record.last_error}" if record.last_error else "last attempt failed"
+        return Change(Action.RESUME, item.name, item.kind, why, item=item, record=record, upload_bytes=size)
+    if record.status is RecordStatus.INGESTING:
+        # The job delivers what was submitted; an edit since waits for it (`Executor._held_back`).
+        fields = changed_fields(item, record.metadata)
+        then = "url changed" if item.source != _recorded_source(record) else fields and f"{', '.join(fields)} changed"
+        return Change(Action.FOLLOW, item.name, item.kind, "URL ingest in progress" + (f"; then {then}" if then else ""),
+                      item=item, record=record)
+    return None
+
+
+def _content_change(
+    item: DesiredItem, record: Record, hashes: Mapping[str, str], size: int
+) -> tuple[str | None, str | None]:
+    """Why the item's content must be uploaded again (None: it need not), and its content hash.
+
+    URL and FileURL are compared as strings; local files by hash when their stat moved."""
+    content_hash = record.content_hash
+    replace_reason = None
+    if item.kind.uploads_local_file:
+        if needs_hash(item, record):
+            content_hash = hashes.get(item.name)
+            if content_hash is None or content_hash != record.content_hash:
+                replace_reason = "content changed"
+                if record.content_hash and record.content_hash.startswith(IMPORTED_DIFFERS):
+                    held = record.content_hash[len(IMPORTED_DIFFERS):]
+                    replace_reason = (f"local file differs from the imported media (VOD holds "
+                                      f"{f'{held} B' if held else 'an unknown size'}, the local file has {size} B)")
+    elif item.source != _recorded_source(record):
+        replace_reason = "url changed" if item.kind is Kind.URL else "file_url changed"
+    return replace_reason, content_hash
 
 
 # A register item's creation option: whether pruning it may delete the media, and with it the
@@ -271,11 +287,11 @@ def diff(
         if change is not None:
             changes.append(change)
     for name, record in records.items():
-        if name in wanted or record.origin != "manifest":
+        if name in wanted or record.origin.is_drop:
             continue
         reason = "removed from manifests"
         if record.protect:
             reason += "; protected"
-        changes.append(Change(Action.DELETE, name, Kind(record.kind), reason, record=record))
+        changes.append(Change(Action.DELETE, name, record.kind, reason, record=record))
     return changes
 

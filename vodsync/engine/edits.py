@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from vodsync.desired.items import Kind
+from vodsync.engine.context import RunContext
 from vodsync.engine.diff import ON_DELETE, Change, deletes_users_source
 from vodsync.engine.execution import (
     UPDATE_BATCH,
@@ -15,25 +17,27 @@ from vodsync.engine.execution import (
     log,
     meta_json,
 )
-from vodsync.errors import CloudError, CredentialsRejected, VodsyncError
+from vodsync.engine.ownership import delete_media
+from vodsync.errors import CloudError, VodsyncError
 from vodsync.state.store import Record, RecordStatus
 
 
+@dataclass(frozen=True)
 class Edits:
-    """Part of `Executor`: updates in batches, touches, and deletes (only what the plan allows)."""
+    """The worker of updates in batches, touches, and deletes (only what the plan allows)."""
 
-    # ------------------------------------------------------------------ updates
+    ctx: RunContext
 
-    def _update_batches(self, updates: list[Change]) -> list[list[Change]]:
+    def update_batches(self, updates: list[Change]) -> list[list[Change]]:
         videos = [[c] for c in updates if c.kind.remote_is_video]
         images = [c for c in updates if c.kind is Kind.IMAGE]
         attached = [c for c in updates if c.kind is Kind.ATTACHED]
         return videos + [list(b) for b in chunks(images, UPDATE_BATCH)] + [list(b) for b in chunks(attached, UPDATE_BATCH)]
 
-    def _update(self, batch: Sequence[Change]) -> None:
+    def update(self, batch: Sequence[Change]) -> Iterator[Outcome]:
         live: list[tuple[Change, Record]] = []
         for c in batch:
-            rec = self.store.get(c.name)
+            rec = self.ctx.store.get(c.name)
             if rec is None or not rec.remote_id:
                 raise VodsyncError(f"{c.name} has no remote media to update")
             live.append((c, rec))
@@ -42,32 +46,29 @@ class Edits:
         missing: list[str] = []
         if kind.remote_is_video:
             try:
-                self.client.update_video_info(*payload[0])
+                self.ctx.client.update_video_info(*payload[0])
             except CloudError as err:
                 if err.code != "InvalidVideo.NotFound":
                     raise
                 missing = [payload[0][0]]
         elif kind is Kind.IMAGE:
-            missing = list(self.client.update_image_infos(payload) or [])
+            missing = list(self.ctx.client.update_image_infos(payload) or [])
         else:
-            missing = list(self.client.update_attached_media_infos(payload) or [])
+            missing = list(self.ctx.client.update_attached_media_infos(payload) or [])
         for c, rec in live:
             assert c.item is not None
             if rec.remote_id in missing:
-                self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None,
-                                       last_error="deleted remotely", last_result="failed: deleted remotely"))
-                self._record_outcome(Outcome(c.name, "update", False, "the media was deleted remotely; "
-                                             "the next run creates it again"))
+                self.ctx.save(rec.failed("deleted remotely", remote_id=None))
+                yield Outcome(c.name, "update", False, "the media was deleted remotely; "
+                              "the next run creates it again")
                 continue
             merged = {**rec.metadata, **{f: meta_json(c.item)[f] for f in c.fields}}
-            self._save(rec.replace(metadata=merged, protect=c.item.protect,
-                                   last_result=f"updated {', '.join(c.fields)}", last_error=None))
-            self._record_outcome(Outcome(c.name, "update", True, f"updated {', '.join(c.fields)}"))
+            self.ctx.save(rec.replace(metadata=merged, protect=c.item.protect,
+                                      last_result=f"updated {', '.join(c.fields)}", last_error=None))
+            yield Outcome(c.name, "update", True, f"updated {', '.join(c.fields)}")
 
-    # ---------------------------------------------------------- touch, delete
-
-    def _touch(self, c: Change) -> None:
-        rec = self.store.get(c.name)
+    def touch(self, c: Change) -> None:
+        rec = self.ctx.store.get(c.name)
         if rec is None or c.item is None:
             return
         changes: dict[str, Any] = {"protect": c.item.protect}
@@ -79,44 +80,35 @@ class Edits:
             changes.update(source=local.path, size=local.total_size, mtime_ns=local.newest_mtime_ns)
             if c.content_hash:
                 changes["content_hash"] = c.content_hash
-        self._save(rec.replace(**changes))
+        self.ctx.save(rec.replace(**changes))
 
-    def _delete(self, deletes: list[Change]) -> None:
-        if not deletes or self.stopping.is_set():
-            return
+    def deleting(self, deletes: Sequence[Change]) -> list[tuple[Kind, Sequence[Record]]]:
+        """Record the intent to delete (`deleting`) for each record the plan may delete (not a
+        protected one, not one whose delete would take the user's own object): in batches by kind."""
         by_kind: dict[Kind, list[Record]] = {}
-        before: dict[str, Record | None] = {}
-        with self.store.transaction():
+        with self.ctx.store.transaction():
             for c in deletes:
-                rec = self.store.get(c.name)
+                rec = self.ctx.store.get(c.name)
                 if rec is None or rec.protect or deletes_users_source(rec):
                     continue
-                before[c.name] = rec
-                self._save(rec.replace(status=RecordStatus.DELETING))
-                by_kind.setdefault(Kind(rec.kind), []).append(rec)
-        for kind, recs in by_kind.items():
-            for batch in chunks(recs, VIDEO_BATCH):
-                ids = [r.remote_id for r in batch if r.remote_id]
-                try:
-                    self._abort_interrupted_uploads(kind, batch)
-                    if ids:
-                        self._delete_remote(kind, ids)
-                except CredentialsRejected as err:
-                    self._credentials_rejected(err, {r.name: before[r.name] for r in batch})
-                    return
-                except VodsyncError as err:
-                    for r in batch:
-                        self._fail(r.name, "delete", err, unusable=False)
-                    continue
-                for r in batch:
-                    if r.job_id and not r.remote_id and not self._drop_ingest(r):
-                        # The record stays DELETING with its job; following the job finishes the delete.
-                        self._record_outcome(Outcome(r.name, "delete", True, f"URL job {r.job_id} is already "
-                                                     "downloading; its video is deleted when it arrives",
-                                                     pending=True))
-                        continue
-                    self.store.delete(r.name)
-                    self._record_outcome(Outcome(r.name, "delete", True, f"deleted {r.remote_id or '(never created)'}"))
+                self.ctx.save(rec.replace(status=RecordStatus.DELETING))
+                by_kind.setdefault(rec.kind, []).append(rec)
+        return [(kind, batch) for kind, recs in by_kind.items() for batch in chunks(recs, VIDEO_BATCH)]
+
+    def delete(self, kind: Kind, batch: Sequence[Record]) -> Iterator[Outcome]:
+        """Delete one batch of `deleting` records' media (the records as they were before)."""
+        ids = [r.remote_id for r in batch if r.remote_id]
+        self._abort_interrupted_uploads(kind, batch)
+        if ids:
+            delete_media(self.ctx.client, kind, ids)
+        for r in batch:
+            if r.job_id and not r.remote_id and not self._drop_ingest(r):
+                # The record stays DELETING with its job; following the job finishes the delete.
+                yield Outcome(r.name, "delete", True, f"URL job {r.job_id} is already downloading; its video "
+                              "is deleted when it arrives", pending=True)
+                continue
+            self.ctx.store.delete(r.name)
+            yield Outcome(r.name, "delete", True, f"deleted {r.remote_id or '(never created)'}")
 
     def _abort_interrupted_uploads(self, kind: Kind, recs: Sequence[Record]) -> None:
         """Before their media goes: abort the multipart uploads that interrupted runs left for these
@@ -126,7 +118,7 @@ class Edits:
         or attached media, so those uploads stay, and the log says so."""
         from vodsync.cloud.upload import abort_checkpointed, list_checkpoints
 
-        checkpoints, _ = list_checkpoints(self.checkpoint_dir)
+        checkpoints, _ = list_checkpoints(self.ctx.checkpoint_dir)
         by_file: dict[str, list[Any]] = {}
         for cp in checkpoints:
             by_file.setdefault(cp.file_path, []).append(cp)
@@ -140,7 +132,7 @@ class Edits:
                             extra={"item": rec.name})
                 continue
             try:
-                ticket = self.client.refresh_upload_video(video_id=rec.remote_id)
+                ticket = self.ctx.client.refresh_upload_video(video_id=rec.remote_id)
             except CloudError as err:
                 if err.code != "InvalidVideo.NotFound":
                     raise  # the delete waits: once the video is gone, nothing could abort the upload
@@ -158,14 +150,14 @@ class Edits:
         Returns False while the job is still running and cannot be cancelled.
         """
         assert rec.job_id is not None
-        canceled, missing = self.client.cancel_url_upload_jobs([rec.job_id])
+        canceled, missing = self.ctx.client.cancel_url_upload_jobs([rec.job_id])
         if rec.job_id in canceled or rec.job_id in missing:
             return True
-        jobs, _ = self.client.get_url_upload_infos([rec.job_id])
+        jobs, _ = self.ctx.client.get_url_upload_infos([rec.job_id])
         if not jobs:
             return True
         if not jobs[0].terminal:
             return False
         if jobs[0].media_id:
-            self._delete_remote(Kind.URL, [jobs[0].media_id])
+            delete_media(self.ctx.client, Kind.URL, [jobs[0].media_id])
         return True

@@ -4,33 +4,20 @@ markers and intents vodsync records around every create (see `engine/executor.py
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol, runtime_checkable
 
-from vodsync.desired.items import DesiredItem
+from vodsync.desired.items import DesiredItem, Origin
 from vodsync.engine.diff import Action, Change
-from vodsync.state.store import Record
+from vodsync.state.records import Intent, MediaRef, Op, Record
 
 log = logging.getLogger("vodsync.apply")
 
 # Items per batched call (the API's limits, or what keeps a call's answer small).
 VIDEO_BATCH, URL_BATCH, URL_QUERY_BATCH, REGISTER_BATCH, UPDATE_BATCH = 20, 20, 10, 10, 20
-
-
-def reference_id(name: str) -> str:
-    """The ReferenceId of an item's video: stable, `[A-Za-z0-9_-]`, within 6-64 chars."""
-    return "vs_" + hashlib.sha1(name.encode()).hexdigest()
-
-
-def user_data(name: str) -> str:
-    """Marker on everything vodsync creates, so `vodsync gc` can tell our media from others'."""
-    return json.dumps({"Extend": {"vodsync": name}}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -185,43 +172,30 @@ def chunks(seq: Sequence[Any], n: int) -> Iterator[Sequence[Any]]:
         yield seq[i : i + n]
 
 
-def iso_to_epoch(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC).timestamp()
-    except ValueError:
-        return None
-
-
 def meta_json(item: DesiredItem) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in item.metadata.items()}
 
 
-def superseded_media(change: Change, rec: Record | None) -> tuple[str | None, str | None]:
+def superseded_media(change: Change, rec: Record | None) -> MediaRef | None:
     """The media a replace keeps serving until its successor is complete (and then deletes).
 
     A replace names it; a replace interrupted after its intent comes back as a resume, and the
     intent still names it: without that, the old media would never be deleted.
     """
-    if rec is None:
-        return None, None
-    if change.action is Action.REPLACE and rec.remote_id:
-        return rec.remote_id, rec.kind
-    intent = rec.intent or {}
-    if change.action is Action.RESUME and intent.get("supersedes"):
-        return intent["supersedes"], intent.get("supersedes_kind") or intent.get("kind")
-    return None, None
+    if rec is not None and change.action is Action.REPLACE and rec.remote_id:
+        return MediaRef(rec.remote_id, rec.kind)
+    if rec is not None and change.action is Action.RESUME and rec.intent is not None:
+        return rec.intent.supersedes
+    return None
 
 
-def cleanup_intent(old_id: str | None, old_kind: str | None, new_id: str) -> dict[str, Any] | None:
-    if not old_id or old_id == new_id:
+def cleanup_intent(old: MediaRef | None, new_id: str) -> Intent | None:
+    """What a finished replace leaves to do: delete the media it superseded (none: nothing)."""
+    if old is None or old.media_id == new_id:
         return None
-    return {"op": "cleanup", "supersedes": old_id, "kind": old_kind}
+    return Intent(Op.CLEANUP, supersedes=old)
 
 
-def origin_of(item: DesiredItem) -> str:
-    """Drop-folder items are named `drop/<folder>/<digest>`; their records are never pruned."""
-    if item.name.startswith("drop/"):
-        return "drop:" + item.name.split("/")[1]
-    return "manifest"
+def origin_of(item: DesiredItem) -> Origin:
+    """The origin a new record of `item` keeps: the producer that made the item says it."""
+    return item.made_by

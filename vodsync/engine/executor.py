@@ -12,15 +12,16 @@ A run, in order: settle the checkpoint writes a kill cut short, recover intents,
 execute the plan, follow ingests and transcoding (`--wait`), then carry out the
 edits an ingest in progress held back (`_held_back`) once it has delivered.
 
-This module is the driver (ordering, concurrency, outcomes, the intent and
-cleanup bookkeeping every kind shares); the work of each kind lives in
-`recovery.py`, `uploads.py`, `ingests.py` and `edits.py`, mixed into `Executor`.
-What they share is in `execution.py`.
+This module is the driver (ordering, concurrency, the per-item guard, recording
+outcomes). The work of each kind is done by plain workers, `Recovery`,
+`Uploads`, `Ingests` and `Edits` (their modules), each given one declared
+`RunContext` (`context.py`) and yielding the outcomes the driver records after
+the item's guard. What they share is in `execution.py` and `context.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vodsync.desired.items import Kind
+from vodsync.engine.context import RunContext, UploadTally
 from vodsync.engine.diff import Action, Change, diff_one
 from vodsync.engine.edits import Edits
 from vodsync.engine.execution import (
@@ -41,12 +43,9 @@ from vodsync.engine.execution import (
     Result,
     chunks,
     log,
-    origin_of,
-    reference_id,
-    user_data,
 )
 from vodsync.engine.ingests import Ingests
-from vodsync.engine.ownership import Namespace, delete_media, state_namespace
+from vodsync.engine.ownership import Namespace, reference_id, state_namespace, user_data
 from vodsync.engine.plan import Plan
 from vodsync.engine.recovery import Recovery
 from vodsync.engine.uploads import Uploads
@@ -59,7 +58,7 @@ if TYPE_CHECKING:  # the SDKs (oss2, aliyunsdkcore) cost ~0.3 s to import; `plan
 __all__ = ["ExecOptions", "Executor", "NullReporter", "Outcome", "Reporter", "Result", "reference_id", "user_data"]
 
 
-class Executor(Recovery, Uploads, Ingests, Edits):
+class Executor:
     """Carries out plans against one state file and one VOD account (see the module docstring)."""
 
     def __init__(
@@ -75,75 +74,102 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         sleep: Callable[[float], None] = time.sleep,
         namespace: Namespace | None = None,
     ) -> None:
-        self.store = store
-        self.client = client
-        # ReferenceIds and markers derive from it (ownership.py); recorded in the state on first use.
-        self.namespace = namespace or state_namespace(store)
-        self.checkpoint_dir = checkpoint_dir
-        self.options = options or ExecOptions()
-        self.reporter: Reporter = GuardedReporter(reporter or NullReporter())
         if uploader is None:
             from vodsync.cloud.upload import upload_file as uploader
-        self.uploader = uploader
-        self.clock = clock
-        self.sleep = sleep
-        self._result = Result()
-        self._upload_bytes = 0  # of the plan being run: what `_part_threads` shares out
-        self._lock = threading.Lock()
-        self._unreported = threading.local()  # outcomes of the item a guard is running, shown after it
+        self.store, self.options = store, options or ExecOptions()
+        self.reporter: Reporter = GuardedReporter(reporter or NullReporter())
         self.stopping = threading.Event()  # set on SIGTERM/Ctrl-C: no new work; uploads stop between parts
         self.rejected: CredentialsRejected | None = None  # VOD refused the credentials: the run stops
+        self._result = Result()
+        self._lock = threading.Lock()
+        # ReferenceIds and markers derive from the namespace (ownership.py), recorded in the state on first use.
+        self._base = RunContext(
+            store=store, client=client, namespace=namespace or state_namespace(store), options=self.options,
+            reporter=self.reporter, uploader=uploader, checkpoint_dir=checkpoint_dir, stopping=self.stopping,
+            clock=clock, sleep=sleep,
+        )
+
+    @property
+    def namespace(self) -> Namespace:
+        return self._base.namespace
+
+    def _context(self) -> RunContext:
+        """The one context every worker of a run is given (`stopping` may have been replaced)."""
+        return dataclasses.replace(self._base, stopping=self.stopping, tally=UploadTally())
 
     # ------------------------------------------------------------------ driver
 
     def run(self, plan: Plan) -> Result:
         self._result = Result()
         self.rejected = None
+        ctx = self._context()
         actions = list(plan.actions)
         from vodsync.cloud.upload import settle_checkpoints
 
-        settle_checkpoints(self.checkpoint_dir)  # before recovery resumes what they name
-        self.recover([c.name for c in actions], fetch_urls={c.name: c.item.fetch for c in actions if c.item})
+        settle_checkpoints(ctx.checkpoint_dir)  # before recovery resumes what they name
+        Recovery(ctx).recover([c.name for c in actions], fetch_urls={c.name: c.item.fetch for c in actions if c.item})
         self._resettle(actions)
-        self._execute(actions)
+        self._execute(ctx, actions)
         if self.rejected is not None:
             raise self.rejected
         touched = {c.name for c in actions}
-        deadline = self._now() + self.options.wait  # one --wait for all the following below
-        self._follow(touched, deadline)
+        deadline = ctx.now() + self.options.wait  # one --wait for all the following below
+        self._record(Ingests(ctx).follow(touched, deadline))
         held = self._held_back(actions)
         if held:  # the ingests they waited for have finished: carry them out now
-            self._execute(held)
-            self._follow({c.name for c in held}, deadline)
+            self._execute(ctx, held)
+            self._record(Ingests(ctx).follow({c.name for c in held}, deadline))
         unsettled = self.store.records(statuses=(RecordStatus.INGESTING, RecordStatus.PROCESSING))
         self._result.unsettled = sorted(name for name in unsettled if name in touched)
+        self._result.uploaded_bytes, self._result.upload_span = ctx.tally.sent, ctx.tally.span
         return self._result
 
-    def _execute(self, actions: Sequence[Change]) -> None:
+    def recover(self, names: Iterable[str] | None = None, *, fetch_urls: Mapping[str, str] | None = None) -> None:
+        """Settle the intents an interrupted run left behind (`Recovery.recover`)."""
+        Recovery(self._context()).recover(names, fetch_urls=fetch_urls)
+
+    def _execute(self, ctx: RunContext, actions: Sequence[Change]) -> None:
         uploads, urls, registers, updates, deletes = self._partition(actions)
-        self._upload_bytes = sum(c.upload_bytes for c in uploads)
+        ctx.tally.planned = sum(c.upload_bytes for c in uploads)
+        uploader, ingests, edits = Uploads(ctx), Ingests(ctx), Edits(ctx)
         with ThreadPoolExecutor(max_workers=max(1, self.options.concurrency)) as pool:
             futures: list[Future[None]] = []
             # Largest first: a big file started last would upload alone at the end, on one
             # worker's part threads, while the others sit idle (bench/upload_throughput.py).
             for c in sorted(uploads, key=lambda c: -c.upload_bytes):
-                futures.append(pool.submit(self._guard, c, self._upload))
-            for batch in self._url_batches(urls):
-                futures.append(pool.submit(self._guard_batch, batch, self._submit_urls))
-            for group in self._register_groups(registers):
+                futures.append(pool.submit(self._guard, [c], lambda b: uploader.upload(b[0])))
+            for batch in ingests.url_batches(urls):
+                futures.append(pool.submit(self._guard, batch, ingests.submit_urls))
+            for group in ingests.register_groups(registers):
                 for batch in chunks(group, REGISTER_BATCH):
-                    futures.append(pool.submit(self._guard_batch, batch, self._register))
-            for batch in self._update_batches(updates):
-                futures.append(pool.submit(self._guard_batch, batch, self._update))
+                    futures.append(pool.submit(self._guard, batch, ingests.register))
+            for batch in edits.update_batches(updates):
+                futures.append(pool.submit(self._guard, batch, edits.update))
             for f in futures:
                 f.result()
         for c in actions:
             if c.action is Action.TOUCH:
-                self._touch(c)
+                edits.touch(c)
         if self.stopping.is_set():
             self._result.not_started.extend(c.name for c in deletes)
-        else:
-            self._delete(deletes)
+        elif deletes:
+            self._delete(edits, deletes)
+
+    def _delete(self, edits: Edits, deletes: Sequence[Change]) -> None:
+        """Deletes, batch by batch: a refusal of the credentials stops them (the run ends with
+        it); any other error fails its batch's items, which stay `deleting` for the next run."""
+        before = {c.name: self.store.get(c.name) for c in deletes}
+        for kind, batch in edits.deleting(deletes):
+            outcomes: list[Outcome] = []
+            try:
+                outcomes.extend(edits.delete(kind, batch))
+            except CredentialsRejected as err:
+                self._credentials_rejected(err, {r.name: before[r.name] for r in batch})
+                return
+            except VodsyncError as err:
+                outcomes.extend(self._fail(r.name, "delete", err, unusable=False) for r in batch)
+            finally:
+                self._record(outcomes)
 
     def _resettle(self, actions: Iterable[Change]) -> None:
         """A record that says `failed` although its create is recorded (a job, a media ID: see
@@ -156,7 +182,7 @@ class Executor(Recovery, Uploads, Ingests, Edits):
             if rec is None or rec.status is not RecordStatus.FAILED:
                 continue
             status = RecordStatus.INGESTING if rec.job_id else RecordStatus.PROCESSING
-            self._save(rec.replace(status=status))
+            self.store.put(rec.replace(status=status))
             log.info("%s: recorded as failed, but its %s is recorded; following it", c.name,
                      f"URL job {rec.job_id}" if rec.job_id else f"media {rec.remote_id}")
 
@@ -176,100 +202,58 @@ class Executor(Recovery, Uploads, Ingests, Edits):
         return held
 
     def _partition(self, actions: Iterable[Change]) -> tuple[list[Change], ...]:
-        uploads: list[Change] = []
-        urls: list[Change] = []
-        registers: list[Change] = []
-        updates: list[Change] = []
-        deletes: list[Change] = []
+        """Uploads, URL ingests, registrations, updates and deletes (touches and follows come after)."""
+        parts: tuple[list[Change], ...] = ([], [], [], [], [])
         for c in actions:
-            if c.action is Action.DELETE:
-                deletes.append(c)
-            elif c.action is Action.UPDATE:
-                updates.append(c)
-            elif c.action in (Action.TOUCH, Action.FOLLOW):
-                continue  # bookkeeping after the pool; following after the run's work
-            elif c.kind is Kind.URL:
-                urls.append(c)
-            elif c.kind is Kind.REGISTER:
-                registers.append(c)
-            else:
-                uploads.append(c)
-        return uploads, urls, registers, updates, deletes
+            if c.action in (Action.DELETE, Action.UPDATE):
+                parts[4 if c.action is Action.DELETE else 3].append(c)
+            elif c.action not in (Action.TOUCH, Action.FOLLOW):
+                parts[{Kind.URL: 1, Kind.REGISTER: 2}.get(c.kind, 0)].append(c)
+        return parts
 
-    def _record_outcome(self, outcome: Outcome) -> None:
-        """Record (and log) first; the reporter is shown it after the item's guard, if one runs."""
-        with self._lock:
-            self._result.outcomes.append(outcome)
-        (log.info if outcome.ok else log.warning)(
-            "%s %s: %s", outcome.action, outcome.name, outcome.message,
-            extra={"item": outcome.name, "action": outcome.action, "ok": outcome.ok},
-        )
-        pending = getattr(self._unreported, "outcomes", None)
-        if pending is None:
+    def _record(self, outcomes: Iterable[Outcome]) -> None:
+        """Record, log and show each outcome (a worker's, after its item's guard)."""
+        for outcome in outcomes:
+            with self._lock:
+                self._result.outcomes.append(outcome)
+            (log.info if outcome.ok else log.warning)(
+                "%s %s: %s", outcome.action, outcome.name, outcome.message,
+                extra={"item": outcome.name, "action": outcome.action, "ok": outcome.ok},
+            )
             self.reporter.outcome(outcome)
-        else:
-            pending.append(outcome)
 
-    @contextlib.contextmanager
-    def _reporting_after(self) -> Iterator[None]:
-        """Outcomes recorded inside are shown to the reporter on the way out, outside the
-        item's failure guard (which `GuardedReporter` makes doubly sure of)."""
-        self._unreported.outcomes = pending = []
-        try:
-            yield
-        finally:
-            self._unreported.outcomes = None
-            for outcome in pending:
-                self.reporter.outcome(outcome)
-
-    def _fail(self, name: str, action: str, err: BaseException, *, unusable: bool) -> None:
+    def _fail(self, name: str, action: str, err: BaseException, *, unusable: bool) -> Outcome:
         message = err.message if isinstance(err, VodsyncError) else f"unexpected error: {type(err).__name__}: {err}"
         rec = self.store.get(name)
         if rec is not None:
-            changes: dict[str, Any] = {
-                "last_result": f"failed: {message}"[:500],
-                "last_error": message[:500],
-                "attempts": rec.attempts + 1,
-            }
-            if unusable and rec.status is not RecordStatus.CREATING:
-                changes["status"] = RecordStatus.FAILED
-            self.store.put(rec.replace(**changes))
-        self._record_outcome(Outcome(name, action, False, message))
+            keep = not unusable or rec.status is RecordStatus.CREATING
+            self.store.put(rec.failed(message, status=None if keep else RecordStatus.FAILED))
+        return Outcome(name, action, False, message)
 
-    def _guard(self, change: Change, fn: Callable[[Change], None]) -> None:
-        if self._not_starting([change.name]):
-            return
-        before = {change.name: self.store.get(change.name)}
-        with self._reporting_after():
-            try:
-                fn(change)
-            except UploadInterrupted:
-                # Not a failure: the record stays `uploading`; the next run resumes the upload.
-                with self._lock:
-                    self._result.stopped.append(change.name)
-                log.info("upload %s: stopped at a part boundary; the next run resumes it", change.name,
-                         extra={"item": change.name})
-            except CredentialsRejected as err:
-                self._credentials_rejected(err, before)
-            except Exception as err:  # noqa: BLE001 - one item's failure must not stop the others
-                if not isinstance(err, VodsyncError):
-                    log.exception("unexpected error on %s", change.name)
-                self._fail(change.name, str(change.action), err, unusable=change.action is not Action.UPDATE)
-
-    def _guard_batch(self, batch: Sequence[Change], fn: Callable[[Sequence[Change]], None]) -> None:
+    def _guard(self, batch: Sequence[Change], work: Callable[[Sequence[Change]], Iterator[Outcome]]) -> None:
+        """Run one worker on one item or batch: its failure is the items' failure, never the run's.
+        The outcomes it gave are recorded after it, outside this guard."""
         if self._not_starting([c.name for c in batch]):
             return
         before = {c.name: self.store.get(c.name) for c in batch}
-        with self._reporting_after():
-            try:
-                fn(batch)
-            except CredentialsRejected as err:
-                self._credentials_rejected(err, before)
-            except Exception as err:  # noqa: BLE001
-                if not isinstance(err, VodsyncError):
-                    log.exception("unexpected error on a batch")
-                for c in batch:
-                    self._fail(c.name, str(c.action), err, unusable=c.action is not Action.UPDATE)
+        outcomes: list[Outcome] = []
+        try:
+            outcomes.extend(work(batch))
+        except UploadInterrupted:
+            # Not a failure: the record stays `uploading`; the next run resumes the upload.
+            with self._lock:
+                self._result.stopped.extend(c.name for c in batch)
+            for c in batch:
+                log.info("upload %s: stopped at a part boundary; the next run resumes it", c.name,
+                         extra={"item": c.name})
+        except CredentialsRejected as err:
+            self._credentials_rejected(err, before)
+        except Exception as err:  # noqa: BLE001 - one item's failure must not stop the others
+            if not isinstance(err, VodsyncError):
+                log.exception("unexpected error on %s", ", ".join(c.name for c in batch))
+            outcomes.extend(self._fail(c.name, str(c.action), err, unusable=c.action is not Action.UPDATE)
+                            for c in batch)
+        self._record(outcomes)
 
     def _not_starting(self, names: Sequence[str]) -> bool:
         """True when no new work may start: a stop was asked for (the items are counted as not
@@ -298,37 +282,4 @@ class Executor(Recovery, Uploads, Ingests, Edits):
             if prev is None:
                 self.store.delete(name)
             else:
-                self._save(prev)
-
-    def _now(self) -> float:
-        return self.clock()
-
-    def _save(self, record: Record) -> Record:
-        self.store.put(record)
-        return record
-
-    # ------------------------------------------------ intents and cleanup (every kind)
-
-    def _intent(self, change: Change, **intent: Any) -> Record:
-        """Write what is about to be created before the call that creates it."""
-        item = change.item
-        assert item is not None
-        prev = self.store.get(item.name)
-        base = prev or Record(name=item.name, kind=str(item.kind), status=RecordStatus.CREATING, source=item.source)
-        intent = {"op": "create", "at": self._now(), "title": item.metadata.get("title"), **intent}
-        return self._save(base.replace(
-            kind=str(item.kind), status=RecordStatus.CREATING, intent=intent, protect=item.protect,
-            origin=base.origin if prev else origin_of(item),
-            reference_id=self.namespace.reference_id(item.name) if item.kind is Kind.VIDEO else None,
-        ))
-
-    def _cleanup(self, name: str) -> None:
-        """Delete the media a finished replace superseded, then forget the intent."""
-        rec = self.store.get(name)
-        if rec is None or not rec.intent or rec.intent.get("op") != "cleanup":
-            return
-        self._delete_remote(Kind(rec.intent.get("kind") or rec.kind), [rec.intent["supersedes"]])
-        self._save(rec.replace(intent=None))
-
-    def _delete_remote(self, kind: Kind, ids: Sequence[str]) -> None:
-        delete_media(self.client, kind, ids)
+                self.store.put(prev)

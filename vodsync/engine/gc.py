@@ -37,10 +37,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from vodsync.cloud.types import iso_to_epoch
 from vodsync.cloud.upload import Checkpoint, abort_checkpointed, list_checkpoints
 from vodsync.cloud.vod import DEFAULT_UPLOAD_AUTH_LIFETIME, VodClient
 from vodsync.desired.items import Kind
-from vodsync.engine.execution import VIDEO_BATCH, chunks, iso_to_epoch
+from vodsync.engine.execution import VIDEO_BATCH, chunks
 from vodsync.engine.ownership import (
     Namespace,
     delete_media,
@@ -50,6 +51,7 @@ from vodsync.engine.ownership import (
     search,
     state_namespace,
 )
+from vodsync.engine.reconcile import checkpoint_dir
 from vodsync.errors import VodsyncError
 from vodsync.state.store import Record, RecordStatus, StateStore
 
@@ -86,12 +88,6 @@ class Findings:
         return not (self.media or self.uploads or self.junk)
 
 
-def checkpoint_dir(state_path: Path) -> Path:
-    from vodsync.engine.reconcile import checkpoint_dir as where
-
-    return where(state_path)
-
-
 def find_leftovers(
     records: Mapping[str, Record],
     client: VodClient,
@@ -104,7 +100,7 @@ def find_leftovers(
     """Everything gc would remove; reads only (SearchMedia, Get*Info, and the checkpoint directory)."""
     found = Findings()
     owned = owned_media(records)
-    refs = {r.reference_id or namespace.reference_id(r.name) for r in records.values() if r.kind == "video"}
+    refs = {r.reference_id or namespace.reference_id(r.name) for r in records.values() if r.kind is Kind.VIDEO}
     for kind in _KINDS:
         hits = [h for h in search(client, kind, uploading=True, until=now - lifetime)
                 if h.media_id not in owned and h.status in (None, "Uploading")]
@@ -240,7 +236,7 @@ def _why_not(cp: Checkpoint, records: Mapping[str, Record], refused: Mapping[str
         if r.remote_id in refused:
             return f"RefreshUploadVideo of video {r.remote_id} failed: {refused[r.remote_id]}"
     for r in owners:
-        if r.kind == "video":
+        if r.kind is Kind.VIDEO:
             return (f"its key belongs to video {r.remote_id} of item {r.name!r}, which is live: a credential for "
                     "it (RefreshUploadVideo) would put that video back to Uploading")
         return (f"its key belongs to the {r.kind} media {r.remote_id} of item {r.name!r}; VOD has no call that "

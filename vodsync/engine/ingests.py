@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from vodsync.cloud.types import RegisterEntry, UrlUploadEntry
 from vodsync.desired.items import DesiredItem, Kind
+from vodsync.engine.context import RunContext
 from vodsync.engine.diff import FAILED_VIDEO, IN_REVIEW, Action, Change, deletes_users_source
 from vodsync.engine.execution import (
     URL_BATCH,
@@ -24,76 +26,83 @@ from vodsync.engine.execution import (
     meta_json,
     superseded_media,
 )
+from vodsync.engine.ownership import delete_media
 from vodsync.errors import CloudError, VodsyncError
+from vodsync.state.records import MediaRef, Op
 from vodsync.state.store import Record, RecordStatus
 
 
+@dataclass(frozen=True)
 class Ingests:
-    """Part of `Executor`: URL ingests, registrations and following asynchronous jobs."""
+    """The worker of URL ingests, registrations and following asynchronous jobs."""
 
-    # --------------------------------------------------------------- URL ingest
+    ctx: RunContext
 
-    def _url_batches(self, changes: Sequence[Change]) -> list[list[Change]]:
+    def _recorded(self, c: Change) -> tuple[DesiredItem, Record]:
+        """The item of a change being carried out, and its record (its intent is written)."""
+        rec = self.ctx.store.get(c.name)
+        assert c.item is not None and rec is not None
+        return c.item, rec
+
+    def url_batches(self, changes: Sequence[Change]) -> list[list[Change]]:
         """UploadMediaByURL calls: at most URL_BATCH items, and small enough for one query string."""
         out: list[list[Change]] = []
         for batch in chunks(changes, URL_BATCH):
-            groups = self.client.url_upload_batches([_url_entry(c.item) for c in batch if c.item], URL_BATCH)
+            groups = self.ctx.client.url_upload_batches([_url_entry(c.item) for c in batch if c.item], URL_BATCH)
             out.extend([batch[i] for i in group] for group in groups)
         return out
 
-    def _submit_urls(self, batch: Sequence[Change]) -> None:
+    def submit_urls(self, batch: Sequence[Change]) -> Iterator[Outcome]:
         todo: list[Change] = []
         for c in batch:
-            rec = self.store.get(c.name)
+            rec = self.ctx.store.get(c.name)
             if rec is not None and rec.status is RecordStatus.INGESTING:
                 continue  # adopted by recovery
-            old, old_kind = superseded_media(c, rec)
+            old = superseded_media(c, rec)
             if rec is not None and rec.remote_id and c.action is Action.CREATE:
                 # Deleted remotely: forget the dead ID, so a failed ingest is retried (RESUME).
-                self._save(rec.replace(remote_id=None))
+                self.ctx.save(rec.replace(remote_id=None))
             assert c.item is not None
-            self._intent(c, supersedes=old, supersedes_kind=old_kind, url=c.item.source,
-                         metadata=meta_json(c.item), options=dict(c.item.options))
+            self.ctx.intend(c, supersedes=old, url=c.item.source, metadata=meta_json(c.item),
+                         options=dict(c.item.options))
             todo.append(c)
         if not todo:
             return
         entries = [_url_entry(c.item) for c in todo if c.item is not None]
-        session = _session_id(self.store.get(c.name) for c in todo)
-        jobs = self.client.upload_media_by_url(entries, session_id=session)
-        with self.store.transaction():
+        session = _session_id(self.ctx.store.get(c.name) for c in todo)
+        jobs = self.ctx.client.upload_media_by_url(entries, session_id=session)
+        with self.ctx.store.transaction():
             for c in todo:
-                assert c.item is not None
-                rec = self.store.get(c.name)
-                assert rec is not None
-                job = jobs.get(c.item.fetch)
+                item, rec = self._recorded(c)
+                job = jobs.get(item.fetch)
                 if job is None:
-                    raise CloudError("MissingJob", f"UploadMediaByURL returned no job for {c.item.source}")
+                    raise CloudError("MissingJob", f"UploadMediaByURL returned no job for {item.source}")
                 # What the record said before: a failed ingest puts it back, so the next plan retries.
-                previous = {"previous_source": rec.source, "previous_metadata": dict(rec.metadata)}
-                self._save(rec.replace(status=RecordStatus.INGESTING, job_id=job, source=c.item.source,
-                                       metadata=meta_json(c.item), options=dict(c.item.options),
-                                       intent={**(rec.intent or {}), "op": "ingest", **previous},
-                                       protect=c.item.protect))
+                assert rec.intent is not None
+                intent = rec.intent.replace(op=Op.INGEST, session=session, previous_source=rec.source,
+                                            previous_metadata=rec.metadata)
+                self.ctx.save(rec.ingesting(job, intent, source=item.source, metadata=meta_json(item),
+                                            options=dict(item.options), protect=item.protect))
         for c in todo:
-            self._record_outcome(Outcome(c.name, str(c.action), True, f"submitted URL ingest {jobs[c.item.fetch]}",
-                                         pending=True))
+            yield Outcome(c.name, str(c.action), True, f"submitted URL ingest {jobs[c.item.fetch]}",
+                          pending=True)
 
-    def _follow(self, names: set[str], deadline: float | None = None) -> None:
+    def follow(self, names: set[str], deadline: float | None = None) -> Iterator[Outcome]:
         """Follow URL jobs and transcoding until they settle or the wait (`--wait` from now, or
         until `deadline`) runs out; the reporter is told what is waited for, and when it ends."""
-        began = self._now()
+        began = self.ctx.now()
         try:
-            self._follow_until(names, began, deadline)
+            yield from self._follow_until(names, began, deadline)
         finally:
-            self.reporter.waiting(Waiting(0, 0, self._now() - began))
+            self.ctx.reporter.waiting(Waiting(0, 0, self.ctx.now() - began))
 
-    def _follow_until(self, names: set[str], began: float, deadline: float | None) -> None:
+    def _follow_until(self, names: set[str], began: float, deadline: float | None) -> Iterator[Outcome]:
         if deadline is None:
-            deadline = self._now() + self.options.wait
+            deadline = self.ctx.now() + self.ctx.options.wait
         first = True
-        delay = min(0.25, self.options.poll_interval)  # quick first looks, then back off
+        delay = min(0.25, self.ctx.options.poll_interval)  # quick first looks, then back off
         while True:
-            records = self.store.records(
+            records = self.ctx.store.records(
                 statuses=(RecordStatus.INGESTING, RecordStatus.DELETING, RecordStatus.PROCESSING))
             # A pruned item whose URL job could not be cancelled is followed too: its video is
             # deleted when the job delivers it.
@@ -102,97 +111,88 @@ class Ingests:
             processing = [r for r in records.values() if r.status is RecordStatus.PROCESSING and r.remote_id]
             if not ingesting and not processing:
                 return
-            if not first and (self._now() >= deadline or self.stopping.is_set()):
+            if not first and (self.ctx.now() >= deadline or self.ctx.stopping.is_set()):
                 for r in ingesting:
                     if r.name in names:
-                        self._record_outcome(Outcome(r.name, "follow", True, f"still ingesting (job {r.job_id})",
-                                                     pending=True))
+                        yield Outcome(r.name, "follow", True, f"still ingesting (job {r.job_id})",
+                                      pending=True)
                 return
             if not first:
-                transcodes = sum(1 for r in processing if Kind(r.kind).remote_is_video)
-                self.reporter.waiting(Waiting(transcodes, len(ingesting), self._now() - began))
-                self.sleep(delay)
-                delay = min(delay * 2, self.options.poll_interval)
+                transcodes = sum(1 for r in processing if r.kind.remote_is_video)
+                self.ctx.reporter.waiting(Waiting(transcodes, len(ingesting), self.ctx.now() - began))
+                self.ctx.sleep(delay)
+                delay = min(delay * 2, self.ctx.options.poll_interval)
             first = False
             try:
-                self._poll_jobs(ingesting, names)
-                self._poll_processing(processing)
+                yield from self._poll_jobs(ingesting)
+                yield from self._poll_processing(processing)
             except VodsyncError as err:
                 log.warning("could not poll VOD for progress: %s", err.message)
-                if self._now() >= deadline:
+                if self.ctx.now() >= deadline:
                     return
 
-    def _poll_jobs(self, ingesting: list[Record], names: set[str]) -> None:
+    def _poll_jobs(self, ingesting: list[Record]) -> Iterator[Outcome]:
         by_job = {r.job_id: r for r in ingesting}
         for batch in chunks(list(by_job), URL_QUERY_BATCH):
-            jobs, missing = self.client.get_url_upload_infos(batch)
+            jobs, missing = self.ctx.client.get_url_upload_infos(batch)
             for job in jobs:
                 rec = by_job[job.job_id]
                 if rec.status is RecordStatus.DELETING:
                     if job.terminal:
-                        self._delete_remote(Kind.URL, [job.media_id] if job.media_id else [])
-                        self.store.delete(rec.name)
-                        self._record_outcome(Outcome(rec.name, "delete", True,
-                                                     f"deleted {job.media_id or '(ingest never delivered)'}"))
+                        delete_media(self.ctx.client, Kind.URL, [job.media_id] if job.media_id else [])
+                        self.ctx.store.delete(rec.name)
+                        yield Outcome(rec.name, "delete", True,
+                                      f"deleted {job.media_id or '(ingest never delivered)'}")
                     continue
                 if not job.terminal:
                     if job.status != rec.remote_status:
-                        self._save(rec.replace(remote_status=job.status))
+                        self.ctx.save(rec.replace(remote_status=job.status))
                     continue
                 if job.succeeded and job.media_id:
-                    intent = rec.intent or {}
-                    self._save(rec.replace(
-                        status=RecordStatus.PROCESSING, remote_id=job.media_id, job_id=None,
-                        remote_status=job.status, last_result="ingested", last_error=None, attempts=0,
-                        intent=cleanup_intent(intent.get("supersedes"), intent.get("supersedes_kind"), job.media_id),
-                    ))
-                    self._cleanup(rec.name)
-                    self._record_outcome(Outcome(rec.name, "ingest", True, f"ingested as {job.media_id}"))
+                    old = rec.intent.supersedes if rec.intent is not None else None
+                    self.ctx.save(rec.delivered(job.media_id, job_id=None, remote_status=job.status,
+                                                last_result="ingested", intent=cleanup_intent(old, job.media_id)))
+                    self.ctx.clean_up(rec.name)
+                    yield Outcome(rec.name, "ingest", True, f"ingested as {job.media_id}")
                 else:
                     why = f"{job.status}: {job.error_code or ''} {job.error_message or ''}".strip()
-                    self._save(_ingest_failed(rec).replace(
-                        status=RecordStatus.FAILED, job_id=None, remote_status=job.status,
-                        last_result=f"failed: {why}", last_error=why, attempts=rec.attempts + 1))
-                    self._record_outcome(Outcome(rec.name, "ingest", False, why))
+                    self.ctx.save(_ingest_failed(rec).failed(why, job_id=None, remote_status=job.status))
+                    yield Outcome(rec.name, "ingest", False, why)
             for job_id in missing:
                 rec = by_job[job_id]
                 if rec.status is RecordStatus.DELETING:
-                    self.store.delete(rec.name)
+                    self.ctx.store.delete(rec.name)
                     continue
-                self._save(_ingest_failed(rec).replace(status=RecordStatus.FAILED, job_id=None,
-                                                       last_error=f"URL job {job_id} no longer exists"))
-                self._record_outcome(Outcome(rec.name, "ingest", False, f"URL job {job_id} no longer exists"))
+                self.ctx.save(_ingest_failed(rec).failed(f"URL job {job_id} no longer exists", job_id=None))
+                yield Outcome(rec.name, "ingest", False, f"URL job {job_id} no longer exists")
 
-    def _poll_processing(self, processing: list[Record]) -> None:
-        by_id = {r.remote_id: r for r in processing if Kind(r.kind).remote_is_video}
+    def _poll_processing(self, processing: list[Record]) -> Iterator[Outcome]:
+        by_id = {r.remote_id: r for r in processing if r.kind.remote_is_video}
         for batch in chunks(list(by_id), VIDEO_BATCH):
-            found, missing = self.client.get_video_infos(batch)
+            found, missing = self.ctx.client.get_video_infos(batch)
             for vid, media in found.items():
                 rec = by_id[vid]
                 if media.status == "Normal":
-                    self._save(rec.replace(status=RecordStatus.READY, remote_status="Normal"))
+                    self.ctx.save(rec.ready("Normal"))
                 elif media.status in IN_REVIEW:
                     why = f"VOD status {media.status}: {IN_REVIEW[media.status]}; not followed further"
-                    self._save(rec.replace(status=RecordStatus.READY, remote_status=media.status, last_result=why))
-                    self._record_outcome(Outcome(rec.name, "follow", True, why))
+                    self.ctx.save(rec.ready(media.status, last_result=why))
+                    yield Outcome(rec.name, "follow", True, why)
                 elif media.status in FAILED_VIDEO:
                     why = f"VOD status {media.status}: {FAILED_VIDEO[media.status]}"
-                    self._save(rec.replace(status=RecordStatus.FAILED, remote_status=media.status,
-                                           last_error=why, last_result=f"failed: {why}"))
-                    self._record_outcome(Outcome(rec.name, "follow", False, why))
+                    self.ctx.save(rec.failed(why, remote_status=media.status))
+                    yield Outcome(rec.name, "follow", False, why)
                 elif media.status != rec.remote_status:
-                    self._save(rec.replace(remote_status=media.status))
+                    self.ctx.save(rec.replace(remote_status=media.status))
             for vid in missing:
                 rec = by_id[vid]
-                self._save(rec.replace(status=RecordStatus.FAILED, remote_id=None, last_error="deleted remotely"))
+                self.ctx.save(rec.lost(last_error="deleted remotely"))
         for r in processing:
-            if not Kind(r.kind).remote_is_video:
-                self._save(r.replace(status=RecordStatus.READY))
+            if not r.kind.remote_is_video:
+                self.ctx.save(r.replace(status=RecordStatus.READY))
 
 
-    # ------------------------------------------------------------ registration
-
-    def _register_groups(self, changes: list[Change]) -> list[list[Change]]:
+    def register_groups(self, changes: list[Change]) -> list[list[Change]]:
         # One call takes one template group, one workflow and one storage address (bucket).
         groups: dict[tuple[Any, Any, str], list[Change]] = {}
         for c in changes:
@@ -202,25 +202,26 @@ class Ingests:
             groups.setdefault((opts.get("template_group_id"), opts.get("workflow_id"), address), []).append(c)
         return list(groups.values())
 
-    def _register(self, batch: Sequence[Change]) -> None:
-        olds: dict[str, tuple[str, str]] = {}
+    def register(self, batch: Sequence[Change]) -> Iterator[Outcome]:
+        olds: dict[str, MediaRef] = {}
         for c in batch:
-            rec = self.store.get(c.name)
-            old, old_kind = superseded_media(c, rec)
+            rec = self.ctx.store.get(c.name)
+            old = superseded_media(c, rec)
             if old and rec is not None and deletes_users_source(rec):
                 # Deleting the replaced registration would delete its OSS object, the user's file.
                 log.warning("%s: the replaced registration %s is left in VOD with its OSS object (give the "
-                            "item on_delete: delete-source to delete it)", c.name, old, extra={"item": c.name})
-                old = old_kind = None
+                            "item on_delete: delete-source to delete it)", c.name, old.media_id,
+                            extra={"item": c.name})
+                old = None
             if old:
-                olds[c.name] = (old_kind or c.kind, old)
+                olds[c.name] = MediaRef(old.media_id, old.kind or c.kind)
             elif rec is not None and rec.remote_id and c.action is Action.CREATE:
                 # Deleted remotely: forget the dead ID, so a failed registration is retried (RESUME).
-                self._save(rec.replace(remote_id=None))
-            self._intent(c, supersedes=old, supersedes_kind=old_kind)
+                self.ctx.save(rec.replace(remote_id=None))
+            self.ctx.intend(c, supersedes=old)
         first = batch[0].item
         assert first is not None
-        registered, failed = self.client.register_media(
+        registered, failed = self.ctx.client.register_media(
             [_register_entry(c.item) for c in batch if c.item is not None],
             template_group_id=first.options.get("template_group_id"),
             workflow_id=first.options.get("workflow_id"),
@@ -228,28 +229,23 @@ class Ingests:
         by_url = {r.file_url: r for r in registered}
         failed_set = set(failed)
         for c in batch:
-            assert c.item is not None
-            rec = self.store.get(c.name)
-            assert rec is not None
-            got = by_url.get(c.item.source)
+            item, rec = self._recorded(c)
+            got = by_url.get(item.source)
             if got is None:
-                why = ("the object does not exist or is not a media file" if c.item.source in failed_set
+                why = ("the object does not exist or is not a media file" if item.source in failed_set
                        else "RegisterMedia did not return it")
-                self._save(rec.replace(status=RecordStatus.FAILED, last_error=why, last_result=f"failed: {why}",
-                                       attempts=rec.attempts + 1))
-                self._record_outcome(Outcome(c.name, str(c.action), False, f"{c.item.source}: {why}"))
+                self.ctx.save(rec.failed(why))
+                yield Outcome(c.name, str(c.action), False, f"{item.source}: {why}")
                 continue
-            old_kind, old_id = olds.get(c.name, (None, None))
-            self._save(rec.replace(
-                status=RecordStatus.PROCESSING, remote_id=got.media_id, source=c.item.source,
-                metadata=meta_json(c.item), options=dict(c.item.options), last_result="registered",
-                last_error=None, attempts=0, intent=cleanup_intent(old_id, old_kind, got.media_id),
+            self.ctx.save(rec.delivered(
+                got.media_id, source=item.source, metadata=meta_json(item), options=dict(item.options),
+                last_result="registered", intent=cleanup_intent(olds.get(c.name), got.media_id),
             ))
             if not got.new_register:
                 # Registered before (by us or someone): make its metadata match the manifest.
-                self.client.update_video_info(got.media_id, dict(c.item.metadata))
-            self._cleanup(c.name)
-            self._record_outcome(Outcome(c.name, str(c.action), True, f"registered {got.media_id}"))
+                self.ctx.client.update_video_info(got.media_id, dict(item.metadata))
+            self.ctx.clean_up(c.name)
+            yield Outcome(c.name, str(c.action), True, f"registered {got.media_id}")
 
 
 def _session_id(records: Iterable[Record | None]) -> str:
@@ -257,7 +253,7 @@ def _session_id(records: Iterable[Record | None]) -> str:
     (item names and when each intent was written), so a retry of the same submission
     carries the same one (and the service refuses it as a repeat if the first landed),
     while a later submission of the same URLs (a new intent) gets a new one."""
-    key = json.dumps([(r.name, (r.intent or {}).get("at")) for r in records if r is not None])
+    key = json.dumps([(r.name, r.intent.at if r.intent else None) for r in records if r is not None])
     return "vs_" + hashlib.sha1(key.encode()).hexdigest()
 
 
@@ -267,25 +263,25 @@ def _ingest_failed(rec: Record) -> Record:
     Otherwise a failed replace would look done: the record would name the new URL while
     the old media still serves, and the next plan would see nothing to do.
     """
-    intent = rec.intent or {}
-    if "previous_source" not in intent:
+    intent = rec.intent
+    if intent is None or intent.previous_source is None:
         return rec
-    return rec.replace(source=intent["previous_source"], metadata=intent.get("previous_metadata", rec.metadata),
+    previous = intent.previous_metadata
+    return rec.replace(source=intent.previous_source, metadata=rec.metadata if previous is None else previous,
                        intent=None)
 
 
 def _url_entry(item: DesiredItem) -> UrlUploadEntry:
-    m, o = item.metadata, item.options
-    return UrlUploadEntry(
-        url=item.fetch, title=m.get("title"), description=m.get("description"), tags=tuple(m.get("tags", ())),
-        cate_id=m.get("cate_id"), cover_url=m.get("cover_url"), template_group_id=o.get("template_group_id"),
-        workflow_id=o.get("workflow_id"), file_extension=o.get("file_extension"),
-    )
+    o = item.options
+    return UrlUploadEntry(url=item.fetch, template_group_id=o.get("template_group_id"), workflow_id=o.get("workflow_id"),
+                          file_extension=o.get("file_extension"), **_entry_metadata(item))
 
 
 def _register_entry(item: DesiredItem) -> RegisterEntry:
+    return RegisterEntry(file_url=item.source, **_entry_metadata(item))
+
+
+def _entry_metadata(item: DesiredItem) -> dict[str, Any]:
     m = item.metadata
-    return RegisterEntry(
-        file_url=item.source, title=m.get("title"), description=m.get("description"),
-        tags=tuple(m.get("tags", ())), cate_id=m.get("cate_id"), cover_url=m.get("cover_url"),
-    )
+    return {"title": m.get("title"), "description": m.get("description"), "tags": tuple(m.get("tags", ())),
+            "cate_id": m.get("cate_id"), "cover_url": m.get("cover_url")}

@@ -50,7 +50,7 @@ def plan_moves(moves: Sequence[Move], records: Mapping[str, Record]) -> MovePlan
             continue
         view[m.new] = old.replace(name=m.new)
         del view[m.old]
-        changes.append(Change(Action.MOVE, m.new, Kind(old.kind), f"moved {m.old} → {m.new}", record=old))
+        changes.append(Change(Action.MOVE, m.new, old.kind, f"moved {m.old} → {m.new}", record=old))
     refusal = "; ".join(problems) if problems else None
     return MovePlan(view, changes, refusal)
 

@@ -34,8 +34,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from vodsync.cloud.types import SEARCH_FIELDS, Hit
 from vodsync.desired.items import Kind
-from vodsync.engine.execution import VIDEO_BATCH, chunks, iso_to_epoch, reference_id, user_data
+from vodsync.engine.execution import VIDEO_BATCH, chunks
 from vodsync.errors import ConfigError
 from vodsync.state.store import Record, StateStore
 
@@ -47,10 +48,18 @@ NAMESPACE_KEY = "namespace"  # in the state file's meta table
 LEGACY = "legacy"  # the name-only scheme of states written before namespaces
 _MARKER_KEY, _NS_KEY = "vodsync", "ns"
 
-# SearchMedia: which search types hold a kind's media, and the fields asked for.
+# SearchMedia: which search types hold a kind's media.
 _SEARCH_TYPES = {Kind.VIDEO: ("video", "audio"), Kind.IMAGE: ("image",), Kind.ATTACHED: ("attached",)}
-_VIEW_KEYS = {"video": "Video", "audio": "Audio", "image": "Image", "attached": "AttachedMedia"}
-SEARCH_FIELDS = ("Title", "Status", "CreationTime")
+
+
+def reference_id(name: str) -> str:
+    """The legacy (name-only) ReferenceId of an item's video: stable, `[A-Za-z0-9_-]`, within 6-64 chars."""
+    return "vs_" + hashlib.sha1(name.encode()).hexdigest()
+
+
+def user_data(name: str) -> str:
+    """The legacy marker on everything vodsync creates, so `vodsync gc` can tell our media from others'."""
+    return json.dumps({"Extend": {"vodsync": name}}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)
@@ -139,22 +148,12 @@ def owned_media(records: Mapping[str, Record]) -> set[str]:
     for r in records.values():
         if r.remote_id:
             owned.add(r.remote_id)
-        if r.intent and r.intent.get("supersedes"):
-            owned.add(str(r.intent["supersedes"]))
+        if r.intent is not None and r.intent.supersedes is not None:
+            owned.add(r.intent.supersedes.media_id)
     return owned
 
 
 # ------------------------------------------------------------------ the service's side
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One SearchMedia result, with what `SEARCH_FIELDS` brought back (None: not shown)."""
-
-    media_id: str
-    title: str | None
-    status: str | None
-    created: float | None
 
 
 def search(
@@ -177,16 +176,7 @@ def search(
         clauses.append(f"CreationTime = ('{_iso(since or 0)}','{_iso(until or 4102444800)}')")
     hits = []
     for search_type in _SEARCH_TYPES[_media_kind(kind)]:
-        for item in client.search_media(search_type, " and ".join(clauses), fields=SEARCH_FIELDS):
-            view = item.get(_VIEW_KEYS[search_type])
-            view = view if isinstance(view, Mapping) else {}
-            mid = item.get("MediaId") or ""
-            if mid:
-                hits.append(Hit(
-                    mid, _str_or_none(view.get("Title", item.get("Title"))),
-                    _str_or_none(view.get("Status", item.get("Status"))),
-                    iso_to_epoch(item.get("CreationTime") or view.get("CreationTime")),
-                ))
+        hits.extend(client.search_media(search_type, " and ".join(clauses), fields=SEARCH_FIELDS))
     return hits
 
 
@@ -231,10 +221,6 @@ def delete_media(client: VodClient, kind: Kind, ids: Sequence[str]) -> None:
 def _media_kind(kind: Kind) -> Kind:
     """The kind of media a kind of item makes: URL ingests and registrations make videos."""
     return Kind.VIDEO if kind.remote_is_video else kind
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else str(value)
 
 
 def _iso(epoch: float) -> str:

@@ -38,7 +38,7 @@ def read_remote(client: VodClient, records: Mapping[str, Record]) -> dict[str, d
     for r in records.values():
         if r.status not in _SETTLED or not r.remote_id:
             continue
-        kind = Kind(r.kind)
+        kind = r.kind
         if kind.remote_is_video:
             videos[r.remote_id] = r.name
         elif kind is Kind.ATTACHED:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vodsync.state.records import Op
 from vodsync.state.store import Record, RecordStatus, StateStore
 
 
@@ -18,6 +19,7 @@ def record_view(record: Record) -> dict[str, Any]:
     """A record as `state show` prints it: every field (records hold no secret), JSON-ready."""
     out = dataclasses.asdict(record)
     out["status"] = str(record.status)
+    out["intent"] = None if record.intent is None else record.intent.to_json()
     return out
 
 
@@ -43,10 +45,11 @@ def forget(store: StateStore, names: Sequence[str]) -> list[Forgotten]:
 
 
 def _left_behind(record: Record) -> str | None:
-    if record.status is RecordStatus.CREATING or (record.intent and record.intent.get("op") == "create"):
+    intent = record.intent
+    if record.status is RecordStatus.CREATING or (intent is not None and intent.op is Op.CREATE):
         return "it was being created: media made by the interrupted run is no longer tracked (`vodsync gc`)"
     if record.job_id and record.status is RecordStatus.INGESTING:
         return f"its URL job {record.job_id} may still deliver a video that nobody tracks"
-    if record.intent and record.intent.get("supersedes"):
-        return f"the media it replaced ({record.intent['supersedes']}) is no longer deleted by vodsync"
+    if intent is not None and intent.supersedes is not None:
+        return f"the media it replaced ({intent.supersedes.media_id}) is no longer deleted by vodsync"
     return None

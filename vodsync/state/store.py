@@ -36,7 +36,8 @@ from typing import Any
 from urllib.parse import quote
 
 from vodsync.errors import StateError, StateLocked
-from vodsync.state.records import Record, RecordStatus, freeze
+from vodsync.state.records import Intent, Record, RecordStatus, freeze
+from vodsync.vocab import Kind, Origin
 
 __all__ = ["Record", "RecordStatus", "StateStore", "SCHEMA_VERSION"]
 
@@ -141,18 +142,29 @@ def _row(record: Record, updated_at: float) -> tuple[Any, ...]:
     try:
         metadata = _dumps(record.metadata)
         options = _dumps(record.options)
-        intent = None if record.intent is None else _dumps(record.intent)
+        intent = None if record.intent is None else _dumps(record.intent.to_json())
     except (TypeError, ValueError) as exc:
         raise StateError(f"record {record.name!r} holds a value that is not JSON: {exc}") from exc
     return (
-        record.name, record.kind, str(record.status), record.source, record.remote_id,
+        record.name, str(record.kind), str(record.status), record.source, record.remote_id,
         record.reference_id, record.job_id, record.content_hash, record.size, record.mtime_ns,
-        metadata, options, record.remote_status, intent, record.origin, int(record.protect),
+        metadata, options, record.remote_status, intent, str(record.origin), int(record.protect),
         record.attempts, record.next_attempt_at, record.last_result, record.last_error, updated_at,
     )  # fmt: skip
 
 
 _STATUSES = {s.value: s for s in RecordStatus}
+_KINDS = {k.value: k for k in Kind}
+_ORIGINS = {str(Origin.manifest()): Origin.manifest()}
+
+
+def _origin(name: str, text: str, seen: dict[str, Origin]) -> Origin:
+    """The `Origin` a row's origin column holds (one value per text, shared across rows)."""
+    try:
+        return seen.setdefault(text, Origin(text))
+    except ValueError:
+        raise StateError(f"record {name!r} has an unreadable origin {text!r}") from None
+
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Record))
 assert _FIELD_NAMES == _COLUMNS, "records columns must follow Record's field order"
 _decode_json = json.JSONDecoder().decode
@@ -206,7 +218,7 @@ def _records(rows: list[tuple[Any, ...]]) -> list[Record]:
         intents = _thaw_all(["null" if row[13] is None else row[13] for row in rows], names, "intent")
     except ValueError as exc:
         raise StateError(f"the state file has an unreadable JSON column: {exc}") from None
-    statuses = _STATUSES
+    statuses, kinds, origins, from_json = _STATUSES, _KINDS, dict(_ORIGINS), Intent.from_json
     new = object.__new__
     set_dict = object.__setattr__  # frozen dataclass: bypass its __setattr__ guard
     # sqlite3 returns a new str for every cell: share the few values these columns repeat
@@ -217,22 +229,23 @@ def _records(rows: list[tuple[Any, ...]]) -> list[Record]:
         (name, kind, status, source, remote_id, reference_id, job_id, content_hash, size, mtime_ns,
          _, _, remote_status, _, origin, protect, attempts, next_attempt_at, last_result,
          last_error, updated_at) = row  # fmt: skip
-        kind, remote_status, origin, last_result = (
-            share(kind, kind), share(remote_status, remote_status), share(origin, origin),
-            share(last_result, last_result),
-        )
+        remote_status, last_result = share(remote_status, remote_status), share(last_result, last_result)
         try:
             status = statuses[status]
+            kind = kinds[kind]
         except KeyError:
+            column, value = ("status", status) if type(status) is str else ("kind", kind)
             raise StateError(
-                f"record {name!r} has unknown status {status!r} (written by a newer vodsync?)"
+                f"record {name!r} has unknown {column} {value!r} (written by a newer vodsync?)"
             ) from None
+        origin = origins.get(origin) or _origin(name, origin, origins)
         record = new(Record)
         set_dict(record, "__dict__", {
             "name": name, "kind": kind, "status": status, "source": source, "remote_id": remote_id,
             "reference_id": reference_id, "job_id": job_id, "content_hash": content_hash,
             "size": size, "mtime_ns": mtime_ns, "metadata": metadata, "options": options,
-            "remote_status": remote_status, "intent": intent, "origin": origin,
+            "remote_status": remote_status, "intent": None if intent is None else from_json(intent),
+            "origin": origin,
             "protect": bool(protect), "attempts": attempts, "next_attempt_at": next_attempt_at,
             "last_result": last_result, "last_error": last_error, "updated_at": updated_at,
         })  # fmt: skip
