@@ -20,6 +20,7 @@ import pytest
 from ptykit import on_pty, piped, run_on_pty
 
 from vodsync.emulator import Emulator
+from vodsync.engine.plan import human_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 MiB = 1024 * 1024
@@ -152,6 +153,8 @@ def test_ctrl_c_stops_at_the_next_part_boundary_and_the_next_run_resumes(tmp_pat
     assert "Apply interrupted" in p.text and "1 upload(s) stopped at a part boundary" in p.text, p.text
     parts = _parts_in_oss(emulator)
     assert 0 < parts < 24  # stopped mid-file, with what it sent kept in OSS
+    # The summary counts what went up before the stop (it said "nothing uploaded").
+    assert f"{human_bytes(parts * 256 * 1024)} uploaded in" in p.text, p.text
     assert status_of(cwd)["big"]["status"] == "uploading"
     # The plan counts only what the resume still has to send.
     plan = json.loads(piped(["plan", "-f", "manifests", "--json"], cwd).stdout)

@@ -169,5 +169,11 @@ class UploadInterrupted(BaseException):  # noqa: N818 - not an error: a stop was
 
     A BaseException on purpose: code that records an `Exception` as an item's failure must not
     catch it. The item is not failed: its record stays `uploading` and the next run resumes the
-    multipart upload from the parts already in OSS.
+    multipart upload from the parts already in OSS. `sent`: the bytes of the parts this run
+    landed before it stopped (they count as uploaded).
     """
+
+    def __init__(self, key: str, sent: int = 0) -> None:
+        super().__init__(key)
+        self.key = key
+        self.sent = sent

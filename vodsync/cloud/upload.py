@@ -187,6 +187,8 @@ def _upload(
                 raise oss_errors.InconsistentError("the object's CRC-64 differs from the local file's",
                                                    result.request_id)
             break
+        except UploadInterrupted as stop:  # raised in a part thread, which knows nothing of the rest
+            raise UploadInterrupted(stop.key, sent=reporter.landed_bytes) from None
         except oss_errors.OssError as exc:
             err = _translate(exc)
             if isinstance(exc, oss_errors.InconsistentError):
@@ -510,6 +512,7 @@ class _Progress:
         self._attempt_bytes = 0
         self._inflight: dict[int, int] = {}  # part number -> bytes of it read for sending
         self.parts_done = 0  # parts sent successfully, over all attempts
+        self.landed_bytes = 0  # their bytes
         self._resumable = resumable
         self._lock = threading.Lock()
 
@@ -544,6 +547,7 @@ class _Progress:
         with self._lock:
             self._inflight.pop(part_number, None)
             self.parts_done += 1
+            self.landed_bytes += size
             self._attempt_bytes += size
             # Said again even when the part's bytes were already counted as read: a landed part is news.
             self._emit((self._baseline or 0) + self._attempt_bytes + sum(self._inflight.values()), landed=True)

@@ -20,7 +20,7 @@ from vodsync.engine.execution import (
     meta_json,
 )
 from vodsync.engine.ownership import delete_media
-from vodsync.errors import CloudError, CredentialExpired
+from vodsync.errors import CloudError, CredentialExpired, UploadInterrupted
 from vodsync.sourcefile import Planned, SourceFile
 from vodsync.state.records import Intent, MediaRef, Op
 from vodsync.state.store import Record, RecordStatus
@@ -235,6 +235,9 @@ class Uploads:
             crc = send(files.main, ticket, refresh)
             for _, segment in files.segments:
                 crc = segment.crc64(initial=crc)
+        except UploadInterrupted as stop:  # what this run sent before the stop was still sent
+            self.ctx.tally.add(sent + stop.sent, began, time.monotonic())
+            raise
         finally:
             self.ctx.reporter.upload_finished(item.name)
         self.ctx.tally.add(total - resumed, began, time.monotonic())  # what this run sent
