@@ -7,6 +7,7 @@ with a deadline; every other phase moves only with `advance`.
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import time
@@ -122,6 +123,26 @@ def test_a_missing_source_ends_in_download_fail(world: World, source: str) -> No
     assert info["ErrorCode"] and "404" in info["ErrorMessage"]
     assert "MediaId" not in info
     assert world.emulator.state()["videos"] == []
+
+
+def test_a_source_on_an_oss_host_is_read_from_the_emulated_oss_as_an_anonymous_get(
+        world: World, tmp_path) -> None:
+    """Offline, OSS is the emulator: a URL on `<bucket>.oss-<region>.aliyuncs.com` names one of its
+    own objects, fetched only from a public-read bucket (the demo's URL item works on any port)."""
+    (tmp_path / "open-bucket" / "clips").mkdir(parents=True)
+    (tmp_path / "open-bucket" / "clips" / "a.mp4").write_bytes(b"v" * 3000)
+    world.emulator.publish_directory(tmp_path)
+    world.emulator.oss.ensure_bucket("closed-bucket")
+    world.emulator.oss.put_stream("closed-bucket", "b.mp4", io.BytesIO(b"w" * 10), length=10)
+    host = "oss-cn-shanghai.aliyuncs.com"
+    ok, private, missing = (submit(world, url)[0] for url in (
+        f"https://open-bucket.{host}/clips/a.mp4", f"https://closed-bucket.{host}/b.mp4",
+        f"https://open-bucket.{host}/clips/none.mp4"))
+    done = wait_for(world, ok["JobId"], {"SUCCESS", "DOWNLOAD_FAIL", "UPLOAD_FAIL"})
+    assert (done["Status"], done["FileSize"]) == ("SUCCESS", "3000"), done
+    for job, status in ((private, "403"), (missing, "404")):
+        failed = wait_for(world, job["JobId"], {"SUCCESS", "DOWNLOAD_FAIL", "UPLOAD_FAIL"})
+        assert failed["Status"] == "DOWNLOAD_FAIL" and status in failed["ErrorMessage"], failed
 
 
 def test_a_refused_connection_ends_in_download_fail(world: World) -> None:

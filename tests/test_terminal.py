@@ -34,15 +34,13 @@ def free_port() -> int:
 
 
 def demo_checkout(root: Path) -> tuple[Path, int]:
-    """The repository's example manifests in a git checkout of their own, their embedded
-    emulator's port moved off 9090 (which a developer's own emulator may hold)."""
+    """The repository's example manifests in a git checkout of their own, and a free port for
+    their embedded emulator (9090 may be a developer's own emulator's; the demo's sources are
+    OSS URLs the emulator answers on any port)."""
     root.mkdir(parents=True, exist_ok=True)
     shutil.copytree(REPO / "manifests", root / "manifests")
-    port = free_port()
-    for path in (root / "manifests").rglob("*.yaml"):
-        path.write_text(path.read_text().replace("127.0.0.1:9090", f"127.0.0.1:{port}"))
     subprocess.run(["git", "init", "-q", str(root)], check=True)
-    return root, port
+    return root, free_port()
 
 
 def status_of(cwd: Path) -> dict[str, dict]:

@@ -818,7 +818,7 @@ class Emulator:
             factory = VodModel
         self.model = factory(clock=self.clock, oss=self.oss, sts=self.sts, endpoint=self.endpoint,
                              transcode_seconds=self.transcode_seconds, url_job_seconds=self.url_job_seconds,
-                             region=self.region)
+                             region=self.region, public_buckets=self.oss_auth.public_buckets)
         if saved.get("vod"):
             self.model.restore(saved["vod"])
 

@@ -48,11 +48,12 @@ Choices on points vod-api.md leaves unverified (see also media.py and urljobs.py
 from __future__ import annotations
 
 import base64
+import io
 import json
 import re
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
@@ -101,6 +102,29 @@ SESSION_WINDOW = 600.0
 
 _SESSION_ID = re.compile(r"[A-Za-z0-9_-]{1,50}")
 _REAL_OSS_HOST = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9-]{1,62})\.oss-[a-z0-9-]+\.aliyuncs\.com$")
+
+
+class _ChunkFile(io.RawIOBase):
+    """Chunks as a readable file, for `put_stream`."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        super().__init__()
+        self._chunks = iter(chunks)
+        self._pending = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._pending = memoryview(chunk)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
+        return n
 
 
 def _new_id() -> str:
@@ -178,9 +202,11 @@ class VodModel:
         url_job_seconds: float = 2.0,
         region: str = "cn-shanghai",
         download_workers: int = 4,
+        public_buckets: Collection[str] = frozenset(),
     ) -> None:
         self.clock = clock
         self.oss = oss
+        self.public_buckets = public_buckets  # the OSS side's public-read buckets (a live view)
         self.sts = sts
         self.endpoint = endpoint.rstrip("/")
         self.transcode_seconds = float(transcode_seconds)
@@ -362,6 +388,30 @@ class VodModel:
             reader.close()
         prefix = segment_prefix(key)
         return [name for name in playlist_segments(text) if self.oss.head(bucket, prefix + name) is None]
+
+    def _emulated_oss_object(self, url: str) -> tuple[str, str] | None:
+        """(bucket, key) when `url` names an object on an OSS host (`<bucket>.oss-<region>.aliyuncs.com`):
+        offline, OSS is this emulator, so a URL job reads such a source from its own buckets
+        rather than from the internet (the demo's URL item works on any port)."""
+        try:
+            host = urlsplit(url).hostname or ""
+        except ValueError:
+            return None
+        return self._parse_file_url(url) if _REAL_OSS_HOST.match(host) else None
+
+    def _copy_public_object(self, bucket: str, key: str, store: Callable[[Any, int | None], Any]) -> int:
+        """Fetch an emulated OSS object as an anonymous GET would: only from a public-read bucket."""
+        if bucket not in self.public_buckets or self.oss.head(bucket, key) is None:
+            status = 404 if bucket in self.public_buckets else 403
+            raise JobFailed("download_fail", "DownloadFailed", f"The source URL answered HTTP {status}.")
+        info, reader = self.oss.open(bucket, key)
+        try:
+            store(_ChunkFile(reader.chunks()), info.size)
+        except Exception as exc:
+            raise JobFailed("upload_fail", "UploadFailed", f"Storing the file failed: {exc}") from exc
+        finally:
+            reader.close()
+        return info.size
 
     def _parse_file_url(self, url: str) -> tuple[str, str] | None:
         """(bucket, key) of a real OSS URL or of the emulator's path-style URL; None if neither."""
@@ -677,9 +727,14 @@ class VodModel:
         failure: JobFailed | None = None
         size = 0
         try:
-            size = download_into(
-                job.url, lambda f, n: self.oss.put_stream(self.bucket, job.key, f, length=n), self._stop
-            )
+            def store(f: Any, n: int | None) -> Any:
+                return self.oss.put_stream(self.bucket, job.key, f, length=n)
+
+            source = self._emulated_oss_object(job.url)
+            if source is None:
+                size = download_into(job.url, store, self._stop)
+            else:
+                size = self._copy_public_object(*source, store)
         except JobFailed as exc:
             failure = exc
         except Exception as exc:  # never let a worker die silently: the job must end
