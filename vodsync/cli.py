@@ -266,7 +266,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             return EXIT_OK
         reviewed = bool(args.plan_file)  # as Terraform: a saved plan was reviewed; no second question
         if plan.has_changes and not args.yes and not reviewed:
-            if not sys.stdin.isatty():
+            if sys.stdin is None or not sys.stdin.isatty():  # no stdin at all (a closed fd 0) is no terminal
                 print("vodsync: error: refusing to apply without confirmation: pass --yes", file=sys.stderr)
                 return EXIT_ERROR
             if not _confirm():
