@@ -703,12 +703,6 @@ class StateStore:
                 (path, size, mtime_ns, digest),
             )
 
-    def cached_hashes(self) -> dict[tuple[str, int, int], str]:
-        """The whole hash cache, for the planner: `(path, size, mtime_ns) -> digest`."""
-        with self._using("read the hash cache") as conn:
-            rows = conn.execute("SELECT path, size, mtime_ns, digest FROM hashes").fetchall()
-        return {(p, s, m): d for p, s, m, d in rows}
-
     # -- meta ---------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
