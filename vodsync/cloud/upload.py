@@ -176,53 +176,88 @@ def _upload(
             num_threads=threads,
         ).upload()
 
-    local_crc = _FileCrc(source)
-    delays = (policy or RetryPolicy()).delays()
-    reactive_left = MAX_REACTIVE_REFRESHES
-    parts_seen = parts_at_refresh = 0
-    while True:
-        try:
-            result = once()
-            if result.crc is not None and result.crc != local_crc.value():
-                raise oss_errors.InconsistentError("the object's CRC-64 differs from the local file's",
-                                                   result.request_id)
-            break
-        except UploadInterrupted as stop:  # raised in a part thread, which knows nothing of the rest
-            raise UploadInterrupted(stop.key, sent=reporter.landed_bytes) from None
-        except oss_errors.OssError as exc:
-            err = _translate(exc)
-            if isinstance(exc, oss_errors.InconsistentError):
-                # The file may have changed under us: read it again for the next attempt. And a
-                # part that failed its CRC may already be listed by the server: start over.
-                local_crc = _FileCrc(source)
-                if store is not None:
-                    store.forget(address.bucket, address.key, source.path)
-        if isinstance(err, CredentialExpired):
-            if reporter.parts_done > parts_at_refresh:
-                # Parts landed since the last refresh: a long upload on short-lived tokens (or a
-                # slow link) is not stuck. Only refreshes that buy nothing are counted.
-                parts_at_refresh = reporter.parts_done
-                reactive_left = MAX_REACTIVE_REFRESHES
-            if refresh is None or reactive_left == 0:
-                raise err
-            reactive_left -= 1
-            holder.refresh_now()  # then resume: ListParts, send only the missing parts
-            continue
-        if not err.retryable:
-            raise err
-        if reporter.parts_done > parts_seen:
-            # The budget is for failures in a row: an attempt that landed parts made progress
-            # that the next one keeps (ListParts), so a long upload through a flaky network
-            # finishes. Still bounded: every reset needs at least one new part.
-            parts_seen = reporter.parts_done
-            delays = (policy or RetryPolicy()).delays()
-        delay = next(delays, None)
-        if delay is None:
-            raise err
-        sleep(delay)
+    crc = _FileCrc(source)  # replaced when a CRC mismatch makes the file suspect
+    renewals = _Renewals(holder, refresh, lambda: reporter.parts_done)
 
+    def attempt() -> Any:
+        """One try at the whole object, through as many credential renewals as make sense; a
+        renewal is not a retry (nothing failed but the token), so it happens at once."""
+        nonlocal crc
+        while True:
+            try:
+                result = once()
+                if result.crc is not None and result.crc != crc.value():
+                    raise oss_errors.InconsistentError("the object's CRC-64 differs from the local file's",
+                                                       result.request_id)
+                return result
+            except UploadInterrupted as stopped:  # raised in a part thread, which knows nothing of the rest
+                raise UploadInterrupted(stopped.key, sent=reporter.landed_bytes) from None
+            except oss_errors.OssError as exc:
+                err = _translate(exc)
+                if isinstance(exc, oss_errors.InconsistentError):
+                    # The file may have changed under us: read it again for the next attempt. And a
+                    # part that failed its CRC may already be listed by the server: start over.
+                    crc = _FileCrc(source)
+                    if store is not None:
+                        store.forget(address.bucket, address.key, source.path)
+                if not (isinstance(err, CredentialExpired) and renewals.renew()):
+                    raise err from None
+
+    result = call_with_retry(
+        attempt,
+        delays=_ProgressBudget(policy or RetryPolicy(), lambda: reporter.parts_done),
+        sleep=sleep,
+        retryable=lambda err: err.retryable and not isinstance(err, CredentialExpired),
+    )
     reporter.sent(size)
-    return UploadResult(etag=result.etag, crc64=local_crc.value(), size=size, resumed_bytes=reporter.resumed or 0)
+    return UploadResult(etag=result.etag, crc64=crc.value(), size=size, resumed_bytes=reporter.resumed or 0)
+
+
+class _Renewals:
+    """Reactive credential renewals of one upload: at most `MAX_REACTIVE_REFRESHES` in a row that
+    land no part between them. A long upload on short-lived tokens that keeps landing parts is
+    not stuck, so progress restores the allowance."""
+
+    def __init__(self, holder: _CredentialHolder, refresh: Callable[[], UploadTicket] | None,
+                 parts_done: Callable[[], int]) -> None:
+        self._holder = holder
+        self._can = refresh is not None
+        self._parts_done = parts_done
+        self._parts_at_last = 0
+        self._left = MAX_REACTIVE_REFRESHES
+
+    def renew(self) -> bool:
+        """Renew the credential (then the upload resumes: ListParts, only the missing parts), or
+        False when that is not allowed any more."""
+        if self._parts_done() > self._parts_at_last:
+            self._parts_at_last = self._parts_done()
+            self._left = MAX_REACTIVE_REFRESHES
+        if not self._can or self._left == 0:
+            return False
+        self._left -= 1
+        self._holder.refresh_now()
+        return True
+
+
+class _ProgressBudget:
+    """The retry delays of one upload, started over whenever parts landed since the last failure:
+    the budget is for failures in a row, so a long upload through a flaky network finishes, and
+    stays bounded (every restart needs a new part)."""
+
+    def __init__(self, policy: RetryPolicy, parts_done: Callable[[], int]) -> None:
+        self._policy = policy
+        self._parts_done = parts_done
+        self._seen = 0
+        self._delays = policy.delays()
+
+    def __iter__(self) -> _ProgressBudget:
+        return self
+
+    def __next__(self) -> float:
+        if self._parts_done() > self._seen:
+            self._seen = self._parts_done()
+            self._delays = self._policy.delays()
+        return next(self._delays)
 
 
 class _FileCrc:
