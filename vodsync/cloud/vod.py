@@ -522,9 +522,10 @@ class VodClient:
         have landed (ambiguous network error) is never blindly repeated. With a SessionId
         (`session`) it is repeated as it is, and a refusal as a repeated session answers
         `Created(repeated=True)`: some attempt with that SessionId landed."""
-        delays = self._policy.delays()
         maybe_done = False  # an earlier attempt may have created the media
-        while True:
+
+        def attempt() -> Created:
+            nonlocal maybe_done
             try:
                 return Created(self._attempt(action, params))
             except CloudError as exc:
@@ -541,12 +542,14 @@ class VodClient:
                     recovered = self._recover_video(reference_id)
                     if recovered is not None:
                         return Created(ticket=recovered)
-                try:
-                    self._backoff_or_raise(exc, delays)
-                except CloudError as final:
-                    if maybe_done:  # giving up while an attempt may still land somewhere
-                        raise self._ambiguous(action, final) from final
-                    raise
+                raise
+
+        try:
+            return call_with_retry(attempt, delays=self._policy.delays(), sleep=self._sleep)
+        except CloudError as final:
+            if maybe_done:  # giving up while an attempt may still land somewhere
+                raise self._ambiguous(action, final) from final
+            raise
 
     def _ambiguous(self, action: str, exc: CloudError) -> CloudError:
         return self._error(
@@ -564,14 +567,6 @@ class VodClient:
         if video is None:
             return None
         return self.refresh_upload_video(video_id=video.media_id)
-
-    def _backoff_or_raise(self, exc: CloudError, delays: Iterator[float]) -> None:
-        if not exc.retryable:
-            raise exc
-        delay = next(delays, None)
-        if delay is None:
-            raise exc
-        self._sleep(delay)
 
     def _attempt(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
         return self._gate.call(lambda: self._send(action, params))
