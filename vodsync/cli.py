@@ -649,7 +649,7 @@ def _add_common(p: argparse.ArgumentParser, *, manifests: bool = True, cloud: bo
     p.add_argument("--config", metavar="FILE", help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
     if manifests:
         p.add_argument("-f", "--manifests", metavar="DIR", help="manifest directory (default: manifests)")
-    p.add_argument("--state", metavar="FILE", help="state file (default: .vodsync/state.db)")
+    p.add_argument("--state", metavar="FILE", help="state file (default: .vodsync/state.db at the top of the manifests' git checkout, else here)")
     if cloud:
         p.add_argument("--region", help="VOD region (default: cn-shanghai)")
         p.add_argument("--endpoint", metavar="URL", help="VOD endpoint, e.g. the emulator (env VODSYNC_ENDPOINT)")
