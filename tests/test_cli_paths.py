@@ -89,3 +89,17 @@ def test_a_plan_beside_a_running_apply_says_so(ws: Workspace) -> None:
     assert run.code == 0, run
     assert f"another vodsync process (pid {os.getpid()}) is applying to this state now" in run.err
     assert "another vodsync process" not in ws.cli("plan").err, "the lock is gone with its holder"
+
+
+def test_a_state_made_in_the_working_directory_under_the_old_default_is_still_used(
+        ws: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
+    _library(ws)
+    old_place = ws.manifests / "sub"
+    old_place.mkdir()
+    monkeypatch.chdir(old_place)  # an apply from here once kept its state here
+    made = ws.cli("apply", "--wait", "0", "--state", str(old_place / ".vodsync" / "state.db"), state=False)
+    assert made.code == 0, made
+    run = ws.cli("plan", "--detailed-exitcode", state=False)
+    assert run.code == 0, run  # not "everything is new": that would duplicate the library
+    assert "the default is now" in run.err
+    assert not (ws.root / ".vodsync").exists()

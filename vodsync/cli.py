@@ -72,10 +72,18 @@ class Context:
 
         if self.config.source is not None:
             return Path(self.config.state)  # resolved against the config file's directory
+        here = Path(self.config.state)  # `.vodsync/state.db` in the working directory
         repository = repository_root(self.manifests if self.manifests.is_dir() else self.manifests.parent)
-        if os.path.lexists(repository / ".git"):
-            return repository / ".vodsync" / "state.db"
-        return Path(self.config.state)
+        if not os.path.lexists(repository / ".git"):
+            return here
+        anchored = repository / ".vodsync" / "state.db"
+        if not anchored.exists() and here.exists() and here.resolve() != anchored.resolve():
+            # Before this default, the state was the working directory's: keep using one made so.
+            logging.getLogger("vodsync.state").warning(
+                "using the state file %s of the working directory; the default is now %s (move it there, "
+                "or pass --state)", here, anchored)
+            return here
+        return anchored
 
     def note_writer(self) -> None:
         """Say so when another process is applying to this state: what it is doing right now
