@@ -302,37 +302,42 @@ def _ctrl_c_stops(stopping: threading.Event, reporter: Any) -> Iterator[threadin
     at their next part boundary (the executor's `stopping`), and says so at once; the second
     exits at once. Yields the event that says whether an interrupt came.
 
-    The handler only sets events (it runs between two bytecodes of the main thread, which may
-    be inside a write): a thread of this function prints the notice through the reporter, so
-    on a terminal it is drawn above the progress bars.
+    A Python signal handler runs only when the main thread is back between two bytecodes, which
+    a busy run may delay. So the C-level handler's wake-up byte (`signal.set_wakeup_fd`) is read
+    by a thread of this function, which reacts at once: it sets `stopping`, prints the notice
+    through the reporter (on a terminal, above the progress bars) and, on the second Ctrl-C,
+    exits. The Python-level handler does nothing but keep KeyboardInterrupt out.
     """
     received = threading.Event()
-    wake = threading.Event()
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        if received.is_set():
-            _exit_now()
-        received.set()
-        stopping.set()
-        wake.set()
-
-    def announce() -> None:
-        wake.wait()
-        if received.is_set():
-            reporter.notice(INTERRUPT_MESSAGE)
-
     if threading.current_thread() is not threading.main_thread():  # embedded: signals are not ours
         yield received
         return
-    thread = threading.Thread(target=announce, name="vodsync-interrupt", daemon=True)
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+
+    def react() -> None:
+        while data := os.read(wake_read, 64):  # b"" once the pipe is closed: the run is over
+            for signum in data:
+                if signum != signal.SIGINT:
+                    continue
+                if received.is_set():
+                    _exit_now()
+                received.set()
+                stopping.set()
+                reporter.notice(INTERRUPT_MESSAGE)
+
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    previous_fd = signal.set_wakeup_fd(wake_write, warn_on_full_buffer=False)
+    thread = threading.Thread(target=react, name="vodsync-interrupt", daemon=True)
     thread.start()
-    previous = signal.signal(signal.SIGINT, on_sigint)
     try:
         yield received
     finally:
+        signal.set_wakeup_fd(previous_fd)
         signal.signal(signal.SIGINT, previous)
-        wake.set()
+        os.close(wake_write)
         thread.join()
+        os.close(wake_read)
 
 
 def _exit_now() -> None:
