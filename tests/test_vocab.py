@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from vodsync.desired.items import DesiredItem
-from vodsync.engine.execution import origin_of
 from vodsync.errors import StateError
 from vodsync.state.store import Record, RecordStatus, StateStore
 from vodsync.vocab import Kind, Origin
@@ -63,6 +62,6 @@ def test_an_unknown_kind_or_origin_in_the_file_is_a_state_error(tmp_path: Path) 
 def test_the_origin_is_the_producers_not_parsed_from_the_name() -> None:
     # A name that merely looks like a drop folder's does not make the item a drop folder's.
     named = DesiredItem(name="drop/in/abc", kind=Kind.URL, source="https://e/x.mp4")
-    assert origin_of(named) == Origin.manifest()
+    assert named.made_by == Origin.manifest()
     dropped = DesiredItem(name="clip", kind=Kind.URL, source="https://e/x.mp4", made_by=Origin.drop("in"))
-    assert origin_of(dropped) == "drop:in"
+    assert dropped.made_by == "drop:in"

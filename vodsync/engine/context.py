@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from vodsync.desired.items import Kind
 from vodsync.engine.diff import Change
-from vodsync.engine.execution import ExecOptions, Reporter, origin_of
+from vodsync.engine.execution import ExecOptions, Reporter
 from vodsync.engine.ownership import Namespace, delete_media
 from vodsync.state.records import Intent, Op
 from vodsync.state.store import Record, RecordStatus, StateStore
@@ -71,7 +71,7 @@ class RunContext:
         base = prev or Record(name=item.name, kind=item.kind, status=RecordStatus.CREATING, source=item.source)
         return self.save(base.intending(
             Intent(Op.CREATE, at=self.now(), title=item.metadata.get("title"), **intent),
-            kind=item.kind, protect=item.protect, origin=base.origin if prev else origin_of(item),
+            kind=item.kind, protect=item.protect, origin=base.origin if prev else item.made_by,
             reference_id=self.namespace.reference_id(item.name) if item.kind is Kind.VIDEO else None,
         ))
 

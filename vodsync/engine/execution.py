@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
-from vodsync.desired.items import DesiredItem, Origin
+from vodsync.desired.items import DesiredItem
 from vodsync.engine.diff import Action, Change
 from vodsync.state.records import Intent, MediaRef, Op, Record
 
@@ -196,6 +196,3 @@ def cleanup_intent(old: MediaRef | None, new_id: str) -> Intent | None:
     return Intent(Op.CLEANUP, supersedes=old)
 
 
-def origin_of(item: DesiredItem) -> Origin:
-    """The origin a new record of `item` keeps: the producer that made the item says it."""
-    return item.made_by

@@ -27,7 +27,7 @@ from vodsync.checksum import file_digest
 from vodsync.cloud.types import RemoteMedia
 from vodsync.desired.items import DesiredItem, Kind
 from vodsync.engine.diff import IMPORTED_DIFFERS
-from vodsync.engine.execution import URL_QUERY_BATCH, VIDEO_BATCH, chunks, origin_of
+from vodsync.engine.execution import URL_QUERY_BATCH, VIDEO_BATCH, chunks
 from vodsync.engine.ownership import NAMESPACE_KEY, Namespace, marker_of, search, state_namespace
 from vodsync.engine.ownership import read_media as read_media_batch
 from vodsync.engine.remote import remote_metadata
@@ -103,7 +103,7 @@ def import_record(
         metadata={k: v for k, v in remote_metadata(media).items() if v not in (None, "", ())},
         options=dict(item.options),
         remote_status=media.status,
-        origin=origin_of(item),
+        origin=item.made_by,
         protect=item.protect,
         last_result=result,
     )
