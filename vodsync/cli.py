@@ -51,6 +51,7 @@ class Context:
 
     def __init__(self, args: argparse.Namespace) -> None:
         from vodsync.config import load_config
+        from vodsync.desired.paths import default_roots
 
         self.args = args
         cfg_path = getattr(args, "config", None)
@@ -58,22 +59,20 @@ class Context:
         self.config: Config = load_config(Path(cfg_path) if cfg_path else None)
         manifests = getattr(args, "manifests", None)
         self.manifests = Path(manifests) if manifests else Path(self.config.manifests)
-        self._refuse_implicit_widening()
+        (repository,) = default_roots(self.manifests)  # the manifests' checkout (or their folder)
+        self._refuse_implicit_widening(repository)
         state = getattr(args, "state", None)
-        self.state = Path(state) if state else self._default_state()
+        self.state = Path(state) if state else self._default_state(repository)
         self.roots = [Path(r) for r in self.config.roots or ()] or None
 
-    def _default_state(self) -> Path:
+    def _default_state(self, repository: Path) -> Path:
         """The config's `state`; without a config file, the state of the manifests' git repository
         (`.vodsync/state.db` at its top), so `vodsync plan -f ../manifests` from elsewhere in the
         checkout, or from outside it, finds the state that `apply` recorded instead of planning
         the whole library as new. Manifests outside any repository: `.vodsync/state.db` here."""
-        from vodsync.desired.paths import repository_root
-
         if self.config.source is not None:
             return Path(self.config.state)  # resolved against the config file's directory
         here = Path(self.config.state)  # `.vodsync/state.db` in the working directory
-        repository = repository_root(self.manifests if self.manifests.is_dir() else self.manifests.parent)
         if not os.path.lexists(repository / ".git"):
             return here
         anchored = repository / ".vodsync" / "state.db"
@@ -106,11 +105,11 @@ class Context:
             logging.getLogger("vodsync.state").info(
                 "no state file at %s yet: every item is new to it", display_path(self.state))
 
-    def _refuse_implicit_widening(self) -> None:
+    def _refuse_implicit_widening(self, repository: Path) -> None:
         from vodsync.config import refuse_implicit_widening
-        from vodsync.desired.paths import default_roots, repository_root
+        from vodsync.desired.paths import repository_root
 
-        repositories = default_roots(self.manifests)
+        repositories = [repository]
         source = self.config.source
         if source is not None and os.path.lexists(repository_root(source.parent) / ".git"):
             repositories.append(repository_root(source.parent))  # the checkout the config came with
