@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from pgserver import pg_url, postgres_server  # noqa: F401 - fixtures
 
 from vodsync.emulator import Emulator
 

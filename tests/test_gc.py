@@ -24,7 +24,7 @@ from vodsync.cloud.upload import settle_checkpoints, upload_file
 from vodsync.cloud.vod import VodClient
 from vodsync.emulator import Emulator
 from vodsync.engine.executor import reference_id, user_data
-from vodsync.engine.reconcile import checkpoint_dir
+from vodsync.state.location import StateLocation
 from vodsync.state.store import Record, RecordStatus, StateStore
 
 
@@ -33,6 +33,11 @@ def lib(tmp_path: Path, emulator: Emulator, sources: SourceServer, monkeypatch: 
     # gc measures age against "now"; the emulator's clock is the service's clock here.
     monkeypatch.setattr(gc, "_now", emulator.clock.now)
     return Library(tmp_path, emulator, sources)
+
+
+def _checkpoints(state: Path) -> Path:
+    """Where `vodsync` keeps the upload checkpoints of the state file `state`."""
+    return StateLocation(path=state).local_dir / f"{state.name}.checkpoints"
 
 
 def _client(emulator: Emulator) -> VodClient:
@@ -146,7 +151,7 @@ def _interrupted_multipart(emulator: Emulator, ticket, path: Path, cp_dir: Path,
 
 def test_gc_aborts_abandoned_multipart_uploads(lib: Library, emulator: Emulator, tmp_path: Path) -> None:
     c = _client(emulator)
-    cp_dir = checkpoint_dir(lib.state)
+    cp_dir = _checkpoints(lib.state)
     big = tmp_path / "big.mp4"
     big.write_bytes(mp4(500_000))
     live = tmp_path / "live.mp4"
@@ -235,7 +240,7 @@ def test_checkpoint_writes_cut_by_a_kill_are_settled(emulator: Emulator, tmp_pat
 def test_gc_summary_counts_only_what_it_did_and_says_why_an_upload_stays(
         lib: Library, emulator: Emulator, tmp_path: Path) -> None:
     c = _client(emulator)
-    cp_dir = checkpoint_dir(lib.state)
+    cp_dir = _checkpoints(lib.state)
     big = tmp_path / "big.mp4"
     big.write_bytes(mp4(500_000))
     # The state will be of the name-only scheme (it has records before gc first reads it): its marker.
@@ -271,7 +276,7 @@ def test_pruning_an_item_aborts_its_interrupted_multipart_upload(
     big = tmp_path / "big.mp4"
     big.write_bytes(mp4(500_000))
     ticket = c.create_upload_video(title="Gone", file_name="g.mp4", reference_id=reference_id("gone"))
-    upload = _interrupted_multipart(emulator, ticket, big, checkpoint_dir(lib.state), parts=2)
+    upload = _interrupted_multipart(emulator, ticket, big, _checkpoints(lib.state), parts=2)
     store = StateStore.open(lib.state)  # what a run interrupted mid-upload records
     store.put(Record(name="gone", kind="video", status=RecordStatus.UPLOADING, source=str(big),
                      remote_id=ticket.media_id, origin="manifest"))
@@ -281,5 +286,5 @@ def test_pruning_an_item_aborts_its_interrupted_multipart_upload(
     assert run.code == 0, run
     assert upload not in {u["upload_id"] for u in emulator.state()["multipart_uploads"]}
     assert ticket.media_id not in _ids(emulator)
-    assert not list((checkpoint_dir(lib.state) / ".py-oss-upload").iterdir())
+    assert not list((_checkpoints(lib.state) / ".py-oss-upload").iterdir())
     assert "aborted the interrupted upload" in run.err, run

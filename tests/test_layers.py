@@ -33,6 +33,7 @@ CONFINED = {
     "aliyunsdkcore": {"cloud"},
     "aliyunsdkvod": {"cloud"},
     "oss2": {"cloud"},
+    "psycopg": {"state"},
     "watchdog": {"daemon"},
     "yaml": {"desired", "config", "yamldoc"},
 }

@@ -11,7 +11,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -78,32 +77,6 @@ def state_path(tmp_path: Path) -> Path:
 # -- records ------------------------------------------------------------------------------------
 
 
-def test_every_field_round_trips_and_updated_at_is_stamped(state_path: Path) -> None:
-    clock = FakeClock()
-    rec = full_record()
-    with StateStore.open(state_path, clock=clock) as store:
-        store.put(rec)
-        got = store.get("intro")
-    assert got == rec.replace(updated_at=clock.now)
-    # and after a reopen, through records() as well as get()
-    with StateStore.open(state_path) as store:
-        assert store.records() == {"intro": rec.replace(updated_at=clock.now)}
-        again = store.get("intro")
-    assert again is not None
-    assert again.status is RecordStatus.PROCESSING
-    assert again.metadata["tags"] == ("a", "b")
-    assert again.options["nested"] == {"x": (1, 2)}
-    assert isinstance(again.protect, bool) and isinstance(again.mtime_ns, int)
-
-
-def test_defaults_round_trip(state_path: Path) -> None:
-    rec = Record(name="x", kind="url", status=RecordStatus.CREATING, source="https://e.com/a.mp4")
-    with StateStore.open(state_path, clock=FakeClock(5.0)) as store:
-        store.put(rec)
-        assert store.get("x") == rec.replace(updated_at=5.0)
-        assert store.get("missing") is None
-
-
 def test_record_normalises_lists_and_status() -> None:
     a = Record("n", "video", "ready", "/p", metadata={"tags": ["x", "y"]})  # type: ignore[arg-type]
     b = Record("n", "video", RecordStatus.READY, "/p", metadata={"tags": ("x", "y")})
@@ -115,84 +88,6 @@ def test_record_normalises_lists_and_status() -> None:
     assert c.replace(attempts=2).attempts == 2
     with pytest.raises(ValueError):
         Record("n", "video", "bogus", "/p")  # type: ignore[arg-type]
-
-
-def test_put_is_an_upsert_and_delete_forgets(state_path: Path) -> None:
-    clock = FakeClock(10.0)
-    with StateStore.open(state_path, clock=clock) as store:
-        store.put(Record("a", "video", RecordStatus.CREATING, "/a"))
-        clock.now = 20.0
-        store.put(Record("a", "video", RecordStatus.READY, "/a", remote_id="v1"))
-        got = store.get("a")
-        assert got is not None and got.status is RecordStatus.READY and got.remote_id == "v1"
-        assert got.updated_at == 20.0
-        assert list(store.records()) == ["a"]
-        store.delete("a")
-        store.delete("a")  # forgetting twice is fine
-        assert store.records() == {}
-
-
-def test_put_many_is_atomic(state_path: Path) -> None:
-    with StateStore.open(state_path) as store:
-        store.put(Record("keep", "video", RecordStatus.READY, "/k"))
-        bad = Record("bad", "video", RecordStatus.READY, "/b", metadata={"title": object()})
-        good = [Record(f"g{i}", "video", RecordStatus.READY, f"/g{i}") for i in range(5)]
-        with pytest.raises(StateError, match="not JSON"):
-            store.put_many([*good, bad])
-        assert set(store.records()) == {"keep"}
-        # a duplicate primary key inside the batch is not an error: the last one wins
-        store.put_many([*good, good[0].replace(source="/second")])
-        assert store.get("g0").source == "/second"  # type: ignore[union-attr]
-
-
-def test_transaction_groups_writes_and_rolls_back(state_path: Path) -> None:
-    with StateStore.open(state_path) as store:
-        with pytest.raises(RuntimeError):
-            with store.transaction():
-                store.put(Record("a", "video", RecordStatus.READY, "/a"))
-                store.set_meta("ledger", "x")
-                raise RuntimeError("boom")
-        assert store.records() == {} and store.get_meta("ledger") is None
-
-        with store.transaction():
-            store.put(Record("a", "video", RecordStatus.READY, "/a"))
-            store.delete("a")
-            store.put(Record("b", "video", RecordStatus.READY, "/b"))
-            store.remember_hash("/b", 1, 2, "d")
-        assert set(store.records()) == {"b"} and store.cached_hash("/b", 1, 2) == "d"
-
-        # an inner transaction that fails dooms the outer one, even if the caller swallows the error
-        with pytest.raises(StateError, match="rolled back"):
-            with store.transaction():
-                store.put(Record("c", "video", RecordStatus.READY, "/c"))
-                with pytest.raises(KeyError):
-                    with store.transaction():
-                        raise KeyError("inner")
-        assert set(store.records()) == {"b"}
-
-        # a record that cannot be serialised is refused before anything is written: no harm done
-        with store.transaction():
-            store.put(Record("c", "video", RecordStatus.READY, "/c"))
-            with pytest.raises(StateError, match="not JSON"):
-                store.put(Record("d", "video", RecordStatus.READY, "/d", options={"x": {1, 2}}))
-        assert set(store.records()) == {"b", "c"}
-
-
-def test_threads_can_put_concurrently(state_path: Path) -> None:
-    with StateStore.open(state_path) as store:
-
-        def work(t: int) -> None:
-            for i in range(100):
-                store.put(Record(f"t{t}-{i}", "image", RecordStatus.READY, f"/{t}/{i}", attempts=i))
-                if i % 10 == 0:
-                    store.records()
-
-        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
-        for th in threads:
-            th.start()
-        for th in threads:
-            th.join()
-        assert len(store.records()) == 800
 
 
 # -- hash cache and meta ---------------------------------------------------------------------------
@@ -523,35 +418,3 @@ def test_100k_records_read_time(state_path: Path, capsys: pytest.CaptureFixture[
         )
 
 
-def test_records_can_be_read_by_status_and_open_intent(state_path: Path):
-    store = StateStore.open(state_path)
-
-    def rec(name: str, status: RecordStatus, intent: dict | None = None) -> Record:
-        return Record(name=name, kind="video", status=status, source=f"/m/{name}.mp4", intent=intent)
-
-    store.put_many([
-        rec("a", RecordStatus.READY),
-        rec("b", RecordStatus.INGESTING),
-        rec("c", RecordStatus.PROCESSING, {"op": "cleanup", "supersedes": "old"}),
-        rec("d", RecordStatus.CREATING, {"op": "create", "at": 1.0}),
-    ])
-    assert set(store.records()) == {"a", "b", "c", "d"}
-    assert set(store.records(statuses=[RecordStatus.INGESTING, RecordStatus.PROCESSING])) == {"b", "c"}
-    assert set(store.records(with_intent=True)) == {"c", "d"}
-    assert set(store.records(statuses=[RecordStatus.CREATING], with_intent=True)) == {"d"}
-    assert store.records(statuses=[]) == {}
-    assert store.records(statuses=[RecordStatus.PROCESSING])["c"] == store.get("c")
-    store.close()
-
-
-def test_status_counts_and_retry_times_come_from_the_table(state_path: Path):
-    store = StateStore.open(state_path)
-    store.put_many([
-        Record(name="a", kind="video", status=RecordStatus.READY, source="/m/a"),
-        Record(name="b", kind="video", status=RecordStatus.READY, source="/m/b"),
-        Record(name="c", kind="url", status=RecordStatus.FAILED, source="http://x/c.mp4", next_attempt_at=50.0),
-        Record(name="d", kind="url", status=RecordStatus.INGESTING, source="http://x/d.mp4"),
-    ])
-    assert store.status_counts() == {"ready": 2, "failed": 1, "ingesting": 1}
-    assert store.retry_times() == [50.0]
-    store.close()

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from vodsync.config import Config
     from vodsync.desired.items import DesiredItem, ManifestSet
     from vodsync.engine.executor import ExecOptions
+    from vodsync.state.interface import Store
+    from vodsync.state.location import StateLocation
 
 log = logging.getLogger("vodsync")
 
@@ -61,17 +63,24 @@ class Context:
         self.manifests = Path(manifests) if manifests else Path(self.config.manifests)
         (repository,) = default_roots(self.manifests)  # the manifests' checkout (or their folder)
         self._refuse_implicit_widening(repository)
-        state = getattr(args, "state", None)
-        self.state = Path(state) if state else self._default_state(repository)
+        from vodsync.state.location import ENV_STATE, StateLocation
+
+        state = getattr(args, "state", None) or os.environ.get(ENV_STATE)
+        self.state = StateLocation.parse(state) if state else self._default_state(repository)
         self.roots = [Path(r) for r in self.config.roots or ()] or None
 
-    def _default_state(self, repository: Path) -> Path:
+    def _default_state(self, repository: Path) -> StateLocation:
+        from vodsync.state.location import StateLocation
+
+        if self.config.source is not None:
+            return StateLocation.parse(self.config.state)  # a path resolved against the config's folder, or a URL
+        return StateLocation(path=self._default_state_file(repository))
+
+    def _default_state_file(self, repository: Path) -> Path:
         """The config's `state`; without a config file, the state of the manifests' git repository
         (`.vodsync/state.db` at its top), so `vodsync plan -f ../manifests` from elsewhere in the
         checkout, or from outside it, finds the state that `apply` recorded instead of planning
         the whole library as new. Manifests outside any repository: `.vodsync/state.db` here."""
-        if self.config.source is not None:
-            return Path(self.config.state)  # resolved against the config file's directory
         here = Path(self.config.state)  # `.vodsync/state.db` in the working directory
         if not os.path.lexists(repository / ".git"):
             return here
@@ -84,12 +93,14 @@ class Context:
             return here
         return anchored
 
+    def open_state(self, *, readonly: bool = False) -> Store:
+        """The state, opened (a PostgreSQL state with the config's `lease_seconds`)."""
+        return self.state.open(readonly=readonly, lease_seconds=self.config.lease_seconds)
+
     def note_writer(self) -> None:
         """Say so when another process is applying to this state: what it is doing right now
         shows in a plan as interrupted, or still to do."""
-        from vodsync.state.store import writer_pid
-
-        pid = writer_pid(self.state)
+        pid = self.state.writer_pid()
         if pid is not None:
             holder = f" (pid {pid})" if pid else ""
             logging.getLogger("vodsync.plan").warning(
@@ -103,7 +114,7 @@ class Context:
             from vodsync.errors import display_path
 
             logging.getLogger("vodsync.state").info(
-                "no state file at %s yet: every item is new to it", display_path(self.state))
+                "no state file at %s yet: every item is new to it", display_path(self.state.path))
 
     def _refuse_implicit_widening(self, repository: Path) -> None:
         from vodsync.config import refuse_implicit_widening
@@ -158,7 +169,7 @@ class Context:
             return
         from vodsync.emulator import Emulator
 
-        data_dir = self.state.parent / "emulator"
+        data_dir = self.state.local_dir / "emulator"
         data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         emu = Emulator(port=self.args.emulator_port, data_dir=str(data_dir), transcode_seconds=1,
                        url_job_seconds=1)
@@ -205,7 +216,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> int:
     from vodsync.engine.plan import PlanOptions, plan_json
     from vodsync.engine.reconcile import build_plan
-    from vodsync.state.store import StateStore
     from vodsync.ui import console_for, print_plan
 
     if args.json and args.format not in ("text", "json"):
@@ -219,7 +229,7 @@ def _plan(args: argparse.Namespace) -> int:
     lifecycle = {"moves": manifests.moves, "targets": _targets(args)}
     ctx.note_new_state()
     ctx.note_writer()
-    with StateStore.open(ctx.state, readonly=True) as store:
+    with ctx.open_state(readonly=True) as store:
         records = store.records()
         if args.refresh:
             with ctx.cloud() as settings:
@@ -246,8 +256,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from vodsync.engine.executor import Executor
     from vodsync.engine.ownership import state_namespace
     from vodsync.engine.plan import PlanOptions
-    from vodsync.engine.reconcile import apply, build_plan, checkpoint_dir
-    from vodsync.state.store import StateStore
+    from vodsync.engine.reconcile import apply, build_plan
     from vodsync.ui import console_for, print_plan, print_summary, reporter_for
 
     if args.plan_file:
@@ -258,7 +267,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     out = console_for(sys.stdout)
     ctx.note_new_state()
     options = PlanOptions(prune=args.prune or ctx.config.prune, max_delete=_max_delete(args, ctx))
-    with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
+    with ctx.open_state() as store, ctx.cloud() as settings:
         state_namespace(store, ctx.config.namespace)
         client = _client(settings)
         if args.plan_file:  # exactly the saved plan, or nothing (`engine/saved_plan.py`)
@@ -282,7 +291,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         exec_options = ctx.exec_options(concurrency=args.concurrency or ctx.config.concurrency, wait=args.wait)
         started = time.monotonic()
         with reporter_for(out) as reporter:
-            executor = Executor(store, client, checkpoint_dir=checkpoint_dir(store.path), options=exec_options,
+            executor = Executor(store, client, checkpoint_dir=store.checkpoint_dir, options=exec_options,
                                 reporter=reporter)
             with _ctrl_c_stops(executor.stopping, reporter) as interrupted:
                 result = apply(plan, store, client, options=exec_options, executor=executor)
@@ -415,11 +424,10 @@ def _max_delete(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from vodsync.state.store import StateStore
     from vodsync.ui import console_for
 
     ctx = Context(args)
-    with StateStore.open(ctx.state, readonly=True) as store:
+    with ctx.open_state(readonly=True) as store:
         records = sorted(store.records().values(), key=lambda r: r.name)
     rows = [
         {
@@ -474,10 +482,9 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_gc(args: argparse.Namespace) -> int:
     from vodsync.engine.gc import run_gc
     from vodsync.engine.ownership import state_namespace
-    from vodsync.state.store import StateStore
 
     ctx = Context(args)
-    with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
+    with ctx.open_state() as store, ctx.cloud() as settings:
         namespace = state_namespace(store, ctx.config.namespace)
         return run_gc(store, _client(settings), yes=args.yes, out=sys.stdout, namespace=namespace)
 
@@ -485,7 +492,6 @@ def cmd_gc(args: argparse.Namespace) -> int:
 def cmd_import(args: argparse.Namespace) -> int:
     from vodsync.engine.imports import import_media
     from vodsync.errors import ConfigError
-    from vodsync.state.store import StateStore
 
     problem = _import_usage_problem(args)
     if problem:
@@ -499,7 +505,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     if item is None:
         raise ConfigError(f"{args.name} is not an item of the manifests under {ctx.manifests}; "
                           "declare it first (import records existing media as a declared item)")
-    with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
+    with ctx.open_state() as store, ctx.cloud() as settings:
         record = import_media(store, _client(settings), item, args.media_id)
     print(f"Imported {record.name} as {record.kind} {record.remote_id} ({record.last_result}). "
           "No write call was made; `vodsync plan` shows what differs from the manifest.")
@@ -521,11 +527,10 @@ def _import_usage_problem(args: argparse.Namespace) -> str | None:
 
 def _discover(args: argparse.Namespace) -> int:
     from vodsync.engine.imports import discover
-    from vodsync.state.store import StateStore
 
     ctx = Context(args)
     desired = ctx.load_desired()
-    with StateStore.open(ctx.state) as store, ctx.cloud() as settings:
+    with ctx.open_state() as store, ctx.cloud() as settings:
         found = discover(store, _client(settings), desired, namespace=args.namespace, pinned=ctx.config.namespace)
     print(f"Discovering in namespace {found.namespace.value}:")
     for record in found.found:
@@ -539,9 +544,8 @@ def _discover(args: argparse.Namespace) -> int:
 
 
 def cmd_state_list(args: argparse.Namespace) -> int:
-    from vodsync.state.store import StateStore
 
-    with StateStore.open(Context(args).state, readonly=True) as store:
+    with Context(args).open_state(readonly=True) as store:
         records = sorted(store.records().values(), key=lambda r: r.name)
     if args.json:
         print(json.dumps([{"name": r.name, "kind": r.kind, "status": str(r.status), "remote_id": r.remote_id}
@@ -555,7 +559,6 @@ def cmd_state_list(args: argparse.Namespace) -> int:
 def cmd_state_show(args: argparse.Namespace) -> int:
     from vodsync.engine.state_ops import record_view
     from vodsync.errors import StateError
-    from vodsync.state.store import StateStore
 
     ctx = Context(args)
     if args.namespace:
@@ -564,7 +567,7 @@ def cmd_state_show(args: argparse.Namespace) -> int:
         print(args.usage(), end="", file=sys.stderr)
         print("vodsync state show: error: give NAME, or --namespace", file=sys.stderr)
         return EXIT_ERROR
-    with StateStore.open(ctx.state, readonly=True) as store:
+    with ctx.open_state(readonly=True) as store:
         record = store.get(args.name)
     if record is None:
         raise StateError(f"{args.name} is not recorded in {ctx.state} (`vodsync state list` shows what is)")
@@ -588,13 +591,12 @@ def _show_namespace(ctx: Context, args: argparse.Namespace) -> int:
     """`state show --namespace`: the namespace the state's ReferenceIds and markers derive from."""
     from vodsync.engine.ownership import NAMESPACE_KEY, recorded_namespace
     from vodsync.errors import StateError
-    from vodsync.state.store import StateStore
 
     if args.name is not None:
         raise StateError("state show --namespace takes no NAME (the namespace is the whole state's)")
     if not ctx.state.exists():
         raise StateError(f"no state file at {ctx.state}")
-    with StateStore.open(ctx.state, readonly=True) as store:
+    with ctx.open_state(readonly=True) as store:
         if store.get_meta(NAMESPACE_KEY) is None and not store.records():
             raise StateError(f"{ctx.state} has no namespace yet (the first apply, gc or import --discover "
                              "records one)")
@@ -605,10 +607,9 @@ def _show_namespace(ctx: Context, args: argparse.Namespace) -> int:
 
 def cmd_state_rm(args: argparse.Namespace) -> int:
     from vodsync.engine.state_ops import forget
-    from vodsync.state.store import StateStore
 
     ctx = Context(args)
-    with StateStore.open(ctx.state) as store:
+    with ctx.open_state() as store:
         results = forget(store, args.names)
     code = EXIT_OK
     for f in results:
@@ -624,9 +625,8 @@ def cmd_state_rm(args: argparse.Namespace) -> int:
 
 def cmd_state_mv(args: argparse.Namespace) -> int:
     from vodsync.engine.moves import rekey
-    from vodsync.state.store import StateStore
 
-    with StateStore.open(Context(args).state) as store:
+    with Context(args).open_state() as store:
         record = rekey(store, args.old, args.new)
     print(f"Moved {args.old} → {args.new} ({record.kind} {record.remote_id or '(no media)'} kept).")
     return EXIT_OK
@@ -661,7 +661,7 @@ def _add_common(p: argparse.ArgumentParser, *, manifests: bool = True, cloud: bo
     p.add_argument("--config", metavar="FILE", help=f"config file (default: ./{DEFAULT_CONFIG} if present)")
     if manifests:
         p.add_argument("-f", "--manifests", metavar="DIR", help="manifest directory (default: manifests)")
-    p.add_argument("--state", metavar="FILE", help="state file (default: .vodsync/state.db at the top of the manifests' git checkout, else here)")
+    p.add_argument("--state", metavar="FILE|URL", help="state file, or postgresql://USER@HOST:PORT/DB for a state shared by many hosts (env VODSYNC_STATE; default: .vodsync/state.db at the top of the manifests' git checkout, else here)")
     if cloud:
         p.add_argument("--region", help="VOD region (default: cn-shanghai)")
         p.add_argument("--endpoint", metavar="URL", help="VOD endpoint, e.g. the emulator (env VODSYNC_ENDPOINT)")

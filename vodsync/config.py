@@ -248,7 +248,10 @@ class Config(_Settings):
     region: Annotated[str, StringConstraints(pattern=r"^[a-z]{2,}(-[a-z0-9]+)+$")] = "cn-shanghai"
     endpoint: Annotated[str, AfterValidator(_http_url)] | None = None
     manifests: PathSetting = Path("manifests")
-    state: PathSetting = Path(".vodsync/state.db")
+    # A file path (SQLite, the default) or postgresql://USER@HOST:PORT/DB (state/location.py).
+    state: Annotated[str | Path, Field(union_mode="left_to_right")] = Path(".vodsync/state.db")
+    # How long an item's lease outlives its holder's last renewal (a shared state: docs/scale-out.md).
+    lease_seconds: Annotated[float, Field(gt=0, le=60)] = 30
     roots: list[PathSetting] | None = None
     prune: bool = False
     max_delete: Annotated[int, Field(ge=0)] = 10
@@ -283,7 +286,7 @@ _CONFIG_PATTERNS = {
     "label": "must be 1-64 of a-z, 0-9, '.', '_' and '-', starting with a letter or digit",
     "namespace": "must be 3-32 of a-z, 0-9 and '-', starting with a letter or digit",
 }
-_PATH_FIELDS = ("manifests", "state")
+_PATH_FIELDS = ("manifests",)
 
 
 def _section(loc: Sequence[Any]) -> tuple[type[BaseModel], str]:
@@ -353,6 +356,14 @@ def _unparsable_config_error(path: Path, raw: bytes, exc: BaseException) -> Conf
     return ConfigError(f"{problem}\n  and {error}") if problem else error
 
 
+STATE_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_url(value: str | Path) -> bool:
+    """Whether a `state` setting names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(value, str) and value.lower().startswith(STATE_URL_SCHEMES)
+
+
 def _absolute(base: Path, value: Path) -> Path:
     return Path(os.path.normpath(base / value.expanduser()))
 
@@ -409,6 +420,8 @@ def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> C
 
     base = path.resolve().parent if path is not None else Path.cwd()
     update: dict[str, Any] = {name: _absolute(base, getattr(config, name)) for name in _PATH_FIELDS}
+    if not is_url(config.state):
+        update["state"] = _absolute(base, Path(config.state))
     if config.roots is not None:
         update["roots"] = [_absolute(base, r) for r in config.roots]
     update["drop_folders"] = [
@@ -433,7 +446,7 @@ def load_config(path: Path | None, *, env: Mapping[str, str] | None = None) -> C
 # credentials, which state it writes, which folders it moves files in.
 WIDENING_KEYS = ("roots", "endpoint", "state", "credentials", "drop_folders")
 _WIDENING_INSTEAD = {
-    "state": "--state FILE",
+    "state": "--state FILE or VODSYNC_STATE",
     "endpoint": f"--endpoint URL or {ENV_ENDPOINT}",
     "credentials": f"{ENV_ACCESS_KEY_ID} and {ENV_ACCESS_KEY_SECRET}",
 }

@@ -60,9 +60,10 @@ from vodsync.engine.executor import ExecOptions, Executor, Outcome
 from vodsync.engine.lifecycle import carry_out, split_state_only
 from vodsync.engine.ownership import state_namespace
 from vodsync.engine.plan import Plan, PlanOptions
-from vodsync.engine.reconcile import build_plan, checkpoint_dir
+from vodsync.engine.reconcile import build_plan
 from vodsync.errors import VodsyncError
-from vodsync.state.store import Record, RecordStatus, StateStore
+from vodsync.state.interface import Store
+from vodsync.state.store import Record, RecordStatus
 
 # `ctx` below is the CLI's `Context` (config, manifests, roots, state, args, cloud()); the daemon
 # sits below the CLI, so it takes the object and never imports its class.
@@ -230,7 +231,7 @@ class Daemon:
     def __init__(
         self,
         settings: LoopSettings,
-        store: StateStore,
+        store: Store,
         client: VodClient,
         *,
         metrics: Metrics | None = None,
@@ -515,7 +516,7 @@ class Daemon:
         kwargs: dict[str, Any] = {}
         if self.uploader is not None:
             kwargs["uploader"] = self.uploader
-        executor = Executor(self.store, self.client, checkpoint_dir=checkpoint_dir(self.store.path),
+        executor = Executor(self.store, self.client, checkpoint_dir=self.store.checkpoint_dir,
                             options=self.exec_options, reporter=self.reporter, **kwargs)
         executor.stopping = self.stopping
         return executor
@@ -791,7 +792,7 @@ def serve(ctx: Context) -> int:
     health = Health(settings.interval)
     notifier = Notifier.from_env()
     server = MetricsServer.from_setting(settings.http, metrics, health) if settings.http else None
-    with StateStore.open(ctx.state) as store, ctx.cloud() as cloud_settings:
+    with ctx.open_state() as store, ctx.cloud() as cloud_settings:
         state_namespace(store, ctx.config.namespace)  # recorded (or checked against the pin) before any pass
         client = VodClient(cloud_settings, observer=metrics.api_call)
         daemon = Daemon(settings, store, client, metrics=metrics, health=health, notifier=notifier,

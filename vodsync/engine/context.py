@@ -16,8 +16,9 @@ from vodsync.desired.items import Kind
 from vodsync.engine.diff import Change
 from vodsync.engine.execution import ExecOptions, Reporter
 from vodsync.engine.ownership import Namespace, delete_media
+from vodsync.state.interface import Store
 from vodsync.state.records import Intent, Op
-from vodsync.state.store import Record, RecordStatus, StateStore
+from vodsync.state.store import Record, RecordStatus
 
 if TYPE_CHECKING:
     from vodsync.cloud.vod import VodClient
@@ -44,7 +45,7 @@ class RunContext:
     """Everything a worker may use: the state, VOD, the uploader, the run's options and clocks,
     the stop flag (uploads stop between parts) and the reporter (progress, waiting)."""
 
-    store: StateStore
+    store: Store
     client: VodClient
     namespace: Namespace
     options: ExecOptions

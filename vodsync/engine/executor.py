@@ -50,7 +50,8 @@ from vodsync.engine.plan import Plan
 from vodsync.engine.recovery import Recovery
 from vodsync.engine.uploads import Uploads
 from vodsync.errors import CredentialsRejected, UploadInterrupted, VodsyncError
-from vodsync.state.store import Record, RecordStatus, StateStore
+from vodsync.state.interface import Store
+from vodsync.state.store import Record, RecordStatus
 
 if TYPE_CHECKING:  # the SDKs (oss2, aliyunsdkcore) cost ~0.3 s to import; `plan` never needs them
     from vodsync.cloud.vod import VodClient
@@ -63,7 +64,7 @@ class Executor:
 
     def __init__(
         self,
-        store: StateStore,
+        store: Store,
         client: VodClient,
         *,
         checkpoint_dir: Path,

@@ -51,9 +51,9 @@ from vodsync.engine.ownership import (
     search,
     state_namespace,
 )
-from vodsync.engine.reconcile import checkpoint_dir
 from vodsync.errors import VodsyncError
-from vodsync.state.store import Record, RecordStatus, StateStore
+from vodsync.state.interface import Store
+from vodsync.state.store import Record, RecordStatus
 
 log = logging.getLogger("vodsync.gc")
 
@@ -124,7 +124,7 @@ def find_leftovers(
 
 
 def run_gc(
-    store: StateStore,
+    store: Store,
     client: VodClient,
     *,
     yes: bool,
@@ -135,7 +135,7 @@ def run_gc(
 ) -> int:
     """List the leftovers; with `yes`, remove them. Returns the exit code."""
     found = find_leftovers(store.records(), client, namespace=namespace or state_namespace(store),
-                           checkpoints=checkpoint_dir(store.path), now=(clock or _now)(), lifetime=lifetime)
+                           checkpoints=store.checkpoint_dir, now=(clock or _now)(), lifetime=lifetime)
     if found.empty:
         print("Nothing to collect: no orphaned media, no abandoned uploads.", file=out)
         return 0

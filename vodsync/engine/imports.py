@@ -32,7 +32,8 @@ from vodsync.engine.ownership import NAMESPACE_KEY, Namespace, marker_of, search
 from vodsync.engine.ownership import read_media as read_media_batch
 from vodsync.engine.remote import remote_metadata
 from vodsync.errors import CloudError, VodsyncError
-from vodsync.state.store import Record, RecordStatus, StateStore
+from vodsync.state.interface import Store
+from vodsync.state.store import Record, RecordStatus
 
 if TYPE_CHECKING:
     from vodsync.cloud.vod import VodClient
@@ -109,7 +110,7 @@ def import_record(
     )
 
 
-def import_media(store: StateStore, client: VodClient, item: DesiredItem, media_id: str) -> Record:
+def import_media(store: Store, client: VodClient, item: DesiredItem, media_id: str) -> Record:
     """Read `media_id` and record it as `item`. Refused (nothing written) when `item` is already
     recorded, or the media does not exist as the item's kind or is not complete."""
     existing = store.get(item.name)
@@ -140,7 +141,7 @@ class Discovery:
 
 
 def discover(
-    store: StateStore, client: VodClient, desired: list[DesiredItem], *,
+    store: Store, client: VodClient, desired: list[DesiredItem], *,
     namespace: str | None = None, pinned: str | None = None,
 ) -> Discovery:
     """`vodsync import --discover`: find the media a state's namespace created and record it
@@ -224,13 +225,13 @@ def _marked_media(client: VodClient, items: list[DesiredItem]) -> Marked:
     return out
 
 
-def _choose_namespace(store: StateStore, marked: Marked, flag: str | None, pinned: str | None) -> str | None:
+def _choose_namespace(store: Store, marked: Marked, flag: str | None, pinned: str | None) -> str | None:
     """The namespace to adopt (None: a new one), by the rules in `discover`'s docstring."""
     recorded = store.get_meta(NAMESPACE_KEY)
     chosen = recorded or flag or pinned
     for other, what in ((flag, "--namespace"), (pinned, "the config's namespace:")):
         if chosen and other and other != chosen:
-            holder = f"state file {store.path} records" if recorded else "--namespace gives"
+            holder = f"state file {store.location} records" if recorded else "--namespace gives"
             raise ImportRefused(f"{holder} namespace {chosen!r}, but {what} says {other!r}")
     if chosen:
         return chosen

@@ -17,7 +17,7 @@ from vodsync.engine.imports import import_media
 from vodsync.engine.moves import moved_from, rekey
 from vodsync.engine.plan import Plan
 from vodsync.errors import VodsyncError
-from vodsync.state.store import StateStore
+from vodsync.state.interface import Store
 
 if TYPE_CHECKING:
     from vodsync.cloud.vod import VodClient
@@ -32,7 +32,7 @@ def split_state_only(plan: Plan) -> tuple[list[Change], Plan]:
     return state_only, dataclasses.replace(plan, actions=rest)
 
 
-def carry_out(changes: list[Change], store: StateStore, client: VodClient, reporter: Reporter) -> list[Outcome]:
+def carry_out(changes: list[Change], store: Store, client: VodClient, reporter: Reporter) -> list[Outcome]:
     outcomes: list[Outcome] = []
     for c in changes:
         try:

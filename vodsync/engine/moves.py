@@ -19,7 +19,8 @@ from vodsync.desired.items import Kind, Move
 from vodsync.engine.diff import Action, Change
 from vodsync.engine.ownership import Namespace
 from vodsync.errors import StateError
-from vodsync.state.store import Record, StateStore
+from vodsync.state.interface import Store
+from vodsync.state.store import Record
 
 
 @dataclass(frozen=True)
@@ -85,14 +86,14 @@ def moved_from(change: Change) -> str:
     return change.record.name
 
 
-def rekey(store: StateStore, old: str, new: str) -> Record:
+def rekey(store: Store, old: str, new: str) -> Record:
     """Give the record `old` the name `new`, in one transaction. No call to VOD."""
     with store.transaction():
         record = store.get(old)
         if record is None:
-            raise StateError(f"{old!r} is not recorded in {store.path} (`vodsync state list` shows what is)")
+            raise StateError(f"{old!r} is not recorded in {store.location} (`vodsync state list` shows what is)")
         if store.get(new) is not None:
-            raise StateError(f"{new!r} is already recorded in {store.path}; forget it first with "
+            raise StateError(f"{new!r} is already recorded in {store.location}; forget it first with "
                              f"`vodsync state rm {new}` if the record is stale")
         moved = record.replace(name=new, last_result=f"moved from {old}")
         store.put(moved)

@@ -38,7 +38,8 @@ from vodsync.cloud.types import SEARCH_FIELDS, Hit
 from vodsync.desired.items import Kind
 from vodsync.engine.execution import VIDEO_BATCH, chunks
 from vodsync.errors import ConfigError
-from vodsync.state.store import Record, StateStore
+from vodsync.state.interface import Store
+from vodsync.state.store import Record
 
 if TYPE_CHECKING:
     from vodsync.cloud.types import RemoteMedia
@@ -113,14 +114,14 @@ def marker_of(raw: Any) -> Marker | None:
     return None
 
 
-def state_namespace(store: StateStore, pinned: str | None = None) -> Namespace:
+def state_namespace(store: Store, pinned: str | None = None) -> Namespace:
     """The state's namespace, recorded on first use: `pinned` (the config's `namespace:`), else
     LEGACY for a state that already has records (they were made with the name-only scheme),
     else a new random one. A recorded namespace other than `pinned` is an error."""
     recorded = store.get_meta(NAMESPACE_KEY)
     if recorded is not None:
         if pinned is not None and pinned != recorded:
-            raise ConfigError(f"state file {store.path} belongs to namespace {recorded!r}, but the config "
+            raise ConfigError(f"state file {store.location} belongs to namespace {recorded!r}, but the config "
                               f"pins namespace {pinned!r}; use that state's namespace or another state file")
         return Namespace(recorded)
     if pinned is not None:
@@ -134,7 +135,7 @@ def state_namespace(store: StateStore, pinned: str | None = None) -> Namespace:
     return Namespace(value)
 
 
-def recorded_namespace(store: StateStore) -> Namespace:
+def recorded_namespace(store: Store) -> Namespace:
     """The namespace the state's records were made in, without recording one (for plans): the
     recorded namespace, else the name-only scheme (a state with records and no namespace is of
     that scheme; one with no records holds no ReferenceId for the difference to matter)."""

@@ -18,21 +18,17 @@ from vodsync.engine.moves import plan_moves, reference_conflicts
 from vodsync.engine.ownership import recorded_namespace
 from vodsync.engine.plan import Plan, PlanOptions, check_plan, make_plan
 from vodsync.engine.targets import Targets
-from vodsync.state.store import Record, RecordStatus, StateStore
+from vodsync.state.interface import Store
+from vodsync.state.store import Record, RecordStatus
 
 if TYPE_CHECKING:  # `plan` never executes: it does not pay for the executor's imports
     from vodsync.cloud.vod import VodClient
     from vodsync.engine.executor import ExecOptions, Executor, Reporter, Result
 
 
-def checkpoint_dir(state_path: Path) -> Path:
-    """Upload checkpoints live beside the state file, so a resume finds them after a crash."""
-    return state_path.parent / f"{state_path.name}.checkpoints"
-
-
 def build_plan(
     desired: Sequence[DesiredItem],
-    store: StateStore,
+    store: Store,
     options: PlanOptions,
     *,
     refresh_with: VodClient | None = None,
@@ -63,7 +59,7 @@ def build_plan(
 
         remote = read_remote(refresh_with, records)
     changes = _net_of_parts_sent([*move_changes, *diff(desired, records, hashes=hashes, remote=remote)],
-                                 checkpoint_dir(store.path))
+                                 store.checkpoint_dir)
     clashing, clash = reference_conflicts(changes, moved.records, recorded_namespace(store))
     if clashing:  # never carried out, even where a refusal is only logged (the daemon)
         changes = [c for c in changes if not (c.action is Action.CREATE and c.name in clashing)]
@@ -97,7 +93,7 @@ def _net_of_parts_sent(changes: list[Change], checkpoints: Path) -> list[Change]
 
 def apply(
     plan: Plan,
-    store: StateStore,
+    store: Store,
     client: VodClient,
     *,
     options: ExecOptions,
@@ -109,7 +105,7 @@ def apply(
 
     check_plan(plan)
     executor = executor or Executor(
-        store, client, checkpoint_dir=checkpoint_dir(store.path), options=options, reporter=reporter
+        store, client, checkpoint_dir=store.checkpoint_dir, options=options, reporter=reporter
     )
     state_only, plan = split_state_only(plan)  # moves and imports: records first, no upload
     done = carry_out(state_only, store, client, executor.reporter) if state_only else []

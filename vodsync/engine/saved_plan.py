@@ -43,6 +43,7 @@ from vodsync.desired.items import DesiredItem, Kind, ManifestSet, Move
 from vodsync.engine.diff import BOOKKEEPING, Action, Change
 from vodsync.engine.plan import Plan, plan_json
 from vodsync.errors import VodsyncError
+from vodsync.state.location import StateLocation
 from vodsync.state.store import Record
 
 FORMAT = "vodsync-plan"
@@ -83,12 +84,12 @@ class Inputs:
     """What a plan was made from, as `apply FILE` compares it."""
 
     manifests: Path
-    state: Path
+    state: StateLocation
     manifests_digest: str
     state_digest: str
 
 
-def inputs_of(manifests: Path, state: Path, loaded: ManifestSet, records: Mapping[str, Record]) -> Inputs:
+def inputs_of(manifests: Path, state: StateLocation, loaded: ManifestSet, records: Mapping[str, Record]) -> Inputs:
     return Inputs(manifests, state, manifests_digest(loaded.items, loaded.moves), state_digest(records))
 
 
@@ -108,7 +109,7 @@ def write_plan(path: Path, plan: Plan, inputs: Inputs, options: Mapping[str, Any
         "vodsync_version": version,
         "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "manifests": str(inputs.manifests.resolve()),
-        "state": str(inputs.state.resolve()),
+        "state": str(inputs.state.path.resolve()) if inputs.state.path else str(inputs.state),
         "digests": {"manifests": inputs.manifests_digest, "state": inputs.state_digest},
         "options": dict(options),
         "actions": [_change_json(c) for c in plan.actions],

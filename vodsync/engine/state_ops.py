@@ -11,8 +11,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vodsync.state.interface import Store
 from vodsync.state.records import Op
-from vodsync.state.store import Record, RecordStatus, StateStore
+from vodsync.state.store import Record, RecordStatus
 
 
 def record_view(record: Record) -> dict[str, Any]:
@@ -30,7 +31,7 @@ class Forgotten:
     warning: str | None = None  # what forgetting it leaves behind, if anything
 
 
-def forget(store: StateStore, names: Sequence[str]) -> list[Forgotten]:
+def forget(store: Store, names: Sequence[str]) -> list[Forgotten]:
     """Forget each recorded name (all in one transaction); the media stays in VOD as it is."""
     out: list[Forgotten] = []
     with store.transaction():

@@ -22,22 +22,20 @@ works on a fresh checkout) whose writes raise `StateError`.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
 import gc
-import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
 from vodsync.errors import StateError, StateLocked
-from vodsync.state.records import Intent, Record, RecordStatus, freeze
-from vodsync.vocab import Kind, Origin
+from vodsync.state.codec import COLUMNS, decode_rows, encode_row
+from vodsync.state.interface import Nesting
+from vodsync.state.records import Record, RecordStatus
 
 __all__ = ["Record", "RecordStatus", "StateStore", "SCHEMA_VERSION"]
 
@@ -88,14 +86,8 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
-# Column order == Record field order, so a row maps onto Record(*row) after decoding.
-_COLUMNS = (
-    "name", "kind", "status", "source", "remote_id", "reference_id", "job_id", "content_hash",
-    "size", "mtime_ns", "metadata", "options", "remote_status", "intent", "origin", "protect",
-    "attempts", "next_attempt_at", "last_result", "last_error", "updated_at",
-)  # fmt: skip
-_UPSERT = f"INSERT OR REPLACE INTO records ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
-_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM records"
+_UPSERT = f"INSERT OR REPLACE INTO records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM records"
 _READ_SLICE = 5000  # rows turned into records at a time by records()
 
 # Short, user-facing causes for the sqlite error codes a user can actually meet.
@@ -129,128 +121,6 @@ def _open_failure(exc: BaseException, path: Path, verb: str) -> BaseException:
     if isinstance(exc, OSError):
         return StateError(f"state file {path}: cannot {verb}: {exc.strerror or exc}")
     return exc  # StateError, KeyboardInterrupt, ...: as they are
-
-
-def _dumps(value: Any) -> str:
-    # sort_keys: a stable text makes the file diffable and the tests deterministic.
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _row(record: Record, updated_at: float) -> tuple[Any, ...]:
-    if not isinstance(record, Record):
-        raise TypeError(f"expected a Record, got {type(record).__name__}")
-    try:
-        metadata = _dumps(record.metadata)
-        options = _dumps(record.options)
-        intent = None if record.intent is None else _dumps(record.intent.to_json())
-    except (TypeError, ValueError) as exc:
-        raise StateError(f"record {record.name!r} holds a value that is not JSON: {exc}") from exc
-    return (
-        record.name, str(record.kind), str(record.status), record.source, record.remote_id,
-        record.reference_id, record.job_id, record.content_hash, record.size, record.mtime_ns,
-        metadata, options, record.remote_status, intent, str(record.origin), int(record.protect),
-        record.attempts, record.next_attempt_at, record.last_result, record.last_error, updated_at,
-    )  # fmt: skip
-
-
-_STATUSES = {s.value: s for s in RecordStatus}
-_KINDS = {k.value: k for k in Kind}
-_ORIGINS = {str(Origin.manifest()): Origin.manifest()}
-
-
-def _origin(name: str, text: str, seen: dict[str, Origin]) -> Origin:
-    """The `Origin` a row's origin column holds (one value per text, shared across rows)."""
-    try:
-        return seen.setdefault(text, Origin(text))
-    except ValueError:
-        raise StateError(f"record {name!r} has an unreadable origin {text!r}") from None
-
-_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Record))
-assert _FIELD_NAMES == _COLUMNS, "records columns must follow Record's field order"
-_decode_json = json.JSONDecoder().decode
-
-
-def _thaw_all(texts: list[str], names: list[str], column: str) -> list[Any]:
-    """Decode many JSON column values at once, lists turned into tuples (see records.freeze).
-
-    One `loads` over "[a,b,...]" costs a fraction of 100,000 separate calls,
-    which dominate `records()` otherwise. Each value must be a JSON object (or null):
-    anything else is a `StateError` naming the record and the column.
-    """
-    values = _decode_json("[" + ",".join(texts) + "]")
-    # Equal values are shared: a library repeats its tag lists and option sets (and "{}")
-    # across thousands of records; one object each saves ~25 MiB per 100,000 records.
-    share: dict[Any, Any] = {}
-    empty: dict[str, Any] = {}
-    for i, value in enumerate(values):
-        if value is None:
-            continue
-        if type(value) is not dict:
-            raise StateError(
-                f"record {names[i]!r} has an unreadable {column} column: expected a JSON object, "
-                f"got {type(value).__name__} (edited by hand, or written by another program?)"
-            )
-        if not value:
-            values[i] = empty
-            continue
-        for k, v in value.items():
-            if type(v) is list or type(v) is dict:
-                v = freeze(v)
-                if type(v) is tuple:
-                    try:
-                        v = share.setdefault(v, v)
-                    except TypeError:  # a tuple holding a dict: not hashable, not shared
-                        pass
-                value[k] = v
-    return values
-
-
-def _records(rows: list[tuple[Any, ...]]) -> list[Record]:
-    """Records from rows, built without re-running __post_init__ (the values are already normal).
-
-    This is the hot path of `records()` (100,000 rows); going through __init__
-    and freeze() again roughly doubles its cost.
-    """
-    try:
-        names = [row[0] for row in rows]
-        metadatas = _thaw_all([row[10] for row in rows], names, "metadata")
-        optionses = _thaw_all([row[11] for row in rows], names, "options")
-        intents = _thaw_all(["null" if row[13] is None else row[13] for row in rows], names, "intent")
-    except ValueError as exc:
-        raise StateError(f"the state file has an unreadable JSON column: {exc}") from None
-    statuses, kinds, origins, from_json = _STATUSES, _KINDS, dict(_ORIGINS), Intent.from_json
-    new = object.__new__
-    set_dict = object.__setattr__  # frozen dataclass: bypass its __setattr__ guard
-    # sqlite3 returns a new str for every cell: share the few values these columns repeat
-    # ("video", "Normal", "manifest", "created"), ~22 MiB over 100,000 records.
-    share = {}.setdefault
-    out = []
-    for row, metadata, options, intent in zip(rows, metadatas, optionses, intents, strict=True):
-        (name, kind, status, source, remote_id, reference_id, job_id, content_hash, size, mtime_ns,
-         _, _, remote_status, _, origin, protect, attempts, next_attempt_at, last_result,
-         last_error, updated_at) = row  # fmt: skip
-        remote_status, last_result = share(remote_status, remote_status), share(last_result, last_result)
-        try:
-            status = statuses[status]
-            kind = kinds[kind]
-        except KeyError:
-            column, value = ("status", status) if type(status) is str else ("kind", kind)
-            raise StateError(
-                f"record {name!r} has unknown {column} {value!r} (written by a newer vodsync?)"
-            ) from None
-        origin = origins.get(origin) or _origin(name, origin, origins)
-        record = new(Record)
-        set_dict(record, "__dict__", {
-            "name": name, "kind": kind, "status": status, "source": source, "remote_id": remote_id,
-            "reference_id": reference_id, "job_id": job_id, "content_hash": content_hash,
-            "size": size, "mtime_ns": mtime_ns, "metadata": metadata, "options": options,
-            "remote_status": remote_status, "intent": None if intent is None else from_json(intent),
-            "origin": origin,
-            "protect": bool(protect), "attempts": attempts, "next_attempt_at": next_attempt_at,
-            "last_result": last_result, "last_error": last_error, "updated_at": updated_at,
-        })  # fmt: skip
-        out.append(record)
-    return out
 
 
 def _make_parents(directory: Path) -> None:
@@ -360,9 +230,10 @@ class StateStore:
         self._conn: sqlite3.Connection | None = conn
         self._writer_lock = lock
         self._clock = clock
+        self._shown: str | None = None  # what `location` says, when not the path (an empty view of a database)
         self._mutex = threading.RLock()
-        self._depth = 0  # nesting of transaction(); only the outermost commits
-        self._doomed = False  # an inner transaction failed: the outermost must roll back
+        self._nesting = Nesting(self._mutex, begin=self._begin, commit=self._commit, rollback=self._rollback,
+                                where=lambda: f"file {self.path}")
 
     # -- opening and closing ---------------------------------------------------------------
 
@@ -456,16 +327,23 @@ class StateStore:
                     return cls(path, conn, readonly=True, lock=None, clock=clock)
                 conn.close()  # an empty file (a writer died before creating the schema): empty view
             # Absent: an empty in-memory view, so `plan` on a fresh checkout works; nothing is created.
-            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-            cls._migrate(conn, path)
-            conn.execute("PRAGMA query_only=ON")
-            return cls(path, conn, readonly=True, lock=None, clock=clock)
+            return cls.empty_view(path, clock)
         except BaseException as exc:
             cls._abandon(conn, None)
             failure = _open_failure(exc, path, "read")
             if failure is exc:
                 raise
             raise failure from exc
+
+    @classmethod
+    def empty_view(cls, path: Path, clock: Callable[[], float], *, shown: str | None = None) -> StateStore:
+        """An empty, read-only state in memory: what a reader sees where nothing was recorded yet."""
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        cls._migrate(conn, path)
+        conn.execute("PRAGMA query_only=ON")
+        view = cls(path, conn, readonly=True, lock=None, clock=clock)
+        view._shown = shown
+        return view
 
     @staticmethod
     def _abandon(conn: sqlite3.Connection | None, lock: _WriterLock | None) -> None:
@@ -544,6 +422,26 @@ class StateStore:
         mode = "readonly" if self.readonly else ("locked" if self._writer_lock else "unlocked")
         return f"StateStore({str(self.path)!r}, {mode})"
 
+    @property
+    def location(self) -> str:
+        return self._shown or str(self.path)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        """Upload checkpoints live beside the state file, so a resume finds them after a crash."""
+        return self.path.parent / f"{self.path.name}.checkpoints"
+
+    # -- coordination: the writer lock makes this process the only writer -------------------------
+
+    def claim(self, names: Sequence[str]) -> set[str]:
+        return set(names)
+
+    def release(self, names: Collection[str]) -> None:
+        return None
+
+    def is_leader(self) -> bool:
+        return not self.readonly
+
     # -- plumbing -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -565,42 +463,18 @@ class StateStore:
         if self.readonly:
             raise StateError(f"state file {self.path} is open read-only; cannot {what}")
 
-    @contextlib.contextmanager
-    def transaction(self) -> Iterator[None]:
-        """Group writes atomically: all of them are committed, or none.
-
-        Nested uses join the outermost transaction. If an inner block fails, the
-        whole transaction is rolled back even if the caller catches the error,
-        because SQLite may already have rolled it back (SQLITE_FULL, I/O errors).
-        """
+    def transaction(self) -> contextlib.AbstractContextManager[None]:
+        """Group writes atomically: all of them are committed, or none (`interface.Nesting`)."""
         self._writable("write")
-        with self._mutex:
-            if self._depth:
-                self._depth += 1
-                try:
-                    yield
-                except BaseException:
-                    self._doomed = True
-                    raise
-                finally:
-                    self._depth -= 1
-                return
-            with self._using("begin a transaction") as conn:
-                conn.execute("BEGIN IMMEDIATE")
-            self._depth, self._doomed = 1, False
-            try:
-                yield
-                if self._doomed:
-                    raise StateError(
-                        f"state file {self.path}: a write inside this transaction failed; rolled back"
-                    )
-                with self._using("commit") as conn:
-                    conn.execute("COMMIT")
-            except BaseException:
-                self._rollback()
-                raise
-            finally:
-                self._depth, self._doomed = 0, False
+        return self._nesting()
+
+    def _begin(self) -> None:
+        with self._using("begin a transaction") as conn:
+            conn.execute("BEGIN IMMEDIATE")
+
+    def _commit(self) -> None:
+        with self._using("commit") as conn:
+            conn.execute("COMMIT")
 
     def _rollback(self) -> None:
         conn = self._conn
@@ -638,7 +512,7 @@ class StateStore:
                 # plan by ~50 MiB (bench/memory.py).
                 cursor = conn.execute(query, args)
                 while rows := cursor.fetchmany(_READ_SLICE):
-                    for record in _records(rows):
+                    for record in decode_rows(rows):
                         out[record.name] = record
             return out
         finally:
@@ -659,7 +533,7 @@ class StateStore:
     def get(self, name: str) -> Record | None:
         with self._using(f"read record {name!r}") as conn:
             row = conn.execute(_SELECT + " WHERE name = ?", (name,)).fetchone()
-        return None if row is None else _records([row])[0]
+        return None if row is None else decode_rows([row])[0]
 
     def put(self, record: Record) -> None:
         """Insert or replace `record` (by name), stamping `updated_at` with the clock."""
@@ -669,7 +543,7 @@ class StateStore:
         """Insert or replace every record in one transaction (all or none), stamping `updated_at`."""
         self._writable("write records")
         now = self._clock()
-        rows = [_row(r, now) for r in records]  # serialise first: a bad value writes nothing
+        rows = [encode_row(r, now) for r in records]  # serialise first: a bad value writes nothing
         if not rows:
             return
         with self.transaction(), self._using("write records") as conn:
