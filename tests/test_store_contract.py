@@ -241,7 +241,8 @@ def test_claims_race_without_double_grants(shared: StateLocation) -> None:
 
 
 def test_a_dead_holders_lease_expires_and_its_late_write_is_fenced_off(shared: StateLocation) -> None:
-    from vodsync.state.postgres import LeaseLost, PostgresStore
+    from vodsync.errors import LeaseLost
+    from vodsync.state.postgres import PostgresStore
 
     stale = PostgresStore.open(shared.url, local_dir=Path("/nonexistent"), lease_seconds=0.2)  # type: ignore[arg-type]
     successor = PostgresStore.open(shared.url, local_dir=Path("/nonexistent"), lease_seconds=30)  # type: ignore[arg-type]

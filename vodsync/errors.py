@@ -111,6 +111,15 @@ class StateLocked(StateError):
         self.pid = pid
 
 
+class LeaseLost(StateError):
+    """This process no longer holds an item's lease (a shared state): another process works on
+    it now, and this one's outcome for it is not recorded (fencing: docs/scale-out.md)."""
+
+    def __init__(self, name: str, detail: str) -> None:
+        super().__init__(f"{name}: {detail}; this process's outcome for it is not recorded")
+        self.name = name
+
+
 class CloudError(VodsyncError):
     """VOD or OSS answered with an error, or could not be reached.
 

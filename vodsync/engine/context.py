@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -40,6 +40,35 @@ class UploadTally:
             self.span = (min(span[0], began), max(span[1], ended)) if span else (began, ended)
 
 
+@dataclass
+class Claims:
+    """The items one run holds in the state (`Store.claim`): it works on, and writes, only those.
+
+    With SQLite every item is granted (the writer lock made this the only writer); with a shared
+    state another process may hold some, and this run leaves them to it. `release` at the end
+    of the run gives them back."""
+
+    store: Store
+    held: set[str] = field(default_factory=set)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def take(self, names: Iterable[str]) -> set[str]:
+        """Of `names`, those this run holds now (claiming the ones it did not hold yet)."""
+        names = set(names)
+        with self._lock:
+            new = names - self.held
+        got = self.store.claim(sorted(new)) if new else set()
+        with self._lock:
+            self.held |= got
+            return names & self.held
+
+    def release(self) -> None:
+        with self._lock:
+            held, self.held = self.held, set()
+        if held:
+            self.store.release(held)
+
+
 @dataclass(frozen=True)
 class RunContext:
     """Everything a worker may use: the state, VOD, the uploader, the run's options and clocks,
@@ -56,6 +85,11 @@ class RunContext:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     tally: UploadTally = field(default_factory=UploadTally)
+    claims: Claims | None = None  # set per run (Executor._context); None: every item is this run's
+
+    def mine(self, names: Iterable[str]) -> set[str]:
+        """Of `names`, those this run may work on (`Claims.take`)."""
+        return set(names) if self.claims is None else self.claims.take(names)
 
     def now(self) -> float:
         return self.clock()

@@ -264,6 +264,18 @@ def diff_one(item: DesiredItem, record: Record | None) -> Change | None:
     return _diff_one(item, record, {}, None)
 
 
+def diff_again(change: Change, record: Record | None) -> Change | None:
+    """The change an item needs against its record as it is *now*: with a shared state another
+    process may have worked on the item between the plan and this process's claim of it. None
+    when nothing is left to do (the other process did it)."""
+    if change.item is None:  # a delete: still due while the record it was planned from is there
+        return change if record is not None and record == change.record else None
+    if record == change.record:
+        return change
+    hashes = {change.name: change.content_hash} if change.content_hash else {}
+    return _diff_one(change.item, record, hashes, None)
+
+
 def diff(
     desired: Sequence[DesiredItem],
     records: Mapping[str, Record],

@@ -48,6 +48,8 @@ class Result:
     # stay `uploading`, the next run resumes them) and items never started. Empty otherwise.
     stopped: list[str] = field(default_factory=list)
     not_started: list[str] = field(default_factory=list)
+    # Another process (a shared state) held these items when this run came to them: left to it.
+    elsewhere: list[str] = field(default_factory=list)
     # time.monotonic() when the first counted upload began and the last one ended
     upload_span: tuple[float, float] | None = None
 

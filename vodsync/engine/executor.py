@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vodsync.desired.items import Kind
-from vodsync.engine.context import RunContext, UploadTally
-from vodsync.engine.diff import Action, Change, diff_one
+from vodsync.engine.context import Claims, RunContext, UploadTally
+from vodsync.engine.diff import Action, Change, diff_again, diff_one
 from vodsync.engine.edits import Edits
 from vodsync.engine.execution import (
     REGISTER_BATCH,
@@ -49,7 +49,7 @@ from vodsync.engine.ownership import Namespace, reference_id, state_namespace, u
 from vodsync.engine.plan import Plan
 from vodsync.engine.recovery import Recovery
 from vodsync.engine.uploads import Uploads
-from vodsync.errors import CredentialsRejected, UploadInterrupted, VodsyncError
+from vodsync.errors import CredentialsRejected, LeaseLost, UploadInterrupted, VodsyncError
 from vodsync.state.interface import Store
 from vodsync.state.store import Record, RecordStatus
 
@@ -96,7 +96,29 @@ class Executor:
 
     def _context(self) -> RunContext:
         """The one context every worker of a run is given (`stopping` may have been replaced)."""
-        return dataclasses.replace(self._base, stopping=self.stopping, tally=UploadTally())
+        return dataclasses.replace(self._base, stopping=self.stopping, tally=UploadTally(),
+                                   claims=Claims(self.store))
+
+    def _claim(self, ctx: RunContext, actions: list[Change]) -> list[Change]:
+        """The actions of the items this run could claim, each as it is still needed now: another
+        process (a shared state) may hold an item (it is left to that process), or may have
+        worked on it between the plan and the claim (it is planned again from its record)."""
+        names = {c.name for c in actions} | {c.record.name for c in actions if c.record is not None}
+        mine = ctx.mine(names)
+        kept: list[Change] = []
+        for c in actions:
+            if c.name not in mine or (c.record is not None and c.record.name not in mine):
+                self._result.elsewhere.append(c.name)
+                log.info("%s: another process is working on it; left to it", c.name, extra={"item": c.name})
+                continue
+            if self.store.shared and c.action is not Action.MOVE:
+                again = diff_again(c, self.store.get(c.name))
+                if again is None:
+                    log.info("%s: done by another process since the plan", c.name, extra={"item": c.name})
+                    continue
+                c = again
+            kept.append(c)
+        return kept
 
     # ------------------------------------------------------------------ driver
 
@@ -104,7 +126,14 @@ class Executor:
         self._result = Result()
         self.rejected = None
         ctx = self._context()
-        actions = list(plan.actions)
+        try:
+            return self._run(ctx, list(plan.actions))
+        finally:
+            assert ctx.claims is not None
+            ctx.claims.release()
+
+    def _run(self, ctx: RunContext, actions: list[Change]) -> Result:
+        actions = self._claim(ctx, actions)
         from vodsync.cloud.upload import settle_checkpoints
 
         settle_checkpoints(ctx.checkpoint_dir)  # before recovery resumes what they name
@@ -127,7 +156,12 @@ class Executor:
 
     def recover(self, names: Iterable[str] | None = None, *, fetch_urls: Mapping[str, str] | None = None) -> None:
         """Settle the intents an interrupted run left behind (`Recovery.recover`)."""
-        Recovery(self._context()).recover(names, fetch_urls=fetch_urls)
+        ctx = self._context()
+        try:
+            Recovery(ctx).recover(names, fetch_urls=fetch_urls)
+        finally:
+            assert ctx.claims is not None
+            ctx.claims.release()
 
     def _execute(self, ctx: RunContext, actions: Sequence[Change]) -> None:
         uploads, urls, registers, updates, deletes = self._partition(actions)
@@ -249,6 +283,10 @@ class Executor:
                          extra={"item": c.name})
         except CredentialsRejected as err:
             self._credentials_rejected(err, before)
+        except LeaseLost as err:  # another process took the item over: its outcome is that process's
+            with self._lock:
+                self._result.elsewhere.extend(c.name for c in batch)
+            log.warning("%s", err.message, extra={"item": err.name})
         except Exception as err:  # noqa: BLE001 - one item's failure must not stop the others
             if not isinstance(err, VodsyncError):
                 log.exception("unexpected error on %s", ", ".join(c.name for c in batch))

@@ -104,6 +104,9 @@ class Ingests:
         while True:
             records = self.ctx.store.records(
                 statuses=(RecordStatus.INGESTING, RecordStatus.DELETING, RecordStatus.PROCESSING))
+            if records:  # those this run holds: another process (a shared state) may follow the rest
+                mine = self.ctx.mine(records)
+                records = {n: r for n, r in records.items() if n in mine}
             # A pruned item whose URL job could not be cancelled is followed too: its video is
             # deleted when the job delivers it.
             ingesting = [r for r in records.values()

@@ -36,6 +36,7 @@ class Store(Protocol):
     """The state, opened for reading and (unless `readonly`) writing."""
 
     readonly: bool
+    shared: bool  # several processes may write it at once (PostgreSQL): claims matter
 
     @property
     def location(self) -> str:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from vodsync.errors import StateError
+from vodsync.errors import LeaseLost, StateError
 from vodsync.state.codec import COLUMNS, decode_rows, encode_row
 from vodsync.state.interface import Nesting
 from vodsync.state.records import Record, RecordStatus
@@ -110,14 +110,6 @@ _SELECT = f"SELECT {', '.join(COLUMNS)} FROM vodsync.records"
 _READ_SLICE = 5000
 
 
-class LeaseLost(StateError):
-    """This process no longer holds the item's lease: another process works on it now."""
-
-    def __init__(self, name: str, detail: str) -> None:
-        super().__init__(f"{name}: {detail}; this process's outcome for it is not recorded")
-        self.name = name
-
-
 def _require_driver() -> None:
     if psycopg is None:
         raise StateError("a postgresql:// state needs psycopg: pip install 'vodsync[postgres]'")
@@ -160,6 +152,8 @@ class _Connection:
 
 class PostgresStore:
     """The state in a PostgreSQL database (see the module docstring)."""
+
+    shared = True
 
     def __init__(
         self,

@@ -215,6 +215,7 @@ class StateStore:
     """
 
     path: Path
+    shared = False  # the writer lock admits one writer
 
     def __init__(
         self,
