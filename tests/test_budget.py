@@ -190,16 +190,24 @@ def test_config_api_limits_are_read(tmp_path):
             ":4: api_limits.CreateUploadVide: unknown VOD operation 'CreateUploadVide'; did you mean "
             "CreateUploadVideo?",
         ),
-        ("api_limits: {Transcode: 1}\n", ":1: api_limits.Transcode: unknown VOD operation 'Transcode'; vodsync "
-         "calls: CancelUrlUploadJobs, CreateUploadAttachedMedia"),
+        (
+            "api_limits: {Transcode: 1}\n",
+            ":1: api_limits.Transcode: unknown VOD operation 'Transcode'; vodsync "
+            "calls: CancelUrlUploadJobs, CreateUploadAttachedMedia",
+        ),
         ("api_limits:\n  CreateUploadVideo: 0\n", ":2: api_limits.CreateUploadVideo: must be greater than 0"),
         ("api_limits:\n  DeleteVideo: -3\n", ":2: api_limits.DeleteVideo: must be greater than 0"),
         ("api_limits:\n  SearchMedia: '5'\n", ":2: api_limits.SearchMedia: expected a number, got a string"),
         ("api_limits:\n  SearchMedia: fast\n", ":2: api_limits.SearchMedia: expected a number, got a string"),
-        ("api_limits:\n  SearchMedia: true\n", ":2: api_limits.SearchMedia: expected a number, got true/false"),
+        (
+            "api_limits:\n  SearchMedia: true\n",
+            ":2: api_limits.SearchMedia: expected a number, got true/false",
+        ),
         ("api_limits:\n  SearchMedia: .inf\n", ":2: api_limits.SearchMedia: must be a finite number"),
-        ("api_limits: [CreateUploadVideo]\n", ":1: api_limits: expected a mapping of VOD operation to calls per "
-         "second, got a list"),
+        (
+            "api_limits: [CreateUploadVideo]\n",
+            ":1: api_limits: expected a mapping of VOD operation to calls per second, got a list",
+        ),
     ],
 )
 def test_config_api_limits_errors_name_file_line_and_key(tmp_path, text, expected):
@@ -256,10 +264,17 @@ def test_the_settings_limits_make_the_default_budget():
 
 def test_apply_keeps_creates_under_the_configured_rate_at_the_emulator(ws, emulator):
     rate, count = 5, 20
-    ws.manifest([
-        {"name": f"clip-{n:02d}", "type": "video", "file": f"media/clip-{n:02d}.mp4", "title": f"Clip {n}"}
-        for n in range(count)
-    ])
+    ws.manifest(
+        [
+            {
+                "name": f"clip-{n:02d}",
+                "type": "video",
+                "file": f"media/clip-{n:02d}.mp4",
+                "title": f"Clip {n}",
+            }
+            for n in range(count)
+        ]
+    )
     for n in range(count):
         ws.file(f"media/clip-{n:02d}.mp4", mp4(300, bytes([65 + n])))
     config = _config(ws.root, f"api_limits: {{CreateUploadVideo: {rate}}}\nconcurrency: 4\n")
@@ -267,7 +282,9 @@ def test_apply_keeps_creates_under_the_configured_rate_at_the_emulator(ws, emula
     run = ws.cli("apply", "--config", str(config), "--wait", "20")
     assert run.code == 0, run
 
-    times = requests.get(f"{emulator.url}/_emulator/calls", params={"action": "CreateUploadVideo"}, timeout=10).json()
+    times = requests.get(
+        f"{emulator.url}/_emulator/calls", params={"action": "CreateUploadVideo"}, timeout=10
+    ).json()
     assert len(times) == count
     # Never more than 2x the rate in any one second (the bound; burst 1 keeps it near `rate`) ...
     busiest = max(sum(1 for t in times if start <= t < start + 1) for start in times)
