@@ -77,6 +77,23 @@ def test_reset_empties_the_account(emulator, vod_sdk_client, account_bucket):
     account_bucket.put_object("b.mp4", b"buckets survive a reset")
 
 
+def test_calls_lists_when_each_request_of_an_action_arrived_on_the_emulator_clock(emulator, vod_sdk_client):
+    before = emulator.clock.now()
+    _create_video(vod_sdk_client)
+    emulator.advance(100)
+    _create_video(vod_sdk_client)
+    _missing_video_outcome(vod_sdk_client)  # a refused call arrived too, and is listed
+
+    times = _control(emulator, "GET", "calls?action=CreateUploadVideo").json()
+    assert len(times) == 2 and before <= times[0] and times[1] - times[0] >= 100
+    assert times[1] <= _control(emulator, "GET", "state").json()["now"]
+    everything = _control(emulator, "GET", "calls").json()
+    assert everything["CreateUploadVideo"] == times and len(everything["GetVideoInfo"]) == 1
+    assert _control(emulator, "GET", "calls?action=DeleteVideo").json() == []
+    _control(emulator, "POST", "reset")
+    assert _control(emulator, "GET", "calls").json() == {}
+
+
 def test_advance_moves_emulator_time(emulator):
     before = emulator.state()["now"]
     now = _control(emulator, "POST", "advance", {"seconds": 3600}).json()["now"]

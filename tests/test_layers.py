@@ -26,6 +26,7 @@ FORBIDDEN = {
     "config": {"desired", "state", "cloud", "engine", "daemon", "cli", "emulator", "ui"},
     "checksum": {"desired", "state", "cloud", "engine", "daemon", "cli", "emulator", "config", "ui", "errors"},
     "vocab": {"desired", "state", "cloud", "engine", "daemon", "cli", "emulator", "config", "ui", "errors"},
+    "api_limits": {"desired", "state", "cloud", "engine", "daemon", "cli", "emulator", "config", "ui", "errors"},
     "yamldoc": {"desired", "state", "cloud", "engine", "daemon", "cli", "emulator", "config", "ui", "errors"},
 }
 # third-party module -> the packages allowed to import it

@@ -148,14 +148,15 @@ class Context:
         from vodsync.config import resolve_credentials
 
         if endpoint_override:
-            return CloudSettings("emulator", "emulator-secret", region=self._region(), endpoint=endpoint_override)
+            return CloudSettings("emulator", "emulator-secret", region=self._region(), endpoint=endpoint_override,
+                                 api_limits=self.config.api_limits)
         creds = resolve_credentials(self.config)
         endpoint = (
             getattr(self.args, "endpoint", None) or os.environ.get("VODSYNC_ENDPOINT") or self.config.endpoint
         )
         return CloudSettings(
             creds.access_key_id, creds.access_key_secret, creds.security_token,
-            region=self._region(), endpoint=endpoint,
+            region=self._region(), endpoint=endpoint, api_limits=self.config.api_limits,
         )
 
     def _region(self) -> str:

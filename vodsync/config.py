@@ -34,6 +34,7 @@ from pydantic import (
     ValidationError,
 )
 
+from vodsync.api_limits import OPERATIONS
 from vodsync.errors import ConfigError
 from vodsync.yamldoc import node_line, parse_yaml_document, yaml_error_words
 
@@ -146,6 +147,8 @@ def explain_error(
         return f"must be {bound} {limit}, got{quoted}"
     if kind in ("value_error", "assertion_error") and "error" in ctx:
         return str(ctx["error"])
+    if kind == "finite_number":
+        return f"must be a finite number, got{quoted}"
     if kind == "union_tag_invalid":
         return f"unknown type {ctx.get('tag')!r}; expected one of {ctx.get('expected_tags')}"
     if kind == "union_tag_not_found":
@@ -194,6 +197,22 @@ def _title_template(value: str) -> str:
             f"({exc.__class__.__name__}: {exc})"
         ) from None
     return value
+
+
+def _api_operation(value: str) -> str:
+    if value not in OPERATIONS:
+        hint = closest(value, OPERATIONS)
+        raise ValueError(
+            f"unknown VOD operation {value!r}; "
+            + (f"did you mean {hint}?" if hint else f"vodsync calls: {', '.join(sorted(OPERATIONS))}")
+        )
+    return value
+
+
+# `api_limits:` maps an operation vodsync calls to the calls per second this account allows it.
+ApiLimits = dict[
+    Annotated[str, AfterValidator(_api_operation)], Annotated[float, Field(gt=0, allow_inf_nan=False)]
+]
 
 
 class _Settings(BaseModel):
@@ -262,6 +281,8 @@ class Config(_Settings):
     # The state's namespace (engine/ownership.py): ReferenceIds and markers derive from it. Kept in
     # git, it survives a lost state file; a state recorded with another namespace is refused.
     namespace: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{2,31}$")] | None = None
+    # Overrides of the documented per-account QPS (vodsync/api_limits.py), e.g. {CreateUploadVideo: 40}.
+    api_limits: ApiLimits = {}
     # Where this config came from (None: built-in defaults); not a key of the file.
     _source: Path | None = PrivateAttr(None)
     # Found implicitly (./vodsync.yaml, no --config): the widening keys it sets, with their lines.
@@ -280,6 +301,7 @@ _CONFIG_EXPECTED = {
     "concurrency": "an integer",
     "prune": "true or false",
     "credentials": "a mapping with access_key_id and access_key_secret",
+    "api_limits": "a mapping of VOD operation to calls per second",
 }
 _CONFIG_PATTERNS = {
     "region": "must be a region ID such as cn-shanghai",
@@ -307,6 +329,8 @@ def _config_error(path: Path, line: int | None, field_path: str | None, message:
 def _loc_words(loc: Sequence[Any]) -> str:
     out = ""
     for part in loc:
+        if part == "[key]":  # pydantic's marker for a mapping key (the part before it) that is wrong
+            continue
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 

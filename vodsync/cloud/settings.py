@@ -2,14 +2,16 @@
 
 `CloudSettings` is the single value the cloud layer needs to build an SDK client.
 `endpoint=None` means the real regional endpoint (https); an explicit URL such as
-`http://127.0.0.1:9090` points every call at that host (the emulator). Its repr
-never shows the secret or the token.
+`http://127.0.0.1:9090` points every call at that host (the emulator). `api_limits` are the
+config's overrides of the account's per-operation QPS (`cloud/budget.py`). Its repr never shows
+the secret or the token.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 
@@ -22,6 +24,7 @@ class CloudSettings:
     endpoint: str | None = None
     connect_timeout: float = 5
     read_timeout: float = 30
+    api_limits: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.endpoint is not None:
@@ -34,7 +37,8 @@ class CloudSettings:
         return (
             f"CloudSettings(access_key_id={self.access_key_id!r}, access_key_secret='***', "
             f"security_token={token}, region={self.region!r}, endpoint={self.endpoint!r}, "
-            f"connect_timeout={self.connect_timeout!r}, read_timeout={self.read_timeout!r})"
+            f"connect_timeout={self.connect_timeout!r}, read_timeout={self.read_timeout!r}, "
+            f"api_limits={dict(self.api_limits)!r})"
         )
 
     __str__ = __repr__

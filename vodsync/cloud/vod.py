@@ -26,6 +26,7 @@ from aliyunsdkcore.acs_exception.exceptions import ClientException, ServerExcept
 from aliyunsdkcore.auth.credentials import AccessKeyCredential, StsTokenCredential
 from aliyunsdkcore.client import AcsClient
 
+from vodsync.cloud.budget import Budget
 from vodsync.cloud.retry import (
     IDENTITY_REJECTED_CODES,
     RetryPolicy,
@@ -102,8 +103,11 @@ class VodClient:
         sleep: Callable[[float], object] = time.sleep,
         clock: Callable[[], float] = time.time,
         observer: Observer | None = None,
+        budget: Budget | None = None,
     ) -> None:
         self._settings = settings
+        # Every attempt of every call takes a token of its action first (the account's QPS).
+        self._budget = budget if budget is not None else Budget(settings.api_limits)
         self._policy = policy or RetryPolicy()
         self._sleep = sleep
         self._clock = clock
@@ -569,6 +573,7 @@ class VodClient:
         return self.refresh_upload_video(video_id=video.media_id)
 
     def _attempt(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        self._budget.acquire(action)
         return self._gate.call(lambda: self._send(action, params))
 
     def _send(self, action: str, params: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 - `/` (any method, `Action` in the query or a form body): VOD RPC -> `VodModel.call`,
   flat JSON success and error bodies.
 - `/<bucket>[/<key>]` (key percent-encoded): OSS path-style -> `OssStore`, XML bodies.
-- `/_emulator/...`: the JSON control plane (state, reset, faults, advance, sts); never
+- `/_emulator/...`: the JSON control plane (state, calls, reset, faults, advance, sts); never
   counted, faulted or signed.
 
 `Emulator` owns the lifecycle: it builds the clock, stores, auth and model, serves from
@@ -27,7 +27,7 @@ import time
 import traceback
 import uuid
 import xml.etree.ElementTree as ElementTree
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -49,6 +49,7 @@ SAVE_INTERVAL = 0.2
 DRAIN_LIMIT = 64 << 20  # unread request bodies up to this size are drained to keep the connection
 MAX_RPC_URL = 32 * 1024  # a guess: the service documents no URL limit; this one is far above vodsync's
 SMALL_BODY_LIMIT = 8 << 20  # RPC forms, control JSON, CompleteMultipartUpload XML
+CALL_TIMES_KEPT = 100_000  # arrival times kept per call name (the newest), for `/_emulator/calls`
 
 # Parameters that belong to the RPC envelope, not to the operation.
 _RPC_ENVELOPE = frozenset(
@@ -284,7 +285,7 @@ class _Handler(BaseHTTPRequestHandler):
             kind = "control" if path.startswith("/_emulator") else "rpc" if path == "/" else "oss"
             self._body = _Body(self.rfile, self.headers)
             if kind == "control":
-                self._control(path.removeprefix("/_emulator").strip("/"))
+                self._control(path.removeprefix("/_emulator").strip("/"), split.query)
             elif kind == "rpc":
                 self._rpc(split.query)
             else:
@@ -587,7 +588,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     # ------------------------------------------------------------------ control plane
 
-    def _control(self, name: str) -> None:
+    def _control(self, name: str, query: str = "") -> None:
         app, method = self.app, self.command
         raw = self._body.read_all()
         try:
@@ -599,6 +600,9 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if (method, name) == ("GET", "state"):
                 return self._send_json(200, app.state())
+            if (method, name) == ("GET", "calls"):
+                action = dict(parse_qsl(query)).get("action")
+                return self._send_json(200, app.call_times(action) if action else app.call_times())
             if (method, name) == ("POST", "reset"):
                 app.reset()
                 return self._send_json(200, {"ok": True})
@@ -720,7 +724,7 @@ class Emulator:
     """A VOD + OSS emulator on one port, served from a background thread.
 
     `with Emulator() as emu:` or `emu = Emulator().start()`; `emu.url` is the endpoint.
-    The in-process helpers (`state`, `reset`, `advance`, `set_faults`, `calls`) do what
+    The in-process helpers (`state`, `reset`, `advance`, `set_faults`, `calls`, `call_times`) do what
     the `/_emulator/` control plane does.
     """
 
@@ -756,6 +760,7 @@ class Emulator:
         self._dirty = threading.Event()
         self._save_lock = threading.Lock()
         self._calls: Counter[str] = Counter()
+        self._call_times: dict[str, deque[float]] = {}
         self._calls_lock = threading.Lock()
         self._root: Path | None = None
         self._owns_root = False
@@ -937,12 +942,22 @@ class Emulator:
         return buckets
 
     def count(self, call: str) -> None:
+        at = self.clock.now()
         with self._calls_lock:
             self._calls[call] += 1
+            self._call_times.setdefault(call, deque(maxlen=CALL_TIMES_KEPT)).append(at)
 
     def calls(self) -> dict[str, int]:
         with self._calls_lock:
             return dict(self._calls)
+
+    def call_times(self, call: str | None = None) -> Any:
+        """When (emulator clock, seconds since the epoch) each request of `call` arrived, oldest
+        first: a list; without `call`, a mapping of every call name to its list."""
+        with self._calls_lock:
+            if call is not None:
+                return list(self._call_times.get(call, ()))
+            return {name: list(times) for name, times in self._call_times.items()}
 
     def state(self) -> dict:
         objects = [{"bucket": b, "key": k, "size": i.size, "etag": i.etag, "crc64": i.crc64}
@@ -963,6 +978,7 @@ class Emulator:
         self.sts.reset()
         with self._calls_lock:
             self._calls.clear()
+            self._call_times.clear()
         self.mark_dirty()
 
     def advance(self, seconds: float, *, client_follows: bool = True) -> float:
