@@ -48,6 +48,7 @@ from typing import Any
 from vodsync.checksum import file_digest
 from vodsync.cloud.vod import VodClient
 from vodsync.daemon.backoff import ItemBackoff
+from vodsync.daemon.leader import Leadership
 from vodsync.daemon.manifests import LoadedManifests, load_lenient
 from vodsync.daemon.metrics import Health, Metrics, MetricsServer
 from vodsync.daemon.notify import Notifier
@@ -260,6 +261,7 @@ class Daemon:
         self.exec_options = dataclasses.replace(base, wait=0.0, concurrency=settings.concurrency)
         self.reporter = DaemonReporter(self.metrics)
         self.settings = settings
+        self.leadership = Leadership(store)
         self.folders: list[DropFolder] = []
         self._configure_folders(settings)
 
@@ -412,13 +414,17 @@ class Daemon:
         now = self.clock()
         report = PassReport()
         with self._lock:
-            reload_manifests = self._manifests_dirty or self._manifests is None or now >= self._next_full
-            full = now >= self._next_full
+            due = now >= self._next_full
+            reload_manifests = self._manifests_dirty or self._manifests is None or due
             self._manifests_dirty = self._drops_dirty = False
-        if full:
+        if due:
             self._next_full = now + self.settings.interval
+        # The drift pass, pruning and gc are the leader's (one daemon per shared state: leader.py).
+        full = self.leadership.check() and due
         try:
             self._reconcile(now, report, reload_manifests=reload_manifests, full=full)
+            if full:
+                self.leadership.collect_garbage(self.client, remove=self.settings.prune)
         except VodsyncError as err:  # e.g. the state file: report, try again on the next pass
             report.error = err.message
             log.error("reconcile failed: %s", err.message)
@@ -453,7 +459,7 @@ class Daemon:
 
         drop_items = [c.item for _, c in candidates.values()]
         desired: list[DesiredItem] = [*loaded.items, *drop_items]
-        prune = self.settings.prune and loaded.complete and self._settle.settled
+        prune = self.settings.prune and loaded.complete and self._settle.settled and self.leadership.leading
         options = PlanOptions(prune=prune, max_delete=self.settings.max_delete)
         plan = self._plan(desired, options, records, refresh=full, moves=loaded.moves)
         if plan.refusal:
