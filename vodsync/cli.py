@@ -193,10 +193,10 @@ class Context:
             emu.stop()
 
 
-def _client(settings: CloudSettings) -> Any:
-    from vodsync.cloud.vod import VodClient
+def _client(settings: CloudSettings, store: Store) -> Any:
+    from vodsync.engine.clients import vod_client
 
-    return VodClient(settings)
+    return vod_client(settings, store)
 
 
 # ----------------------------------------------------------------- commands
@@ -234,7 +234,7 @@ def _plan(args: argparse.Namespace) -> int:
         records = store.records()
         if args.refresh:
             with ctx.cloud() as settings:
-                plan = build_plan(desired, store, options, refresh_with=_client(settings), records=records,
+                plan = build_plan(desired, store, options, refresh_with=_client(settings, store), records=records,
                                   **lifecycle)
         else:
             plan = build_plan(desired, store, options, records=records, **lifecycle)
@@ -270,7 +270,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     options = PlanOptions(prune=args.prune or ctx.config.prune, max_delete=_max_delete(args, ctx))
     with ctx.open_state() as store, ctx.cloud() as settings:
         state_namespace(store, ctx.config.namespace)
-        client = _client(settings)
+        client = _client(settings, store)
         if args.plan_file:  # exactly the saved plan, or nothing (`engine/saved_plan.py`)
             plan = _saved_plan(args, ctx, manifests, store)
         else:
@@ -487,7 +487,7 @@ def cmd_gc(args: argparse.Namespace) -> int:
     ctx = Context(args)
     with ctx.open_state() as store, ctx.cloud() as settings:
         namespace = state_namespace(store, ctx.config.namespace)
-        return run_gc(store, _client(settings), yes=args.yes, out=sys.stdout, namespace=namespace)
+        return run_gc(store, _client(settings, store), yes=args.yes, out=sys.stdout, namespace=namespace)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -507,7 +507,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.name} is not an item of the manifests under {ctx.manifests}; "
                           "declare it first (import records existing media as a declared item)")
     with ctx.open_state() as store, ctx.cloud() as settings:
-        record = import_media(store, _client(settings), item, args.media_id)
+        record = import_media(store, _client(settings, store), item, args.media_id)
     print(f"Imported {record.name} as {record.kind} {record.remote_id} ({record.last_result}). "
           "No write call was made; `vodsync plan` shows what differs from the manifest.")
     return EXIT_OK
@@ -532,7 +532,7 @@ def _discover(args: argparse.Namespace) -> int:
     ctx = Context(args)
     desired = ctx.load_desired()
     with ctx.open_state() as store, ctx.cloud() as settings:
-        found = discover(store, _client(settings), desired, namespace=args.namespace, pinned=ctx.config.namespace)
+        found = discover(store, _client(settings, store), desired, namespace=args.namespace, pinned=ctx.config.namespace)
     print(f"Discovering in namespace {found.namespace.value}:")
     for record in found.found:
         print(f"  found      {record.name}: {record.kind} {record.remote_id} ({record.last_result})")

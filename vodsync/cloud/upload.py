@@ -27,9 +27,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
+import fastcrc
 import oss2
 import requests.adapters
 from oss2 import exceptions as oss_errors
@@ -48,9 +49,11 @@ from vodsync.errors import CloudError, CredentialExpired, LocalFileRefused, Uplo
 from vodsync.sourcefile import SourceFile
 
 __all__ = [
-    "Checkpoint", "UploadResult", "abort_checkpointed", "abort_upload", "list_checkpoints", "settle_checkpoints",
-    "upload_file",
+    "Checkpoint", "SharedCheckpoints", "UploadResult", "abort_checkpointed", "abort_upload", "list_checkpoints",
+    "settle_checkpoints", "upload_file",
 ]
+
+log = logging.getLogger("vodsync.upload")
 
 AUTH_ERRORS = frozenset({"SecurityTokenExpired", "InvalidAccessKeyId"})
 # OSS refuses V1 signatures on buckets created since 2025 (vod-api.md §00): every request is signed V4.
@@ -93,6 +96,7 @@ def upload_file(
     refresh_margin: float = 300,
     policy: RetryPolicy | None = None,
     sleep: Callable[[float], object] = time.sleep,
+    shared: SharedCheckpoints | None = None,
 ) -> UploadResult:
     """Upload `path` to `ticket.address`; returns the ETag, the file's CRC-64 and size.
 
@@ -104,6 +108,9 @@ def upload_file(
     `refresh` must return a ticket for the same address with a new credential
     (RefreshUploadVideo). Without it an expired token raises `CredentialExpired`.
     Raises `CloudError` for everything else OSS or the network does.
+
+    With `shared`, a multipart upload's checkpoint is also kept in the shared state, so another
+    host that reads the same file can resume it (`_MirroredStore`).
 
     `progress(sent, to_send)` counts bytes as they go out, within parts too; a resumed multipart
     upload counts only what was still missing. Once `stop()` is true, a multipart upload raises
@@ -118,7 +125,7 @@ def upload_file(
     with opened as source:
         return _upload(ticket, source, refresh=refresh, checkpoint_dir=checkpoint_dir, part_size=part_size,
                        multipart_threshold=multipart_threshold, threads=threads, progress=progress, clock=clock,
-                       refresh_margin=refresh_margin, policy=policy, sleep=sleep, stop=stop)
+                       refresh_margin=refresh_margin, policy=policy, sleep=sleep, stop=stop, shared=shared)
 
 
 def _upload(
@@ -136,6 +143,7 @@ def _upload(
     policy: RetryPolicy | None,
     sleep: Callable[[float], object],
     stop: Callable[[], bool] | None,
+    shared: SharedCheckpoints | None,
 ) -> UploadResult:
     size = source.size
     holder = _CredentialHolder(ticket, refresh, clock, refresh_margin)
@@ -160,7 +168,10 @@ def _upload(
     if part_size is None:
         part_size = choose_part_size(size, threads)
     _abort_stale_upload(bucket, Path(checkpoint_dir), address.key, source, resumable=multipart)
-    store = _PrivateStore(Path(checkpoint_dir)) if multipart else None
+    store: _PrivateStore | None = None
+    if multipart:
+        store = (_MirroredStore(Path(checkpoint_dir), shared, _sampled_identity(source), source.mtime)
+                 if shared is not None else _PrivateStore(Path(checkpoint_dir)))
 
     def _part_sent(number: int, part_bytes: int) -> None:
         reporter.part_done(number, part_bytes)
@@ -524,6 +535,69 @@ class _PrivateStore(oss2.ResumableStore):
             self.delete(store_key)
         except FileNotFoundError:
             pass
+
+
+class SharedCheckpoints(Protocol):
+    """Where the identities of multipart uploads are shared between hosts (a shared state:
+    `PostgresStore`), so that one host can resume an upload another started and did not finish."""
+
+    def get_checkpoint(self, key: str) -> str | None: ...
+    def put_checkpoint(self, key: str, value: str) -> None: ...
+    def delete_checkpoint(self, key: str) -> None: ...
+
+
+CONTENT_ID = "vodsync_content"  # our key in a shared checkpoint: the identity of the file's content
+_SAMPLE = 1024 * 1024
+
+
+def _sampled_identity(source: SourceFile) -> str:
+    """The file's size and the CRC-64 of its first, middle and last MiB: enough to tell another
+    host's copy of the same file from a different one without reading it all before the upload
+    starts. (A resume is still checked whole: the object's CRC-64 must equal the file's.)"""
+    size = source.size
+    crc = 0
+    for offset in sorted({0, max(0, size // 2 - _SAMPLE // 2), max(0, size - _SAMPLE)}):
+        crc = fastcrc.crc64.xz(source.read_at(offset, _SAMPLE), initial=crc)
+    return f"{size}:{crc:016x}"
+
+
+class _MirroredStore(_PrivateStore):
+    """The local checkpoint store, mirrored into the shared state.
+
+    oss2 resumes a checkpoint only for a file of the same size and mtime; the mtime of another
+    host's copy of a file differs, so a shared checkpoint carries a content identity instead,
+    and one read back for the same path *and the same content* gets this host's mtime: oss2
+    then lists the parts already in OSS (ListParts) and sends only the rest. A checkpoint of
+    other content is handed over as it is, and oss2 starts a new upload.
+    """
+
+    def __init__(self, root: Path, shared: SharedCheckpoints, content_id: str, mtime: float) -> None:
+        super().__init__(root)
+        self._shared, self._content, self._mtime = shared, content_id, mtime
+
+    def get(self, key: str) -> Any:
+        local = super().get(key)
+        if local is not None:
+            return local
+        text = self._shared.get_checkpoint(key)
+        try:
+            value = json.loads(text) if text is not None else None
+        except ValueError:
+            return None
+        if isinstance(value, dict) and value.get(CONTENT_ID) == self._content:
+            log.info("resuming a multipart upload another host started (upload %s)", value.get("upload_id"))
+            return {**value, "mtime": self._mtime}
+        return value
+
+    def put(self, key: str, value: Any) -> None:
+        value = {**value, CONTENT_ID: self._content}
+        super().put(key, value)
+        self._shared.put_checkpoint(key, json.dumps(value))
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            super().delete(key)
+        self._shared.delete_checkpoint(key)
 
 
 class _Progress:

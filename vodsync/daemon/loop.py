@@ -55,6 +55,7 @@ from vodsync.daemon.notify import Notifier
 from vodsync.daemon.watch import ChangeWatcher
 from vodsync.desired.dropfolder import DropCandidate, DropFolder, check_labels, drop_folders
 from vodsync.desired.items import DesiredItem, Move
+from vodsync.engine.clients import vod_client
 from vodsync.engine.diff import Action
 from vodsync.engine.execution import Waiting
 from vodsync.engine.executor import ExecOptions, Executor, Outcome
@@ -800,7 +801,7 @@ def serve(ctx: Context) -> int:
     server = MetricsServer.from_setting(settings.http, metrics, health) if settings.http else None
     with ctx.open_state() as store, ctx.cloud() as cloud_settings:
         state_namespace(store, ctx.config.namespace)  # recorded (or checked against the pin) before any pass
-        client = VodClient(cloud_settings, observer=metrics.api_call)
+        client = vod_client(cloud_settings, store, observer=metrics.api_call)
         daemon = Daemon(settings, store, client, metrics=metrics, health=health, notifier=notifier,
                         exec_options=ctx.exec_options())
         # A new Context re-reads flags, environment and the config file, as at start.

@@ -210,6 +210,8 @@ class Uploads:
 
         def send(source: SourceFile, target: UploadTicket, again: Callable[[], UploadTicket] | None) -> int:
             nonlocal sent, resumed, left
+            # A shared state keeps the multipart upload's identity, so another host can resume it.
+            shared: dict[str, Any] = {"shared": self.ctx.store} if self.ctx.store.shared else {}
             after = left - source.size  # bytes of the files after this one
             result = self.ctx.uploader(
                 target, source, refresh=again,
@@ -217,7 +219,7 @@ class Uploads:
                 multipart_threshold=self.ctx.options.multipart_threshold, threads=self._part_threads(source.size),
                 progress=lambda done, to_send: self.ctx.reporter.upload_progress(
                     item.name, sent + done, sent + to_send + after),
-                stop=self.ctx.stopping.is_set,
+                stop=self.ctx.stopping.is_set, **shared,
             )
             sent += source.size - result.resumed_bytes
             resumed += result.resumed_bytes

@@ -531,6 +531,22 @@ class PostgresStore:
         log.info("this process (%s) is now the leader: it runs the drift pass, pruning and gc", self.holder)
         return True
 
+    # -- multipart upload checkpoints (cloud/upload.py: SharedCheckpoints) -------------------------
+
+    def get_checkpoint(self, key: str) -> str | None:
+        with self._side_connection().using("read an upload checkpoint") as conn:
+            row = conn.execute("SELECT value FROM vodsync.checkpoints WHERE key = %s", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    def put_checkpoint(self, key: str, value: str) -> None:
+        with self._side_connection().using("write an upload checkpoint") as conn:
+            conn.execute("INSERT INTO vodsync.checkpoints (key, value) VALUES (%s, %s) ON CONFLICT (key) "
+                         "DO UPDATE SET value = EXCLUDED.value, updated_at = now()", (key, value))
+
+    def delete_checkpoint(self, key: str) -> None:
+        with self._side_connection().using("forget an upload checkpoint") as conn:
+            conn.execute("DELETE FROM vodsync.checkpoints WHERE key = %s", (key,))
+
     # -- the shared API budget -------------------------------------------------------------------
 
     def take(self, op: str, rate: float, burst: float) -> float:
