@@ -23,10 +23,11 @@ from typing import Any
 import psycopg
 import pytest
 import requests
-from clikit import Workspace, mp4, workspace
+from clikit import PNG, VTT, Workspace, mp4, workspace
 
 from vodsync.emulator import Emulator
 from vodsync.state.location import StateLocation
+from vodsync.state.records import RecordStatus
 
 KiB = 1024
 
@@ -132,3 +133,111 @@ def test_three_processes_share_one_api_budget(
         with StateLocation(url=pg_url).open(readonly=True) as store:
             records = store.records()
         assert len(records) == count and all(r.remote_id for r in records.values())
+
+
+def _library(ws: Workspace) -> list[dict[str, Any]]:
+    """33 small items of every kind (videos, images, attached media, URL ingests, registrations)."""
+    items: list[dict[str, Any]] = []
+    for n in range(20):
+        ws.file(f"media/v{n:02d}.mp4", mp4(2 * KiB, bytes([65 + n])))
+        items.append({"name": f"video-{n:02d}", "type": "video", "file": f"media/v{n:02d}.mp4", "title": f"Video {n}"})
+    for n in range(4):
+        ws.file(f"media/i{n}.png", PNG + bytes([n]))
+        items.append({"name": f"image-{n}", "type": "image", "file": f"media/i{n}.png", "title": f"Image {n}"})
+    for n in range(3):
+        ws.file(f"media/s{n}.vtt", VTT + bytes([48 + n]))
+        items.append({"name": f"subs-{n}", "type": "attached", "file": f"media/s{n}.vtt",
+                      "business_type": "subtitle", "title": f"Subs {n}"})
+    for n in range(3):
+        items.append({"name": f"url-{n}", "type": "url", "url": ws.url(f"/src/u{n}.mp4", mp4(3 * KiB, b"u")),
+                      "title": f"Url {n}"})
+    for n in range(3):
+        items.append({"name": f"reg-{n}", "type": "register", "title": f"Reg {n}",
+                      "file_url": ws.seed_object(f"archive/r{n}.mp4", mp4(2 * KiB, b"r"))})
+    return items
+
+
+def test_daemons_and_an_apply_share_one_library_through_kills(
+    emulator: Emulator, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, processes: list[Vodsync]
+) -> None:
+    parts, part = 16, 256 * KiB
+    with workspace(emulator, tmp_path, monkeypatch) as ws:
+        ws.file("media/big.mp4", os.urandom(parts * part))
+        big = {"name": "big", "type": "video", "file": "media/big.mp4", "title": "Big"}
+        ws.manifest([big], name="big.yaml")
+        _config(ws, pg_url, "lease_seconds: 2\nconcurrency: 2\nprune: true\ndaemon: {interval_seconds: 2}\n")
+        # Parts arrive like one slow WAN stream each (~5 s a part); the small files are not held up.
+        emulator.set_faults([{"match": "oss:PUT", "error": "slow", "bytes_per_second": 50_000}])
+        watch = ("watch", "--log-format", "json", "--part-size", str(part), "--multipart-threshold", str(part))
+
+        def start(name: str, *args: str) -> Vodsync:
+            p = Vodsync(name, ws.root, emulator, *args)
+            processes.append(p)
+            return p
+
+        def big_uploads() -> list[dict[str, Any]]:
+            return [u for u in emulator.state()["multipart_uploads"] if u["key"].endswith(".mp4") and u["parts"]]
+
+        d1 = start("d1", *watch)
+        eventually(lambda: d1.said("is now the leader"), what="d1 to lead")
+        first = eventually(big_uploads, what="the big upload's first part")[0]
+        assert _lease_holders(pg_url).get("big") == d1.pid
+
+        ws.manifest(_library(ws))  # the rest of the library, while d1 uploads
+        d2 = start("d2", *watch)
+        applying = start("apply", "apply", "--yes", "--wait", "0", "--log-format", "json",
+                         "--part-size", str(part), "--multipart-threshold", str(part))
+        eventually(lambda: d2.said("reconcile:") or d2.said("pass done"), what="d2's first pass")
+
+        # SIGKILL d1 in the middle of the multipart upload, while it leads.
+        assert 0 < next(u["parts"] for u in big_uploads() if u["upload_id"] == first["upload_id"]) < parts
+        d1.kill()
+        killed_1 = time.monotonic()
+
+        # Its leases expire; a survivor resumes the same multipart upload (no second one is started).
+        seen_ids: set[str] = set()
+
+        def resumed() -> bool:
+            ups = big_uploads()
+            seen_ids.update(u["upload_id"] for u in ups)
+            return any(u["upload_id"] == first["upload_id"] and u["parts"] > first["parts"] for u in ups) or (
+                not ups and _status(pg_url, "big") in (RecordStatus.PROCESSING, RecordStatus.READY))
+
+        eventually(resumed, timeout=45, what="the big upload to be resumed")
+        eventually(lambda: d2.said("is now the leader"), what="d2 to lead after d1 died")
+
+        # A restarted host joins; then the leader (d2) is SIGKILLed in its turn.
+        d3 = start("d3", *watch)
+        eventually(lambda: d3.said("reconcile:") or d3.said("pass done") or d3.said("another process"),
+                   what="d3's first pass")
+        d2.kill()
+        killed_2 = time.monotonic()
+        eventually(lambda: d3.said("is now the leader"), timeout=30, what="d3 to lead after d2 died")
+        assert applying.proc.wait(90) == 0, applying.log_text()
+
+        names = [i["name"] for i in _library(ws)] + ["big"]
+        eventually(lambda: all(_status(pg_url, n) is RecordStatus.READY for n in names), timeout=90,
+                   what="every item ready")
+
+        vod = emulator.state()
+        titles = [m["Title"] for kind in ("videos", "images", "attached") for m in vod[kind]]
+        assert sorted(titles) == sorted({*titles}) and len(titles) == len(names)  # exactly one media per item
+        assert not [m for kind in ("videos", "images", "attached") for m in vod[kind] if m["Status"] == "Uploading"]
+        assert emulator.calls()["CreateUploadVideo"] == 21
+        assert seen_ids <= {first["upload_id"]}  # resumed, not restarted
+        # One leader at a time: each took over only after the one before it died.
+        lead_1, lead_2, lead_3 = d1.said("is now the leader"), d2.said("is now the leader"), d3.said("is now the leader")
+        assert len(lead_1) == 1 and all(t > killed_1 for t in lead_2) and all(t > killed_2 for t in lead_3)
+        # gc (and the drift pass) ran on the leader only.
+        for proc, since in ((d1, lead_1[0]), (d2, lead_2[0]), (d3, lead_3[0])):
+            assert all(t >= since for t in proc.said("gc:")), proc.name
+        assert d3.said("gc:")
+        for p in processes:
+            p.kill()
+        emulator.set_faults([])
+
+
+def _status(url: str, name: str) -> RecordStatus | None:
+    with StateLocation(url=url).open(readonly=True) as store:
+        rec = store.get(name)
+    return None if rec is None else rec.status

@@ -528,7 +528,6 @@ class PostgresStore:
             leader.close()
             return False
         self._leader = leader
-        log.info("this process (%s) is now the leader: it runs the drift pass, pruning and gc", self.holder)
         return True
 
     # -- multipart upload checkpoints (cloud/upload.py: SharedCheckpoints) -------------------------
