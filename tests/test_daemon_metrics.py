@@ -84,7 +84,7 @@ def test_healthz_ok_then_unhealthy_after_three_intervals(served) -> None:
     server, _, health, clock = served
     status, ctype, body = get(server.url + "/healthz")
     assert status == 200 and ctype == "application/json"
-    assert json.loads(body) == {"status": "ok", "last_reconcile": None, "last_success": None}
+    assert json.loads(body) == {"status": "ok", "last_reconcile": None, "last_success": None, "state": "reachable"}
 
     health.reconciled(ok=True)
     clock.t += 120

@@ -241,3 +241,56 @@ def _status(url: str, name: str) -> RecordStatus | None:
     with StateLocation(url=url).open(readonly=True) as store:
         rec = store.get(name)
     return None if rec is None else rec.status
+
+
+def _healthz(port: int) -> tuple[int, dict[str, Any]]:
+    try:
+        reply = requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
+    except requests.ConnectionError:
+        return 0, {}
+    return reply.status_code, reply.json()
+
+
+def _cut(url: str, dbname: str, *, off: bool) -> None:
+    """Make the database unreachable (new connections refused, open ones dropped), or reachable again."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS {"false" if off else "true"}')
+        if off:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (dbname,))
+
+
+def test_a_daemon_says_in_healthz_when_postgresql_is_unreachable_and_carries_on_after(
+    emulator: Emulator, pg_url: str, postgres_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    processes: list[Vodsync],
+) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dbname = pg_url.split("?")[0].rsplit("/", 1)[1]
+    with workspace(emulator, tmp_path, monkeypatch) as ws:
+        clips = []
+        for n in range(3):
+            ws.file(f"media/c{n}.mp4", mp4(2 * KiB, bytes([70 + n])))
+            clips.append({"name": f"clip-{n}", "type": "video", "file": f"media/c{n}.mp4", "title": f"Clip {n}"})
+        ws.manifest(clips[:2])
+        _config(ws, pg_url, f"daemon: {{interval_seconds: 1, http: '127.0.0.1:{port}'}}\n")
+        d = Vodsync("d", ws.root, emulator, "watch", "--log-format", "json")
+        processes.append(d)
+        eventually(lambda: all(_status(pg_url, c["name"]) is RecordStatus.READY for c in clips[:2]),
+                   what="the first two clips")
+        code, body = _healthz(port)
+        assert code == 200 and body["state"] == "reachable"
+
+        _cut(postgres_server, dbname, off=True)
+        ws.manifest(clips)  # a new clip while the state cannot be reached
+        code, body = eventually(lambda: (h := _healthz(port))[0] == 503 and h, what="/healthz to say unhealthy")
+        assert body["state"] == "unreachable" and "cannot be reached" in body["reason"], (body, d.log_text())
+        assert emulator.calls()["CreateUploadVideo"] == 2  # nothing is started without the state
+
+        _cut(postgres_server, dbname, off=False)
+        eventually(lambda: _healthz(port)[0] == 200, what="/healthz to recover")
+        eventually(lambda: _status(pg_url, "clip-2") is RecordStatus.READY, what="the new clip")
+        assert emulator.calls()["CreateUploadVideo"] == 3 and len(emulator.state()["videos"]) == 3
+        d.kill()

@@ -63,7 +63,7 @@ from vodsync.engine.lifecycle import carry_out, split_state_only
 from vodsync.engine.ownership import state_namespace
 from vodsync.engine.plan import Plan, PlanOptions
 from vodsync.engine.reconcile import build_plan
-from vodsync.errors import VodsyncError
+from vodsync.errors import StateError, VodsyncError
 from vodsync.state.interface import Store
 from vodsync.state.store import Record, RecordStatus
 
@@ -426,9 +426,12 @@ class Daemon:
             self._reconcile(now, report, reload_manifests=reload_manifests, full=full)
             if full:
                 self.leadership.collect_garbage(self.client, remove=self.settings.prune)
+            self.health.state_reachable(None)
         except VodsyncError as err:  # e.g. the state file: report, try again on the next pass
             report.error = err.message
             log.error("reconcile failed: %s", err.message)
+            if isinstance(err, StateError) and err.retryable:  # a database that cannot be reached now
+                self.health.state_reachable(err.message)
         except Exception as err:  # noqa: BLE001 - the loop must survive a bug in one pass
             report.error = f"{type(err).__name__}: {err}"
             log.exception("reconcile failed")
@@ -641,9 +644,16 @@ class Daemon:
 
     def _refresh_schedule(self) -> None:
         now = self.clock()
-        retries = [t for t in self.store.retry_times() if t > now]
+        try:
+            retries = [t for t in self.store.retry_times() if t > now]
+            counts = self.store.status_counts()
+        except StateError as err:  # the state cannot be read now: keep the schedule; the next pass retries
+            log.warning("cannot read the state to schedule the next pass: %s", err.message)
+            if err.retryable:
+                self.health.state_reachable(err.message)
+            return
         self._next_retry = min(retries) if retries else None
-        self._counts = self.store.status_counts()
+        self._counts = counts
         busy = any(self._counts.get(str(s)) for s in _ASYNC)
         self._next_poll = now + self.async_poll if busy else None
         self.metrics.set_items(self._counts)

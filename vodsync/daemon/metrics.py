@@ -121,6 +121,13 @@ class Health:
         self.last_reconcile: float | None = None
         self.last_success: float | None = None
         self.last_error: str | None = None
+        self.state_error: str | None = None  # the state cannot be reached now (say, PostgreSQL is down)
+
+    def state_reachable(self, error: str | None) -> None:
+        """The state answered (None), or why it could not be reached: nothing is recorded while it
+        cannot, so the daemon is unhealthy at once, whatever the grace window says."""
+        with self._lock:
+            self.state_error = error
 
     def reconciled(self, *, ok: bool, error: str | None = None, at: float | None = None) -> None:
         at = self._clock() if at is None else at
@@ -136,13 +143,18 @@ class Health:
         now = self._clock()
         with self._lock:
             since = self.last_success if self.last_success is not None else self.started
-            healthy = now - since <= self.grace_intervals * self.interval_seconds
+            recent = now - since <= self.grace_intervals * self.interval_seconds
+            healthy = recent and self.state_error is None
             body: dict[str, Any] = {
                 "status": "ok" if healthy else "unhealthy",
                 "last_reconcile": _iso(self.last_reconcile),
                 "last_success": _iso(self.last_success),
+                "state": "reachable" if self.state_error is None else "unreachable",
             }
-            if not healthy:
+            if self.state_error is not None:
+                body["reason"] = (f"the state cannot be reached: {self.state_error}; nothing is started or "
+                                  "recorded until it can, and uploads under way stop at their next record")
+            elif not recent:
                 body["reason"] = (
                     f"no successful reconcile for {now - since:.0f}s "
                     f"(limit {self.grace_intervals * self.interval_seconds:.0f}s)"

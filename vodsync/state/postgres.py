@@ -130,15 +130,23 @@ class _Connection:
     def __init__(self, url: str, where: str, purpose: str) -> None:
         self.where = where
         self.lock = threading.RLock()
+        self._url, self._purpose = url, purpose
+        self.conn = self._connect()
+
+    def _connect(self) -> Any:
         try:
-            self.conn = psycopg.connect(url, autocommit=True, application_name=f"vodsync {purpose}",
-                                        connect_timeout=10)
+            return psycopg.connect(self._url, autocommit=True, application_name=f"vodsync {self._purpose}",
+                                   connect_timeout=10)
         except psycopg.Error as exc:
-            raise _failure(exc, where, "connect") from None
+            raise _failure(exc, self.where, "connect") from None
 
     @contextlib.contextmanager
     def using(self, what: str) -> Iterator[Any]:
+        """The connection, under the lock; one lost since its last use (the server restarted, the
+        network dropped) is replaced first. psycopg errors come out as `StateError`."""
         with self.lock:
+            if self.conn.closed or self.conn.broken:
+                self.conn = self._connect()
             try:
                 yield self.conn
             except psycopg.Error as exc:
