@@ -152,8 +152,8 @@ class Health:
                 "state": "reachable" if self.state_error is None else "unreachable",
             }
             if self.state_error is not None:
-                body["reason"] = (f"the state cannot be reached: {self.state_error}; nothing is started or "
-                                  "recorded until it can, and uploads under way stop at their next record")
+                body["reason"] = (f"the state cannot be reached: {self.state_error}; nothing new is started "
+                                  "until it can, and what is under way is settled by the next run")
             elif not recent:
                 body["reason"] = (
                     f"no successful reconcile for {now - since:.0f}s "
