@@ -205,6 +205,8 @@ def test_one_process_claims_everything_it_asks_for_and_leads(location: StateLoca
         store.put(_rec("a"))
         store.release(["a", "b"])
         assert store.is_leader()
+        with store.alone("gc") as alone:
+            assert alone
     with location.open(readonly=True) as reader:
         assert not reader.is_leader()
 
@@ -342,3 +344,12 @@ def test_an_unreachable_database_is_a_clear_error_without_the_password() -> None
         where.open()
     assert "s3cret" not in str(err.value) and "127.0.0.1" in str(err.value)
     assert "s3cret" not in str(where)
+
+
+def test_a_role_runs_in_one_process_at_a_time(shared: StateLocation) -> None:
+    with shared.open() as a, shared.open() as b:
+        with a.alone("gc") as first:
+            with b.alone("gc") as second, b.alone("other") as other:
+                assert first and not second and other
+        with b.alone("gc") as again:  # released when the first block ended
+            assert again

@@ -133,7 +133,25 @@ def run_gc(
     lifetime: float = CREDENTIAL_LIFETIME,
     namespace: Namespace | None = None,
 ) -> int:
-    """List the leftovers; with `yes`, remove them. Returns the exit code."""
+    """List the leftovers; with `yes`, remove them. Returns the exit code. With a shared state,
+    one process at a time (the leader daemon's gc, or a user's)."""
+    with store.alone("gc") as alone:
+        if not alone:
+            print("Another process is running gc on this state now; try again when it is done.", file=out)
+            return 1
+        return _gc(store, client, yes=yes, out=out, clock=clock, lifetime=lifetime, namespace=namespace)
+
+
+def _gc(
+    store: Store,
+    client: VodClient,
+    *,
+    yes: bool,
+    out: IO[str],
+    clock: Callable[[], float] | None,
+    lifetime: float,
+    namespace: Namespace | None,
+) -> int:
     found = find_leftovers(store.records(), client, namespace=namespace or state_namespace(store),
                            checkpoints=store.checkpoint_dir, now=(clock or _now)(), lifetime=lifetime)
     if found.empty:

@@ -78,6 +78,11 @@ class Store(Protocol):
         """Whether this process runs the account-wide roles now (asked before each use)."""
         ...
 
+    def alone(self, role: str) -> contextlib.AbstractContextManager[bool]:
+        """Within the block, True when no other process runs `role` (say "gc") on this state;
+        False when one does (and this one should not)."""
+        ...
+
 
 class Nesting:
     """Nested `transaction()` blocks over one connection: only the outermost begins and commits.

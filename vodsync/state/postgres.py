@@ -538,6 +538,20 @@ class PostgresStore:
         self._leader = leader
         return True
 
+    @contextlib.contextmanager
+    def alone(self, role: str) -> Iterator[bool]:
+        """Hold the advisory lock of `role` for the block, if no other process holds it."""
+        if self.readonly:
+            yield False
+            return
+        conn = _Connection(self._url, self._where, role)
+        try:
+            with conn.using(f"take the {role} lock") as c:
+                took = c.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (f"vodsync:{role}",)).fetchone()[0]
+            yield bool(took)
+        finally:
+            conn.close()  # closing the session releases its advisory locks
+
     # -- multipart upload checkpoints (cloud/upload.py: SharedCheckpoints) -------------------------
 
     def get_checkpoint(self, key: str) -> str | None:

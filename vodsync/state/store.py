@@ -443,6 +443,9 @@ class StateStore:
     def is_leader(self) -> bool:
         return not self.readonly
 
+    def alone(self, role: str) -> contextlib.AbstractContextManager[bool]:
+        return contextlib.nullcontext(not self.readonly)
+
     # -- plumbing -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
