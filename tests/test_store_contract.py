@@ -353,3 +353,15 @@ def test_a_role_runs_in_one_process_at_a_time(shared: StateLocation) -> None:
                 assert first and not second and other
         with b.alone("gc") as again:  # released when the first block ended
             assert again
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://u:s3cret@127.0.0.1:notaport/db", "postgresql://u:s3cret@[bad/db", "postgresql://u:s3cret@h/",
+])
+def test_a_malformed_state_url_is_a_clear_error_that_keeps_the_password(url: str, tmp_path: Path) -> None:
+    from clirun import run_cli
+
+    (tmp_path / "m").mkdir()
+    run = run_cli(["plan", "-f", str(tmp_path / "m"), "--state", url])
+    assert run.code == 1 and "state" in run.err and "s3cret" not in run.err + run.out
+    assert "Traceback" not in run.err

@@ -26,7 +26,12 @@ ENV_STATE = "VODSYNC_STATE"
 
 
 def _without_password(url: str) -> str:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        if not parts.password:
+            return url
+    except ValueError:  # not a URL at all: show none of it
+        return url.split("://", 1)[0] + "://…"
     if not parts.password:
         return url
     user = parts.username or ""
@@ -46,7 +51,11 @@ class StateLocation:
         """A location from a setting: a postgresql:// URL, or else a path."""
         if is_url(value):
             url = str(value)
-            parts = urlsplit(url)
+            try:
+                parts = urlsplit(url)
+                _ = parts.port, parts.password  # both raise ValueError on a malformed address
+            except ValueError as exc:
+                raise ConfigError(f"state {_without_password(url)} is not a valid postgresql:// URL: {exc}") from None
             if not parts.path.strip("/") and "dbname=" not in parts.query:
                 raise ConfigError(f"state URL {_without_password(url)} names no database "
                                   "(expected postgresql://USER@HOST:PORT/DB)")
