@@ -344,6 +344,8 @@ def print_summary(result: Result, elapsed: float, console: Console, *, interrupt
         parts.append(f"{len(result.stopped)} upload(s) stopped at a part boundary")
     if result.not_started:
         parts.append(f"{len(result.not_started)} not started")
+    if result.elsewhere:  # a shared state: another process holds them and carries them out
+        parts.append(f"{len(result.elsewhere)} left to another process working on them")
     verdict = ("interrupted" if result.cut_short else "finished with failures" if failed else "complete")
     line = f"Apply {verdict}: {', '.join(parts)}; {moved}{elapsed:.1f} s in all."
     if result.cut_short:

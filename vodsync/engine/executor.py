@@ -99,22 +99,28 @@ class Executor:
         return dataclasses.replace(self._base, stopping=self.stopping, tally=UploadTally(),
                                    claims=Claims(self.store))
 
-    def _claim(self, ctx: RunContext, actions: list[Change]) -> list[Change]:
-        """The actions of the items this run could claim, each as it is still needed now: another
-        process (a shared state) may hold an item (it is left to that process), or may have
-        worked on it between the plan and the claim (it is planned again from its record)."""
-        names = {c.name for c in actions} | {c.record.name for c in actions if c.record is not None}
+    def _claim(self, ctx: RunContext, batch: Sequence[Change]) -> list[Change]:
+        """Of `batch`, the changes of the items this run now holds, each as it is still needed.
+
+        Items are claimed as a worker comes to them (not all at the start), so processes that
+        share a state share the work. Another process may hold an item (it is left to that
+        process), or may have worked on it between the plan and the claim: the change is then
+        planned again from the record (`diff_again`); one that now needs another kind of work
+        than its batch does waits for the next pass."""
+        names = {c.name for c in batch} | {c.record.name for c in batch if c.record is not None}
         mine = ctx.mine(names)
         kept: list[Change] = []
-        for c in actions:
+        for c in batch:
             if c.name not in mine or (c.record is not None and c.record.name not in mine):
-                self._result.elsewhere.append(c.name)
+                with self._lock:
+                    self._result.elsewhere.append(c.name)
                 log.info("%s: another process is working on it; left to it", c.name, extra={"item": c.name})
                 continue
             if self.store.shared and c.action is not Action.MOVE:
                 again = diff_again(c, self.store.get(c.name))
-                if again is None:
-                    log.info("%s: done by another process since the plan", c.name, extra={"item": c.name})
+                if again is None or _lane(again) != _lane(c):
+                    log.info("%s: %s by another process since the plan", c.name,
+                             "done" if again is None else "changed", extra={"item": c.name})
                     continue
                 c = again
             kept.append(c)
@@ -133,12 +139,11 @@ class Executor:
             ctx.claims.release()
 
     def _run(self, ctx: RunContext, actions: list[Change]) -> Result:
-        actions = self._claim(ctx, actions)
         from vodsync.cloud.upload import settle_checkpoints
 
         settle_checkpoints(ctx.checkpoint_dir)  # before recovery resumes what they name
         Recovery(ctx).recover([c.name for c in actions], fetch_urls={c.name: c.item.fetch for c in actions if c.item})
-        self._resettle(actions)
+        self._resettle(ctx, actions)
         self._execute(ctx, actions)
         if self.rejected is not None:
             raise self.rejected
@@ -172,23 +177,22 @@ class Executor:
             # Largest first: a big file started last would upload alone at the end, on one
             # worker's part threads, while the others sit idle (bench/upload_throughput.py).
             for c in sorted(uploads, key=lambda c: -c.upload_bytes):
-                futures.append(pool.submit(self._guard, [c], lambda b: uploader.upload(b[0])))
+                futures.append(pool.submit(self._guard, ctx, [c], lambda b: uploader.upload(b[0])))
             for batch in ingests.url_batches(urls):
-                futures.append(pool.submit(self._guard, batch, ingests.submit_urls))
+                futures.append(pool.submit(self._guard, ctx, batch, ingests.submit_urls))
             for group in ingests.register_groups(registers):
                 for batch in chunks(group, REGISTER_BATCH):
-                    futures.append(pool.submit(self._guard, batch, ingests.register))
+                    futures.append(pool.submit(self._guard, ctx, batch, ingests.register))
             for batch in edits.update_batches(updates):
-                futures.append(pool.submit(self._guard, batch, edits.update))
+                futures.append(pool.submit(self._guard, ctx, batch, edits.update))
             for f in futures:
                 f.result()
-        for c in actions:
-            if c.action is Action.TOUCH:
-                edits.touch(c)
+        for c in self._claim(ctx, [c for c in actions if c.action is Action.TOUCH]):
+            edits.touch(c)
         if self.stopping.is_set():
             self._result.not_started.extend(c.name for c in deletes)
         elif deletes:
-            self._delete(edits, deletes)
+            self._delete(edits, self._claim(ctx, deletes))
 
     def _delete(self, edits: Edits, deletes: Sequence[Change]) -> None:
         """Deletes, batch by batch: a refusal of the credentials stops them (the run ends with
@@ -206,13 +210,11 @@ class Executor:
             finally:
                 self._record(outcomes)
 
-    def _resettle(self, actions: Iterable[Change]) -> None:
+    def _resettle(self, ctx: RunContext, actions: Iterable[Change]) -> None:
         """A record that says `failed` although its create is recorded (a job, a media ID: see
         `diff`) goes back to being followed: the job or media is settled at VOD, never created
         a second time, and the record ends up saying what VOD says."""
-        for c in actions:
-            if c.action is not Action.FOLLOW:
-                continue
+        for c in self._claim(ctx, [c for c in actions if c.action is Action.FOLLOW]):
             rec = self.store.get(c.name)
             if rec is None or rec.status is not RecordStatus.FAILED:
                 continue
@@ -240,10 +242,9 @@ class Executor:
         """Uploads, URL ingests, registrations, updates and deletes (touches and follows come after)."""
         parts: tuple[list[Change], ...] = ([], [], [], [], [])
         for c in actions:
-            if c.action in (Action.DELETE, Action.UPDATE):
-                parts[4 if c.action is Action.DELETE else 3].append(c)
-            elif c.action not in (Action.TOUCH, Action.FOLLOW):
-                parts[{Kind.URL: 1, Kind.REGISTER: 2}.get(c.kind, 0)].append(c)
+            lane = _lane(c)
+            if lane is not None:
+                parts[lane].append(c)
         return parts
 
     def _record(self, outcomes: Iterable[Outcome]) -> None:
@@ -265,10 +266,15 @@ class Executor:
             self.store.put(rec.failed(message, status=None if keep else RecordStatus.FAILED))
         return Outcome(name, action, False, message)
 
-    def _guard(self, batch: Sequence[Change], work: Callable[[Sequence[Change]], Iterator[Outcome]]) -> None:
-        """Run one worker on one item or batch: its failure is the items' failure, never the run's.
-        The outcomes it gave are recorded after it, outside this guard."""
+    def _guard(self, ctx: RunContext, batch: Sequence[Change],
+               work: Callable[[Sequence[Change]], Iterator[Outcome]]) -> None:
+        """Run one worker on one item or batch (those of its items this run holds: `_claim`): its
+        failure is the items' failure, never the run's. The outcomes it gave are recorded after
+        it, outside this guard."""
         if self._not_starting([c.name for c in batch]):
+            return
+        batch = self._claim(ctx, batch)
+        if not batch:
             return
         before = {c.name: self.store.get(c.name) for c in batch}
         outcomes: list[Outcome] = []
@@ -322,3 +328,13 @@ class Executor:
                 self.store.delete(name)
             else:
                 self.store.put(prev)
+
+
+def _lane(c: Change) -> int | None:
+    """Which worker a change goes to: 0 uploads, 1 URL ingests, 2 registrations, 3 updates,
+    4 deletes; None for touches and follows, which come after them."""
+    if c.action in (Action.DELETE, Action.UPDATE):
+        return 4 if c.action is Action.DELETE else 3
+    if c.action in (Action.TOUCH, Action.FOLLOW):
+        return None
+    return {Kind.URL: 1, Kind.REGISTER: 2}.get(c.kind, 0)
