@@ -68,6 +68,12 @@ class World:
         return Daemon(self.settings, self.store, self.client, metrics=self.metrics, clock=self.clock,
                       rng=random.Random(7), async_poll=self.async_poll, **kwargs)
 
+    def step(self):  # noqa: ANN201
+        """One scheduling decision, then the work it handed to the pool, finished and collected."""
+        report = self.daemon.step()
+        self.daemon.join()
+        return report
+
     def write(self, rel: str, data: bytes | str) -> Path:
         path = self.tmp / rel
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,16 +113,16 @@ def test_drop_file_is_taken_once_stable_with_its_sidecar_then_moved_to_done(worl
     world.write("drop/clip.mp4.part", b"still coming")  # ignored, never uploaded
     t0 = world.clock.t
 
-    report = world.daemon.step()
+    report = world.step()
     assert report is not None and report.ingested == [] and world.videos() == []
     assert world.daemon.next_wake() == t0 + 5  # the stability window, not the 10-minute interval
 
     world.clock.advance(4.9)
     world.daemon.on_change([world.drop / "clip.mp4"])
-    assert world.daemon.step().ingested == []  # not stable yet
+    assert world.step().ingested == []  # not stable yet
 
     world.clock.advance(0.1)
-    report = world.daemon.step()
+    report = world.step()
     assert report.ingested == [str(world.drop / "clip.mp4")]
     [video] = world.videos()
     assert video["Title"] == "From the sidecar" and sorted(video["Tags"].split(",")) == ["daily", "news"]
@@ -129,17 +135,17 @@ def test_drop_file_is_taken_once_stable_with_its_sidecar_then_moved_to_done(worl
 def test_same_bytes_again_or_renamed_or_after_restart_are_not_uploaded_twice(world: World) -> None:
     data = os.urandom(200_000)
     world.write("drop/a.mp4", data)
-    world.daemon.step()
+    world.step()
     world.clock.advance(5)
-    world.daemon.step()
+    world.step()
     assert len(world.videos()) == 1 and world.calls("CreateUploadVideo") == 1
 
     # The same bytes under another name, seen by a freshly started daemon (nothing in memory).
     world.write("drop/a copy.mp4", data)
     world.daemon = world.new_daemon()
-    world.daemon.step()
+    world.step()
     world.clock.advance(5)
-    report = world.daemon.step()
+    report = world.step()
     assert report.ingested == [str(world.drop / "a copy.mp4")]
     assert (world.drop / "done" / "a copy.mp4").is_file()
     assert len(world.videos()) == 1 and world.calls("CreateUploadVideo") == 1
@@ -149,14 +155,14 @@ def test_removing_a_drop_file_never_deletes_media_even_with_prune(tmp_path: Path
     w = World(tmp_path, emulator, after="keep", prune=True)
     w.manifest("m.yaml")  # an empty manifest: the desired set holds only the drop file
     w.write("drop/keep.mp4", b"k" * 1000)
-    w.daemon.step()
+    w.step()
     w.clock.advance(5)
-    assert w.daemon.step().ingested
+    assert w.step().ingested
     assert (w.drop / "keep.mp4").is_file()  # after: keep
     (w.drop / "keep.mp4").unlink()
     w.daemon.on_change([w.drop / "keep.mp4"])
     w.clock.advance(601)  # a full pass too
-    w.daemon.step()
+    w.step()
     assert len(w.videos()) == 1 and w.calls("DeleteVideo") == 0
     w.store.close()
 
@@ -164,9 +170,9 @@ def test_removing_a_drop_file_never_deletes_media_even_with_prune(tmp_path: Path
 def test_invalid_sidecar_sends_the_pair_to_failed_with_a_reason(world: World) -> None:
     world.write("drop/bad.mp4", b"x" * 1000)
     world.write("drop/bad.yaml", "title: ok\ncolour: blue\n")
-    world.daemon.step()
+    world.step()
     world.clock.advance(5)
-    report = world.daemon.step()
+    report = world.step()
     assert report.failed_files == [str(world.drop / "bad.mp4")]
     reason = (world.drop / "failed" / "bad.mp4.reason.txt").read_text()
     assert "bad.yaml:2: colour: unknown field" in reason
@@ -177,15 +183,15 @@ def test_invalid_sidecar_sends_the_pair_to_failed_with_a_reason(world: World) ->
 def test_a_drop_file_that_keeps_failing_goes_to_failed_after_its_retries(world: World) -> None:
     world.emulator.set_faults([{"match": "CreateUploadVideo", "error": "Forbidden.Test", "status": 403}])
     world.write("drop/doomed.mp4", b"d" * 1000)
-    world.daemon.step()
+    world.step()
     world.clock.advance(5)
     for attempt in range(1, DROP_MAX_ATTEMPTS + 1):
-        report = world.daemon.step()
+        report = world.step()
         assert world.calls("CreateUploadVideo") == attempt, "one attempt per backoff period"
         if attempt < DROP_MAX_ATTEMPTS:
             assert report.failed_files == []
             world.daemon.on_change([world.drop / "doomed.mp4"])
-            assert world.daemon.step().deferred  # an event does not cut the backoff short
+            assert world.step().deferred  # an event does not cut the backoff short
             world.clock.t = world.daemon.next_wake()
     assert report.failed_files == [str(world.drop / "doomed.mp4")]
     reason = (world.drop / "failed" / "doomed.mp4.reason.txt").read_text()
@@ -200,7 +206,7 @@ def test_failed_item_backs_off_persistently_and_a_restart_does_not_hammer_it(wor
     world.emulator.set_faults([{"match": "CreateUploadVideo", "error": "Forbidden.Test", "status": 403}])
     world.manifest("m.yaml", ("a", "a.mp4", "A"))
     t0 = world.clock.t
-    report = world.daemon.step()
+    report = world.step()
     assert [o.name for o in report.failed] == ["a"]
     rec = world.store.get("a")
     assert rec.attempts == 1 and t0 + 15 <= rec.next_attempt_at <= t0 + 30  # 30 s with equal jitter
@@ -209,12 +215,12 @@ def test_failed_item_backs_off_persistently_and_a_restart_does_not_hammer_it(wor
     # A restart (new daemon, same state file) honours the persisted backoff.
     world.daemon = world.new_daemon()
     world.clock.advance(1)
-    report = world.daemon.step()
+    report = world.step()
     assert report.deferred == ["a"] and world.calls("CreateUploadVideo") == 1
 
     world.emulator.set_faults([])
     world.clock.t = rec.next_attempt_at
-    report = world.daemon.step()
+    report = world.step()
     assert not report.failed and report.deferred == []
     rec = world.store.get("a")
     assert rec.status in (RecordStatus.PROCESSING, RecordStatus.READY) and rec.attempts == 0
@@ -234,9 +240,9 @@ def test_backoff_grows_and_is_capped() -> None:
 def test_manifest_edit_is_applied_on_the_next_step(world: World) -> None:
     world.write("media/a.mp4", b"a" * 1000)
     world.manifest("m.yaml", ("a", "a.mp4", "First"))
-    world.daemon.step()
+    world.step()
     world.manifest("m.yaml", ("a", "a.mp4", "Second"))
-    report = world.daemon.step()
+    report = world.step()
     assert [str(c) for c in report.outcomes.values()] and world.calls("UpdateVideoInfo") == 1
     assert world.videos()[0]["Title"] == "Second"
 
@@ -247,12 +253,12 @@ def test_broken_manifest_is_reported_and_nothing_of_it_is_deleted(tmp_path: Path
     w.write("media/b.mp4", b"b" * 1000)
     w.manifest("a.yaml", ("a", "a.mp4", "A"))
     w.manifest("b.yaml", ("b", "b.mp4", "B"))
-    w.daemon.step()
+    w.step()
     assert len(w.videos()) == 2
 
     w.write("manifests/b.yaml", "media:\n  - name: b\n    type: video\n    file: [unclosed\n")
     w.manifest("a.yaml", ("a", "a.mp4", "A edited"))  # the valid file's edit still goes through
-    report = w.daemon.step()
+    report = w.step()
     assert report.manifest_error and "b.yaml" in report.manifest_error
     assert w.calls("DeleteVideo") == 0 and set(w.store.records()) == {"a", "b"}
     assert sorted(v["Title"] for v in w.videos()) == ["A edited", "B"]
@@ -261,11 +267,11 @@ def test_broken_manifest_is_reported_and_nothing_of_it_is_deleted(tmp_path: Path
 
     w.write("manifests/b.yaml", "media: []\n")  # b removed on purpose, in a valid file: now prune may act
     w.daemon.on_change([w.manifests / "b.yaml"])
-    report = w.daemon.step()
+    report = w.step()
     assert report.manifest_error is None and w.calls("DeleteVideo") == 0  # once the names read the same again
     assert w.daemon.next_wake() == w.clock.t + PRUNE_SETTLE_SECONDS
     w.clock.advance(PRUNE_SETTLE_SECONDS)
-    w.daemon.step()
+    w.step()
     assert w.calls("DeleteVideo") == 1
     w.store.close()
 
@@ -291,22 +297,22 @@ def test_transcoding_is_followed_by_polls_without_holding_up_new_work(tmp_path: 
         w = World(tmp_path, emu, async_poll=10)
         w.write("media/a.mp4", b"a" * 1000)
         w.manifest("m.yaml", ("a", "a.mp4", "A"))
-        w.daemon.step()
+        w.step()
         assert w.store.get("a").status is RecordStatus.PROCESSING
         assert w.daemon.next_wake() == w.clock.t + 10  # a poll, not the 10-minute interval
 
         # New work meanwhile is not blocked by the video still transcoding.
         w.write("media/b.mp4", b"b" * 1000)
         w.manifest("m.yaml", ("a", "a.mp4", "A"), ("b", "b.mp4", "B"))
-        w.daemon.step()
+        w.step()
         assert w.store.get("b").status is RecordStatus.PROCESSING
 
         w.clock.advance(10)
-        w.daemon.step()  # a poll: still transcoding
+        w.step()  # a poll: still transcoding
         assert w.store.get("a").status is RecordStatus.PROCESSING
         emu.advance(61)
         w.clock.advance(10)
-        w.daemon.step()
+        w.step()
         assert {r.status for r in w.store.records().values()} == {RecordStatus.READY}
         assert w.daemon.next_wake() == w.daemon._next_full  # nothing left to follow
         w.store.close()
@@ -329,19 +335,19 @@ def test_stop_interrupts_an_upload_at_a_part_boundary_and_the_next_start_resumes
 
     world.daemon = world.new_daemon(uploader=stopping_uploader)
     world.manifest("m.yaml", ("big", "big.mp4", "Big"))
-    report = world.daemon.step()
+    report = world.step()
     assert report.interrupted and len(seen) == 1
     rec = world.store.get("big")
     assert rec.status is RecordStatus.UPLOADING and rec.attempts == 0 and rec.next_attempt_at is None
 
     world.daemon = world.new_daemon(uploader=upload_file)  # "restart"
-    report = world.daemon.step()
+    report = world.step()
     assert not report.failed and [o.action for o in report.outcomes.values()] == ["resume"]
     assert len(world.videos()) == 1 and world.calls("CreateUploadVideo") == 1
 
 
 def test_events_are_sorted_into_manifest_and_drop_changes(world: World) -> None:
-    world.daemon.step()
+    world.step()
     d = world.daemon
     d.on_change([world.tmp / "elsewhere.txt", world.drop / "done" / "x.mp4"])
     assert not d._manifests_dirty and not d._drops_dirty
@@ -354,7 +360,7 @@ def test_events_are_sorted_into_manifest_and_drop_changes(world: World) -> None:
 def test_metrics_and_status_after_a_pass(world: World) -> None:
     world.write("media/a.mp4", b"a" * 1234)
     world.manifest("m.yaml", ("a", "a.mp4", "A"))
-    world.daemon.step()
+    world.step()
     text = world.metrics.exposition().decode()
     assert 'vodsync_items{status="ready"} 1.0' in text or 'vodsync_items{status="processing"} 1.0' in text
     assert "vodsync_uploads_total 1.0" in text and "vodsync_upload_bytes_total 1234.0" in text
@@ -398,19 +404,19 @@ def test_prune_never_acts_on_one_read_of_a_half_rewritten_manifest(tmp_path: Pat
     w.write("media/a.mp4", b"a" * 1000)
     w.write("media/b.mp4", b"b" * 1000)
     w.manifest("m.yaml", ("a", "a.mp4", "A"), ("b", "b.mp4", "B"))
-    w.daemon.step()
+    w.step()
     w.clock.advance(PRUNE_SETTLE_SECONDS)
-    w.daemon.step()  # the second read: settled
+    w.step()  # the second read: settled
     assert len(w.videos()) == 2
     whole = (w.manifests / "m.yaml").read_text()
     w.write("manifests/m.yaml", whole[: whole.index("  - name: b")])  # truncated, half written
     w.daemon.on_change([w.manifests / "m.yaml"])
-    w.daemon.step()
+    w.step()
     w.clock.advance(PRUNE_SETTLE_SECONDS - 1)
     w.write("manifests/m.yaml", whole)  # the writer finishes
     w.daemon.on_change([w.manifests / "m.yaml"])
-    w.daemon.step()
+    w.step()
     w.clock.advance(PRUNE_SETTLE_SECONDS)
-    w.daemon.step()
+    w.step()
     assert w.calls("DeleteVideo") == 0 and set(w.store.records()) == {"a", "b"}
     w.store.close()
