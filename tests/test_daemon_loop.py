@@ -22,9 +22,11 @@ from vodsync.daemon.loop import (
     Daemon,
     LoopSettings,
 )
-from vodsync.daemon.manifests import load_lenient
+from vodsync.daemon.manifests import ManifestCache, load_lenient
 from vodsync.daemon.metrics import Metrics
+from vodsync.desired.loader import ManifestReader
 from vodsync.emulator import Emulator
+from vodsync.engine.execution import ExecOptions
 from vodsync.state.store import RecordStatus, StateStore
 
 MiB = 1024 * 1024
@@ -420,3 +422,156 @@ def test_prune_never_acts_on_one_read_of_a_half_rewritten_manifest(tmp_path: Pat
     w.step()
     assert w.calls("DeleteVideo") == 0 and set(w.store.records()) == {"a", "b"}
     w.store.close()
+
+
+# ----------------------------------------------------------------- the work pool
+
+
+def test_a_drop_file_uploads_while_a_long_upload_is_held_in_flight(tmp_path: Path, emulator: Emulator) -> None:
+    """Issue 16: with concurrency 2, a drop file that settles during a long upload starts at once
+    (the pass that finds it stable hands it to the free worker), edits are planned meanwhile, and the
+    item in flight is never planned twice. The emulator holds one part of the big upload until the
+    test lets it go: no big file, no sleep."""
+    w = World(tmp_path, emulator)
+    w.daemon = w.new_daemon(exec_options=ExecOptions(multipart_threshold=MiB, part_size=MiB))
+    emulator.set_faults([{"match": "oss:PUT", "error": "hold", "count": 1}])
+    w.write("media/big.mp4", os.urandom(3 * MiB))
+    w.write("media/small.mp4", b"s" * 1000)
+    w.manifest("m.yaml", ("big", "big.mp4", "Big"))
+    report = w.daemon.step()  # returns with the upload handed to a worker
+    assert report.pending == 1 and report.planned == 1
+    assert emulator.faults.wait_holding(1, timeout=30)
+    assert w.daemon.pool.in_flight() == {"big"}
+
+    w.write("drop/clip.mp4", b"c" * 200_000)
+    w.daemon.on_change([w.drop / "clip.mp4"])
+    w.daemon.step()  # the first look of the stability window
+    w.clock.advance(5)
+    report = w.daemon.step()  # stable: planned and handed to the other worker
+    [clip] = report.candidates
+    assert w.daemon.pool.wait_for([clip], timeout=30)
+    w.daemon.step()  # collects the finished job
+    assert report.ingested == [str(w.drop / "clip.mp4")] and (w.drop / "done" / "clip.mp4").is_file()
+    assert w.store.get(clip).status in (RecordStatus.PROCESSING, RecordStatus.READY)
+    # ... all while the big upload is still held in flight.
+    assert emulator.faults.holding == 1 and w.daemon.pool.in_flight() == {"big"}
+    assert w.store.get("big").status is RecordStatus.UPLOADING
+    assert w.calls("CreateUploadVideo") == 2
+
+    # A manifest edit meanwhile: the new item goes ahead, the one in flight is left to its worker.
+    w.manifest("m.yaml", ("big", "big.mp4", "Big, renamed"), ("small", "small.mp4", "Small"))
+    report = w.daemon.step()
+    assert report.in_flight == ["big"] and report.planned == 1
+    assert w.daemon.pool.wait_for(["small"], timeout=30)
+    assert w.calls("CreateUploadVideo") == 3  # big, clip, small: big never created a second time
+
+    emulator.set_faults([])  # lets the held part go
+    w.daemon.join()
+    assert w.store.get("big").status in (RecordStatus.PROCESSING, RecordStatus.READY)
+    report = w.step()  # big's title, held back while it was in flight, is planned now
+    assert report.scope == 1 and report.planned == 1
+    assert sorted(v["Title"] for v in w.videos()) == ["Big, renamed", "Small", "clip"]
+    assert w.calls("CreateUploadVideo") == 3 and len(w.videos()) == 3
+
+
+def test_a_stop_lets_the_upload_in_flight_stop_at_a_part_and_saves_it(tmp_path: Path, emulator: Emulator) -> None:
+    w = World(tmp_path, emulator)
+    w.daemon = w.new_daemon(exec_options=ExecOptions(multipart_threshold=MiB, part_size=MiB, upload_threads=1))
+    emulator.set_faults([{"match": "oss:PUT", "error": "hold", "count": 1}])
+    w.write("media/big.mp4", os.urandom(3 * MiB))
+    w.manifest("m.yaml", ("big", "big.mp4", "Big"))
+    w.daemon.step()
+    assert emulator.faults.wait_holding(1, timeout=30)
+    w.daemon.request_stop()
+    emulator.set_faults([])  # the part in flight finishes; the next one is not started
+    w.daemon.run_loop()  # the loop thread's way out: waits for the workers, collects them
+    assert not w.daemon.pool.busy
+    assert w.store.get("big").status is RecordStatus.UPLOADING  # resumed by the next start
+    assert w.daemon.last_report is not None and w.daemon.last_report.interrupted
+    assert len(emulator.state()["multipart_uploads"]) == 1 and w.calls("CompleteMultipartUpload") == 0
+
+
+class CountingReader(ManifestReader):
+    """The loader's reader, noting every manifest file it reads."""
+
+    reads: list[str] = []
+
+    def read(self, path: Path):  # noqa: ANN201
+        type(self).reads.append(Path(path).name)
+        return super().read(path)
+
+
+def _library(w: World, files: int, per_file: int) -> None:
+    for f in range(files):
+        items = []
+        for i in range(per_file):
+            name = f"f{f:02d}-i{i}"
+            w.write(f"media/{name}.mp4", name.encode() * 10)
+            items.append((name, f"{name}.mp4", name.upper()))
+        w.manifest(f"m{f:02d}.yaml", *items)
+
+
+@pytest.fixture
+def counted(tmp_path: Path, emulator: Emulator) -> Iterator[World]:
+    w = World(tmp_path, emulator, prune=True)
+    CountingReader.reads = []
+    w.daemon.manifest_cache = ManifestCache(w.manifests, roots=[tmp_path], reader=CountingReader)
+    _library(w, 10, 3)
+    w.step()
+    assert len(CountingReader.reads) == 10 and len(w.videos()) == 30
+    CountingReader.reads = []
+    yield w
+    w.store.close()
+
+
+def test_an_edit_of_one_manifest_rereads_that_file_and_plans_only_its_items(counted: World) -> None:
+    w = counted
+    w.clock.advance(1)
+    w.manifest("m03.yaml", ("f03-i0", "f03-i0.mp4", "EDITED"), ("f03-i1", "f03-i1.mp4", "F03-I1"),
+               ("f03-i2", "f03-i2.mp4", "F03-I2"))
+    report = w.step()
+    assert CountingReader.reads == ["m03.yaml"]
+    assert report.scope == 3 and report.planned == 1 and w.calls("UpdateVideoInfo") == 1
+    assert "EDITED" in {v["Title"] for v in w.videos()}
+    # The periodic pass still reads (and plans) everything.
+    w.clock.advance(600)
+    report = w.step()
+    assert len(CountingReader.reads) == 11 and report.scope is None
+
+
+def test_an_item_moved_between_files_is_neither_deleted_nor_created_again(counted: World) -> None:
+    w = counted
+    w.clock.advance(1)
+    w.manifest("m01.yaml", ("f01-i0", "f01-i0.mp4", "F01-I0"), ("f01-i1", "f01-i1.mp4", "F01-I1"))
+    w.write("manifests/m02.yaml", "media:\n" + "".join(
+        f"  - {{name: {n}, type: video, file: ../media/{n}.mp4, title: {n.upper()}}}\n"
+        for n in ("f02-i0", "f02-i1", "f02-i2", "f01-i2")))  # no event for this one: its size moved
+    report = w.step()
+    assert sorted(CountingReader.reads) == ["m01.yaml", "m02.yaml"] and report.manifest_error is None
+    assert report.planned == 0
+    w.clock.advance(PRUNE_SETTLE_SECONDS)  # prune may act once the names read the same twice
+    w.step()
+    assert w.calls("DeleteVideo") == 0 and w.calls("CreateUploadVideo") == 30
+    assert w.store.get("f01-i2") is not None and len(w.videos()) == 30
+
+
+def test_a_name_duplicated_by_an_edit_breaks_both_files_and_nothing_is_deleted(counted: World) -> None:
+    w = counted
+    w.clock.advance(1)
+    w.manifest("m05.yaml", ("f05-i0", "f05-i0.mp4", "F05-I0"), ("f01-i1", "f01-i1.mp4", "Twin"))
+    report = w.step()
+    assert CountingReader.reads == ["m05.yaml"]  # m01 is not read again: its cached names tell
+    assert report.manifest_error is not None and report.manifest_error.startswith("2 manifest file(s) skipped")
+    assert "m01.yaml" in report.manifest_error and "m05.yaml" in report.manifest_error
+    w.clock.advance(PRUNE_SETTLE_SECONDS)
+    w.step()
+    assert w.calls("DeleteVideo") == 0 and w.calls("UpdateVideoInfo") == 0 and len(w.store.records()) == 30
+
+    # Fixed: both files are valid again; m01 was never read again, yet its items are planned too.
+    w.manifest("m05.yaml", ("f05-i0", "f05-i0.mp4", "F05-I0"), ("f05-i1", "f05-i1.mp4", "F05-I1"),
+               ("f05-i2", "f05-i2.mp4", "F05-I2"))
+    report = w.step()
+    assert report.manifest_error is None and "m01.yaml" not in CountingReader.reads
+    assert report.scope == 6  # m05's names before and after, and m01's (valid again)
+    assert report.planned == 0  # f05-i1 and f05-i2 were kept while the file was broken
+    assert w.calls("DeleteVideo") == 0 and w.calls("CreateUploadVideo") == 30

@@ -288,7 +288,7 @@ class Daemon:
         self._next_retry: float | None = None
         self._next_poll: float | None = None
         self._manifests: LoadedManifests | None = None
-        self._manifest_cache = ManifestCache(settings.manifests, roots=settings.roots)
+        self.manifest_cache = ManifestCache(settings.manifests, roots=settings.roots)
         self._settle = SettleWindow(prune_settle)
         self._reported_error: str | None = None
         self.watcher: ChangeWatcher | None = None
@@ -327,7 +327,7 @@ class Daemon:
         """Take new settings (SIGHUP): drop folders, interval, prune; reload manifests on the next pass."""
         self._configure_folders(settings)
         if (settings.manifests, settings.roots) != (self.settings.manifests, self.settings.roots):
-            self._manifest_cache = ManifestCache(settings.manifests, roots=settings.roots)
+            self.manifest_cache = ManifestCache(settings.manifests, roots=settings.roots)
         self.settings = settings
         self.health.interval_seconds = settings.interval
         with self._lock:
@@ -531,7 +531,7 @@ class Daemon:
             self._execute(plan, report)
 
     def _load_manifests(self, touched: set[Path] | None) -> LoadedManifests:
-        loaded = self._manifest_cache.load(touched)
+        loaded = self.manifest_cache.load(touched)
         if loaded.error is not None:
             text = str(loaded.error.message)
             if text != self._reported_error:  # one report per distinct problem, not one per pass
