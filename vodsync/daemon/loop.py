@@ -2,12 +2,14 @@
 
 Owns the daemon's schedule and its lifecycle:
 
-- *One pass* = desired (manifests, reloaded only when they changed, plus the
-  drop folders' finished files) -> `build_plan` -> actions of items still in
-  their retry backoff left out -> `apply` with `wait=0` (URL jobs and
-  transcoding are followed by later, cheap polls, so new work never waits
-  behind them) -> drop files finished (`done/`, `failed/`) -> per-item backoff
-  persisted on failures -> metrics, health and sd_notify status.
+- *One pass* = desired (manifests: only the files that changed are read again,
+  `ManifestCache`; plus the drop folders' finished files) -> `build_plan` over the
+  items a change touched (every item on the interval) -> actions of items still in
+  their retry backoff or in flight left out -> jobs handed to the worker pool
+  (`workers.py`; executor runs with `wait=0`: URL jobs and transcoding are followed
+  by later, cheap polls) and the pass returns. As jobs finish, the loop collects
+  them: drop files finished (`done/`, `failed/`), per-item backoff persisted on
+  failures; with a pass's last job, metrics, health and sd_notify status.
 - *When*: a pass runs at start, when watchdog reports a burst of changes, when
   a drop file's stability window or an item's backoff ends, and every
   `interval` (a full pass that also reads VOD to catch drift); while anything is
@@ -24,9 +26,9 @@ Owns the daemon's schedule and its lifecycle:
   reloads the config (RELOADING=1 ... READY=1).
 
 Threads: the main thread handles signals and sends the systemd watchdog
-keep-alive; one loop thread plans and executes (a pass may upload for an hour,
-and the watchdog must not fire meanwhile); watchdog and the HTTP server have
-their own threads. `Daemon.step()` runs one scheduling decision on the injected
+keep-alive; one loop thread plans, dispatches and collects; `concurrency` worker
+threads carry out the jobs (an upload may run for an hour while the loop goes on);
+watchdog and the HTTP server have their own threads. `Daemon.step()` runs one scheduling decision on the injected
 clock, which is what the in-process tests drive.
 """
 
