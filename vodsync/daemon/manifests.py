@@ -123,8 +123,9 @@ class ManifestCache:
         items.sort(key=lambda item: item.name)
         moves = tuple(m for one in valid for m in one.moves)
         error = manifest_error(problems) if problems else None
-        return LoadedManifests(items, error, tuple(sorted(broken_rels)), moves,
-                               None if changed is None else frozenset(changed))
+        return LoadedManifests(
+            items, error, tuple(sorted(broken_rels)), moves, None if changed is None else frozenset(changed)
+        )
 
 
 def load_lenient(root: Path, *, roots: Sequence[Path] | None = None) -> LoadedManifests:

@@ -172,4 +172,3 @@ class WorkPool:
         finished = self.wait(timeout)
         self._threads.shutdown(wait=finished, cancel_futures=False)
         return finished
-
