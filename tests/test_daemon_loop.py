@@ -575,3 +575,33 @@ def test_a_name_duplicated_by_an_edit_breaks_both_files_and_nothing_is_deleted(c
     assert report.scope == 6  # m05's names before and after, and m01's (valid again)
     assert report.planned == 0  # f05-i1 and f05-i2 were kept while the file was broken
     assert w.calls("DeleteVideo") == 0 and w.calls("CreateUploadVideo") == 30
+
+
+def test_the_pool_runs_only_what_claim_grants_and_never_takes_an_item_twice() -> None:
+    import threading
+
+    from vodsync.daemon.workers import Job, JobResult, WorkPool
+    from vodsync.desired.items import Kind
+    from vodsync.engine.diff import Action, Change
+
+    gate, ran, released = threading.Event(), [], []
+
+    def run(actions):  # noqa: ANN001, ANN202
+        gate.wait(10)
+        ran.extend(c.name for c in actions)
+        return JobResult()
+
+    def change(name: str) -> Change:
+        return Change(Action.CREATE, name, Kind.VIDEO, "new item")
+
+    pool = WorkPool(run, 2, stopping=threading.Event(), claim=lambda names: {n for n in names if n != "b"},
+                    release=released.extend)
+    pool.submit(Job((change("a"), change("b"))))
+    assert pool.in_flight() == {"a", "b"}
+    with pytest.raises(ValueError, match="already in flight: a"):
+        pool.submit(Job((change("a"),)))
+    gate.set()
+    assert pool.wait(10)
+    [done] = pool.finished()
+    assert ran == ["a"] and done.claimed == ("a",) and released == ["a"] and pool.in_flight() == frozenset()
+    pool.shutdown()
