@@ -283,6 +283,7 @@ class Daemon:
         self._touched: set[Path] | None = None  # manifest paths changed since the last read; None: all
         self._replan: set[str] = set()  # items to plan again: left out while in flight, now finished
         self._waiting: set[str] = set()  # items a pass left out because they were in flight
+        self._plan_all = False  # a pass ended by an error: what it had to plan is planned whole next time
         self._drops_dirty = True
         self._reload_requested = False
         self._next_full = clock()
@@ -455,6 +456,9 @@ class Daemon:
         except Exception as err:  # noqa: BLE001 - the loop must survive a bug in one pass
             report.error = f"{type(err).__name__}: {err}"
             log.exception("reconcile failed")
+        if report.error is not None:  # the changes it consumed (edited files, items to plan again) are not lost
+            with self._lock:
+                self._plan_all, self._touched = True, None
         if not report.pending:  # else the last of its jobs finishes it (`_collect`)
             self._after_pass(report, started)
         self._planned()
@@ -467,7 +471,8 @@ class Daemon:
 
     def _reconcile(self, now: float, report: PassReport, *, reload_manifests: bool, full: bool,
                    touched: set[Path] | None, replan: set[str]) -> None:
-        whole = full or self._manifests is None  # plan every item (else only those a change touched)
+        plan_all = self._plan_all
+        whole = full or self._manifests is None or plan_all  # else only the items a change touched
         if reload_manifests or self._manifests is None:
             self._manifests = self._load_manifests(None if self._manifests is None else touched)
             whole |= self._manifests.changed is None
@@ -477,6 +482,7 @@ class Daemon:
                 log.info("manifests read the same %g s apart: pruning may act", self._settle.seconds)
                 whole = True  # the deletes held back while the names were settling
         loaded = self._manifests
+        self._plan_all = False
         if loaded.error is not None:
             report.manifest_error = f"{len(loaded.skipped)} manifest file(s) skipped: {', '.join(loaded.skipped)}"
 
@@ -485,7 +491,7 @@ class Daemon:
         # 100k records take ~0.7 s to read: a pass over a few items reads just those.
         records = self.store.records() if whole else None
         candidates = self._scan_drop_folders(records.get if records is not None else self.store.get, report)
-        if not (reload_manifests or candidates or retry_due or full or replan):
+        if not (reload_manifests or candidates or retry_due or full or replan or plan_all):
             return  # only a drop file still being written changed: nothing to plan
 
         drop_items = [c.item for _, c in candidates.values()]
