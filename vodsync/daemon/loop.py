@@ -588,9 +588,13 @@ class Daemon:
             done = self.reporter.final_outcomes()
             report.outcomes.update(done)
             self._settle_backoff(done)
-        uploads = sorted((c for c in plan.actions if c.action in _UPLOAD_ACTIONS and c.item is not None
-                          and c.item.kind.uploads_local_file), key=lambda c: -c.upload_bytes)
-        rest = tuple(c for c in plan.actions if c not in uploads)
+        uploads: list[Change] = []
+        others: list[Change] = []
+        for c in plan.actions:
+            is_upload = c.action in _UPLOAD_ACTIONS and c.item is not None and c.item.kind.uploads_local_file
+            (uploads if is_upload else others).append(c)
+        uploads.sort(key=lambda c: -c.upload_bytes)
+        rest = tuple(others)
         jobs = ([Job(rest, report)] if rest else []) + [Job((c,), report) for c in uploads]
         report.pending += len(jobs)
         for job in jobs:
