@@ -605,3 +605,26 @@ def test_the_pool_runs_only_what_claim_grants_and_never_takes_an_item_twice() ->
     [done] = pool.finished()
     assert ran == ["a"] and done.claimed == ("a",) and released == ["a"] and pool.in_flight() == frozenset()
     pool.shutdown()
+
+
+def test_upload_jobs_leave_transcoding_to_the_polls_which_read_it_in_one_batch(tmp_path: Path) -> None:
+    """One look per upload job would read every transcoding video once per upload (quadratic in a
+    large first pass); the loop's poll reads them all in one batched call instead."""
+    with Emulator(transcode_seconds=60) as emu:
+        w = World(tmp_path, emu, async_poll=10)
+        items = []
+        for n in "abcde":
+            w.write(f"media/{n}.mp4", n.encode() * 1000)
+            items.append((n, f"{n}.mp4", n.upper()))
+        w.manifest("m.yaml", *items)
+        report = w.step()
+        assert report.pending == 0 and len(report.outcomes) == 5 and not report.failed
+        assert w.calls("GetVideoInfos") == 0
+        w.clock.advance(10)
+        w.step()  # the poll
+        assert w.calls("GetVideoInfos") == 1
+        emu.advance(61)
+        w.clock.advance(10)
+        w.step()
+        assert {r.status for r in w.store.records().values()} == {RecordStatus.READY}
+        w.store.close()

@@ -568,12 +568,12 @@ class Daemon:
         return build_plan(desired, self.store, options, remember_hashes=True, records=records, moves=moves,
                           targets=targets)
 
-    def _executor(self, reporter: DaemonReporter) -> Executor:
+    def _executor(self, reporter: DaemonReporter, options: ExecOptions | None = None) -> Executor:
         kwargs: dict[str, Any] = {}
         if self.uploader is not None:
             kwargs["uploader"] = self.uploader
         executor = Executor(self.store, self.client, checkpoint_dir=checkpoint_dir(self.store.path),
-                            options=self.exec_options, reporter=reporter, **kwargs)
+                            options=options or self.exec_options, reporter=reporter, **kwargs)
         executor.stopping = self.stopping
         return executor
 
@@ -603,10 +603,13 @@ class Daemon:
 
     def _run_job(self, actions: Sequence[Change]) -> JobResult:
         """A worker thread: one executor run over the job's actions (recovery of their intents, the
-        work, one look at their ingests), with a reporter of its own."""
+        work, and for the batch of other actions one look at ingests), with a reporter of its own.
+        An upload's transcoding is followed by the loop's polls."""
         reporter = DaemonReporter(self.metrics)
+        uploads_only = all(c.action in _UPLOAD_ACTIONS for c in actions)
+        options = dataclasses.replace(self.exec_options, follow=False) if uploads_only else None
         try:
-            result = self._executor(reporter).run(Plan(actions=tuple(actions)))
+            result = self._executor(reporter, options).run(Plan(actions=tuple(actions)))
         except VodsyncError as err:  # the state file, or VOD refused the credentials
             return JobResult(reporter.final_outcomes(), error=err.message)
         return JobResult(reporter.final_outcomes(), tuple(result.stopped))
@@ -656,6 +659,8 @@ class Daemon:
             log.warning("could not poll VOD: %s", err.message)
         outcomes = self.reporter.final_outcomes()
         self._settle_backoff(outcomes)
+        with self._lock:  # an ingest that delivered may have edits held back for it: plan those items
+            self._replan.update(outcomes)
         self._refresh_schedule()
         self._publish(time.monotonic() - started, ok=True, error=None, record_reconcile=False)
         return outcomes
