@@ -35,6 +35,7 @@ clock, which is what the in-process tests drive.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import random
@@ -474,8 +475,15 @@ class Daemon:
         plan_all = self._plan_all
         whole = full or self._manifests is None or plan_all  # else only the items a change touched
         if reload_manifests or self._manifests is None:
+            every_file = self._manifests is None or touched is None
+            if every_file:
+                gc.unfreeze()  # the library read last time may be collected like anything else
             self._manifests = self._load_manifests(None if self._manifests is None else touched)
             whole |= self._manifests.changed is None
+            if every_file:
+                # A 100k-item library is millions of long-lived objects: a full collection rescanning
+                # them stalled a pass by seconds. Frozen, only what later passes allocate is scanned.
+                gc.freeze()
             was_settled = self._settle.settled
             self._settle.read(frozenset(item.name for item in self._manifests.items), now)
             if self.settings.prune and self._settle.settled and not was_settled:

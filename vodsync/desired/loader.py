@@ -24,7 +24,8 @@ import dataclasses
 import gc
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -203,13 +204,24 @@ class ManifestReader:
         return FileManifest(path, rel, items, names, loader.moves, problems)
 
 
-def cross_file_problems(files: Sequence[FileManifest]) -> list[ManifestProblem]:
-    """What no file shows on its own: a name defined twice, a `moved:` that clashes with an item."""
+def cross_file_problems(files: Sequence[FileManifest], counts: Mapping[str, int] | None = None) -> list[ManifestProblem]:
+    """What no file shows on its own: a name defined twice, a `moved:` that clashes with an item.
+
+    `counts` (how often each name is defined, which the daemon keeps up to date file by file)
+    spares a pass over every name: only the places of duplicated names are gathered."""
+    if counts is None:
+        counts = name_counts(files)
     problems: list[ManifestProblem] = []
-    names = [entry for one in files for entry in one.names]
-    _check_unique(names, problems)
-    _check_moves([m for one in files for m in one.moves], {name for name, _ in names}, problems)
+    twice = {name for name, n in counts.items() if n > 1}
+    if twice:
+        _check_unique([entry for one in files for entry in one.names if entry[0] in twice], problems)
+    _check_moves([m for one in files for m in one.moves], counts, problems)
     return problems
+
+
+def name_counts(files: Iterable[FileManifest]) -> Counter[str]:
+    """How often each name is defined across `files`."""
+    return Counter(name for one in files for name, _ in one.names)
 
 
 def manifest_error(problems: Sequence[ManifestProblem]) -> ManifestError:
@@ -291,7 +303,7 @@ def _check_unique(names: list[tuple[str, Location]], problems: list[ManifestProb
             )
 
 
-def _check_moves(moves: list[Move], names: set[str], problems: list[ManifestProblem]) -> None:
+def _check_moves(moves: list[Move], names: Container[str], problems: list[ManifestProblem]) -> None:
     """A rename names each old and each new name once, and its old name is no longer an item."""
     seen_old: dict[str, Location] = {}
     seen_new: dict[str, Location] = {}
