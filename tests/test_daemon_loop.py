@@ -495,10 +495,15 @@ class CountingReader(ManifestReader):
     """The loader's reader, noting every manifest file it reads."""
 
     reads: list[str] = []
+    walks = 0
 
     def read(self, path: Path):  # noqa: ANN201
         type(self).reads.append(Path(path).name)
         return super().read(path)
+
+    def files(self, problems):  # noqa: ANN001, ANN201
+        type(self).walks += 1
+        return super().files(problems)
 
 
 def _library(w: World, files: int, per_file: int) -> None:
@@ -519,7 +524,7 @@ def counted(tmp_path: Path, emulator: Emulator) -> Iterator[World]:
     _library(w, 10, 3)
     w.step()
     assert len(CountingReader.reads) == 10 and len(w.videos()) == 30
-    CountingReader.reads = []
+    CountingReader.reads, CountingReader.walks = [], 0
     yield w
     w.store.close()
 
@@ -530,13 +535,24 @@ def test_an_edit_of_one_manifest_rereads_that_file_and_plans_only_its_items(coun
     w.manifest("m03.yaml", ("f03-i0", "f03-i0.mp4", "EDITED"), ("f03-i1", "f03-i1.mp4", "F03-I1"),
                ("f03-i2", "f03-i2.mp4", "F03-I2"))
     report = w.step()
-    assert CountingReader.reads == ["m03.yaml"]
+    assert CountingReader.reads == ["m03.yaml"] and CountingReader.walks == 0  # the listing is kept
     assert report.scope == 3 and report.planned == 1 and w.calls("UpdateVideoInfo") == 1
     assert "EDITED" in {v["Title"] for v in w.videos()}
     # The periodic pass still reads (and plans) everything.
     w.clock.advance(600)
     report = w.step()
-    assert len(CountingReader.reads) == 11 and report.scope is None
+    assert len(CountingReader.reads) == 11 and report.scope is None and CountingReader.walks == 1
+
+    # A new file named by its event is read without a walk; a directory's event walks the root.
+    w.write("manifests/media/new.mp4", b"new" * 10)  # ../media/ from manifests/sub/
+    w.manifest("sub/m10.yaml", ("new-one", "new.mp4", "New"))
+    w.clock.advance(1)
+    report = w.step()
+    assert CountingReader.reads[-1] == "m10.yaml" and CountingReader.walks == 1 and report.planned == 1
+    (w.manifests / "sub").rename(w.manifests / "moved")
+    w.daemon.on_change([w.manifests / "sub", w.manifests / "moved"])
+    report = w.step()
+    assert CountingReader.walks == 2 and CountingReader.reads[-1] == "m10.yaml" and report.planned == 0
 
 
 def test_an_item_moved_between_files_is_neither_deleted_nor_created_again(counted: World) -> None:
