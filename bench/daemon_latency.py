@@ -8,7 +8,7 @@ observer timestamps every API call.
 
 (a) Edit -> first API call, in a library of --items items in sync (bench/_common.make_library,
     1,000 items per manifest file): one item's title is changed in one file; measured from the
-    end of the write to the UpdateVideoInfo(s) call, the watchdog's 0.5 s debounce included.
+    end of the write to the UpdateVideoInfo(s) call, the watcher's debounce included.
     Baseline, in the same process: the same kind of edit handled by a whole pass (every file read,
     every item planned), which is what every edit cost before the daemon kept per-file results.
     Target: < 1 s.
@@ -83,7 +83,6 @@ class RunningDaemon:
         from vodsync.cloud.vod import VodClient
         from vodsync.config import DropFolderSettings
         from vodsync.daemon.loop import Daemon, LoopSettings
-        from vodsync.daemon.watch import ChangeWatcher
         from vodsync.state.store import StateStore
 
         self.calls = CallClock()
@@ -94,16 +93,12 @@ class RunningDaemon:
                                 concurrency=2, drop_settings=drops)
         self.daemon = Daemon(settings, self.store, client, rng=random.Random(1))
         self.daemon.reread_settings = lambda: settings  # SIGHUP's path: the baseline's whole pass
-        recursive, flat = self.daemon.watch_paths()
-        # The daemon's own: a reload (the baseline's whole pass) restarts it, as SIGHUP does.
-        self.daemon.watcher = ChangeWatcher(recursive, self.daemon.on_change, flat_paths=flat)
         self.planned = threading.Event()
         self.daemon.on_first_plan = self.planned.set
         self.thread = threading.Thread(target=self.daemon.run_loop, name="vodsync-loop", daemon=True)
 
     def __enter__(self) -> RunningDaemon:
-        assert self.daemon.watcher is not None
-        self.daemon.watcher.start()
+        self.daemon.restart_watcher()  # as serve_forever starts it
         self.thread.start()
         return self
 

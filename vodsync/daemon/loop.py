@@ -79,8 +79,11 @@ ASYNC_POLL_SECONDS = 10.0  # how often URL jobs and transcoding are looked at wh
 STOP_TIMEOUT = 30.0  # SIGTERM -> exit, at most (the unit's TimeoutStopSec is larger)
 DROP_MAX_ATTEMPTS = 5  # a drop file that failed this often goes to failed/ (about 15 min of retries)
 # --prune acts only on item names read the same twice this far apart (a manifest being rewritten
-# in place is half a file for a moment; watchdog's debounce is 0.5 s and an editor may pause longer).
+# in place is half a file for a moment; watchdog's debounce is short and an editor may pause longer).
 PRUNE_SETTLE_SECONDS = 5.0
+# The watcher's trailing debounce: a burst (`git pull`, an editor's write + rename) is one pass. Short,
+# since an edit's pass is cheap (one file re-read) and its first API call is due within 1 s of the write.
+WATCH_DEBOUNCE_SECONDS = 0.25
 _ASYNC = (RecordStatus.INGESTING, RecordStatus.PROCESSING)
 _INGESTED = (RecordStatus.PROCESSING, RecordStatus.READY)
 _UPLOAD_ACTIONS = ("create", "replace", "resume")
@@ -425,7 +428,7 @@ class Daemon:
             if settings.manifests != self.settings.manifests:
                 log.info("manifests directory is now %s", settings.manifests)
             self.reload(settings)
-            self._restart_watcher()
+            self.restart_watcher()
             log.info("config reloaded: %d drop folder(s), full reconcile every %.0f s",
                      len(self.folders), settings.interval)
         except VodsyncError as err:
@@ -819,11 +822,13 @@ class Daemon:
             self.join()
         return reports
 
-    def _restart_watcher(self) -> None:
+    def restart_watcher(self) -> None:
+        """Watch the manifests and drop folders (again: a reload may have changed them)."""
         if self.watcher is not None:
             self.watcher.stop()
         recursive, flat = self.watch_paths()
-        self.watcher = ChangeWatcher(recursive, self.on_change, flat_paths=flat)
+        self.watcher = ChangeWatcher(recursive, self.on_change, flat_paths=flat,
+                                     debounce_seconds=WATCH_DEBOUNCE_SECONDS)
         self.watcher.start()
 
     def run_loop(self, on_exit: Callable[[], None] = lambda: None) -> None:
@@ -866,7 +871,7 @@ class Daemon:
         self.on_first_plan = first_plan
         loop = threading.Thread(target=self.run_loop, args=(main_wake.set,), name="vodsync-loop", daemon=True)
         try:
-            self._restart_watcher()
+            self.restart_watcher()
             loop.start()
             ping = self.notifier.watchdog_interval()
             announced = False
