@@ -288,6 +288,7 @@ class Daemon:
         self._replan: set[str] = set()  # items to plan again: left out while in flight, now finished
         self._waiting: set[str] = set()  # items a pass left out because they were in flight
         self._plan_all = False  # a pass ended by an error: what it had to plan is planned whole next time
+        self._freeze_after = False  # this pass read every manifest: collect, then freeze what is left
         self._drops_dirty = True
         self._reload_requested = False
         self._next_full = clock()
@@ -460,6 +461,13 @@ class Daemon:
         except Exception as err:  # noqa: BLE001 - the loop must survive a bug in one pass
             report.error = f"{type(err).__name__}: {err}"
             log.exception("reconcile failed")
+        if self._freeze_after:
+            self._freeze_after = False
+            # A 100k-item library is millions of long-lived objects, and a whole pass leaves garbage
+            # behind: a full collection during the next edit's pass stalled it by seconds. Collected
+            # now and frozen, later collections scan only what later passes allocate.
+            gc.collect()
+            gc.freeze()
         if report.error is not None:  # the changes it consumed (edited files, items to plan again) are not lost
             with self._lock:
                 self._plan_all, self._touched = True, None
@@ -478,15 +486,11 @@ class Daemon:
         plan_all = self._plan_all
         whole = full or self._manifests is None or plan_all  # else only the items a change touched
         if reload_manifests or self._manifests is None:
-            every_file = self._manifests is None or touched is None
-            if every_file:
+            if self._manifests is None or touched is None:
                 gc.unfreeze()  # the library read last time may be collected like anything else
+                self._freeze_after = True
             self._manifests = self._load_manifests(None if self._manifests is None else touched)
             whole |= self._manifests.changed is None
-            if every_file:
-                # A 100k-item library is millions of long-lived objects: a full collection rescanning
-                # them stalled a pass by seconds. Frozen, only what later passes allocate is scanned.
-                gc.freeze()
             was_settled = self._settle.settled
             self._settle.read(frozenset(item.name for item in self._manifests.items), now)
             if self.settings.prune and self._settle.settled and not was_settled:
