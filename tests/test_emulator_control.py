@@ -343,3 +343,21 @@ def test_a_model_bug_is_a_500_internal_error_not_a_dead_server(capsys):
         bucket.put_object("a.mp4", b"stored despite the listener")
         assert bucket.get_object("a.mp4").read() == b"stored despite the listener"
     assert "model bug" in capsys.readouterr().err
+
+
+def test_a_hold_rule_keeps_the_call_until_the_rules_are_replaced(emulator, account_bucket):
+    import threading
+
+    emulator.set_faults([{"match": "oss:PUT", "error": "hold", "count": 1}])
+    done = threading.Event()
+    worker = threading.Thread(target=lambda: (account_bucket.put_object("held", b"h" * 10), done.set()))
+    worker.start()
+    assert emulator.faults.wait_holding(1, timeout=10)
+    account_bucket.put_object("free", b"f")  # the count is spent: the next PUT is not held
+    shown = requests.get(f"{emulator.url}/_emulator/faults").json()["rules"]
+    assert shown[0]["holding"] == 1 and not done.is_set()
+    assert [o["key"] for o in emulator.state()["objects"]] == ["free"]
+    requests.post(f"{emulator.url}/_emulator/faults", json={"rules": []})  # lets it go
+    worker.join(10)
+    assert done.is_set() and sorted(o["key"] for o in emulator.state()["objects"]) == ["free", "held"]
+    assert emulator.faults.holding == 0

@@ -2,12 +2,14 @@
 
 Owns the daemon's schedule and its lifecycle:
 
-- *One pass* = desired (manifests, reloaded only when they changed, plus the
-  drop folders' finished files) -> `build_plan` -> actions of items still in
-  their retry backoff left out -> `apply` with `wait=0` (URL jobs and
-  transcoding are followed by later, cheap polls, so new work never waits
-  behind them) -> drop files finished (`done/`, `failed/`) -> per-item backoff
-  persisted on failures -> metrics, health and sd_notify status.
+- *One pass* = desired (manifests: only the files that changed are read again,
+  `ManifestCache`; plus the drop folders' finished files) -> `build_plan` over the
+  items a change touched (every item on the interval) -> actions of items still in
+  their retry backoff or in flight left out -> jobs handed to the worker pool
+  (`workers.py`; executor runs with `wait=0`: URL jobs and transcoding are followed
+  by later, cheap polls) and the pass returns. As jobs finish, the loop collects
+  them: drop files finished (`done/`, `failed/`), per-item backoff persisted on
+  failures; with a pass's last job, metrics, health and sd_notify status.
 - *When*: a pass runs at start, when watchdog reports a burst of changes, when
   a drop file's stability window or an item's backoff ends, and every
   `interval` (a full pass that also reads VOD to catch drift); while anything is
@@ -24,15 +26,16 @@ Owns the daemon's schedule and its lifecycle:
   reloads the config (RELOADING=1 ... READY=1).
 
 Threads: the main thread handles signals and sends the systemd watchdog
-keep-alive; one loop thread plans and executes (a pass may upload for an hour,
-and the watchdog must not fire meanwhile); watchdog and the HTTP server have
-their own threads. `Daemon.step()` runs one scheduling decision on the injected
+keep-alive; one loop thread plans, dispatches and collects; `concurrency` worker
+threads carry out the jobs (an upload may run for an hour while the loop goes on);
+watchdog and the HTTP server have their own threads. `Daemon.step()` runs one scheduling decision on the injected
 clock, which is what the in-process tests drive.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 import random
@@ -49,20 +52,22 @@ from vodsync.checksum import file_digest
 from vodsync.cloud.vod import VodClient
 from vodsync.daemon.backoff import ItemBackoff
 from vodsync.daemon.leader import Leadership
-from vodsync.daemon.manifests import LoadedManifests, load_lenient
+from vodsync.daemon.manifests import LoadedManifests, ManifestCache
 from vodsync.daemon.metrics import Health, Metrics, MetricsServer
 from vodsync.daemon.notify import Notifier
 from vodsync.daemon.watch import ChangeWatcher
+from vodsync.daemon.workers import Claim, Job, JobResult, WorkPool, claim_all
 from vodsync.desired.dropfolder import DropCandidate, DropFolder, check_labels, drop_folders
 from vodsync.desired.items import DesiredItem, Move
 from vodsync.engine.clients import vod_client
-from vodsync.engine.diff import Action
+from vodsync.engine.diff import Action, Change
 from vodsync.engine.execution import Waiting
 from vodsync.engine.executor import ExecOptions, Executor, Outcome
 from vodsync.engine.lifecycle import carry_out, split_state_only
 from vodsync.engine.ownership import state_namespace
 from vodsync.engine.plan import Plan, PlanOptions
 from vodsync.engine.reconcile import build_plan
+from vodsync.engine.targets import Names
 from vodsync.errors import StateError, VodsyncError
 from vodsync.state.interface import Store
 from vodsync.state.store import Record, RecordStatus
@@ -77,8 +82,11 @@ ASYNC_POLL_SECONDS = 10.0  # how often URL jobs and transcoding are looked at wh
 STOP_TIMEOUT = 30.0  # SIGTERM -> exit, at most (the unit's TimeoutStopSec is larger)
 DROP_MAX_ATTEMPTS = 5  # a drop file that failed this often goes to failed/ (about 15 min of retries)
 # --prune acts only on item names read the same twice this far apart (a manifest being rewritten
-# in place is half a file for a moment; watchdog's debounce is 0.5 s and an editor may pause longer).
+# in place is half a file for a moment; watchdog's debounce is short and an editor may pause longer).
 PRUNE_SETTLE_SECONDS = 5.0
+# The watcher's trailing debounce: a burst (`git pull`, an editor's write + rename) is one pass. Short,
+# since an edit's pass is cheap (one file re-read) and its first API call is due within 1 s of the write.
+WATCH_DEBOUNCE_SECONDS = 0.25
 _ASYNC = (RecordStatus.INGESTING, RecordStatus.PROCESSING)
 _INGESTED = (RecordStatus.PROCESSING, RecordStatus.READY)
 _UPLOAD_ACTIONS = ("create", "replace", "resume")
@@ -165,6 +173,7 @@ class LoopSettings:
     concurrency: int
     drop_settings: tuple[Any, ...] = ()
     http: str | None = None
+    lease_seconds: float = 30.0  # a shared state: when an item another process held may be free again
 
     @classmethod
     def from_context(cls, ctx: Context) -> LoopSettings:
@@ -178,6 +187,7 @@ class LoopSettings:
             concurrency=config.concurrency,
             drop_settings=tuple(config.drop_folders),
             http=getattr(args, "http", None) or config.daemon.http,
+            lease_seconds=config.lease_seconds,
         )
 
 
@@ -193,6 +203,13 @@ class PassReport:
     manifest_error: str | None = None
     interrupted: bool = False
     error: str | None = None
+    in_flight: list[str] = field(default_factory=list)  # planned, left out: a worker has them already
+    scope: int | None = None  # items planned, when the pass planned only the ones a change touched
+    # Jobs handed to the pool and not collected yet: the pass is finished (metrics, /healthz, the
+    # "pass done" line) when the last one is.
+    pending: int = 0
+    started: float = field(default=0.0, repr=False)
+    candidates: dict[str, tuple[DropFolder, DropCandidate]] = field(default_factory=dict, repr=False)
 
     @property
     def failed(self) -> list[Outcome]:
@@ -246,6 +263,7 @@ class Daemon:
         async_poll: float = ASYNC_POLL_SECONDS,
         uploader: Callable[..., Any] | None = None,
         prune_settle: float = PRUNE_SETTLE_SECONDS,
+        claim: Claim = claim_all,  # which items this process may work on now (item leases plug in here)
     ) -> None:
         self.store = store
         self.client = client
@@ -267,8 +285,20 @@ class Daemon:
         self._configure_folders(settings)
 
         self._wake = threading.Event()
+        # Uploads and the other actions run here, so a pass never waits for them (`workers.py`).
+        self.pool = WorkPool(self._run_job, settings.concurrency, stopping=self.stopping, claim=claim,
+                             on_finished=self._wake.set)
         self._lock = threading.Lock()  # guards the flags below (set from watchdog/signal threads)
         self._manifests_dirty = True
+        self._touched: set[Path] | None = None  # manifest paths changed since the last read; None: all
+        self._replan: set[str] = set()  # items to plan again: left out while in flight, now finished
+        # Items another process held (a shared state), and when its lease may have run out: if that
+        # process died, this one takes them up then, not at the next interval.
+        self._elsewhere: set[str] = set()
+        self._elsewhere_at: float | None = None
+        self._waiting: set[str] = set()  # items a pass left out because they were in flight
+        self._plan_all = False  # a pass ended by an error: what it had to plan is planned whole next time
+        self._freeze_after = False  # this pass read every manifest: collect, then freeze what is left
         self._drops_dirty = True
         self._reload_requested = False
         self._next_full = clock()
@@ -276,6 +306,7 @@ class Daemon:
         self._next_retry: float | None = None
         self._next_poll: float | None = None
         self._manifests: LoadedManifests | None = None
+        self.manifest_cache = ManifestCache(settings.manifests, roots=settings.roots)
         self._settle = SettleWindow(prune_settle)
         self._reported_error: str | None = None
         self.watcher: ChangeWatcher | None = None
@@ -313,10 +344,13 @@ class Daemon:
     def reload(self, settings: LoopSettings) -> None:
         """Take new settings (SIGHUP): drop folders, interval, prune; reload manifests on the next pass."""
         self._configure_folders(settings)
+        if (settings.manifests, settings.roots) != (self.settings.manifests, self.settings.roots):
+            self.manifest_cache = ManifestCache(settings.manifests, roots=settings.roots)
         self.settings = settings
         self.health.interval_seconds = settings.interval
         with self._lock:
             self._manifests_dirty = self._drops_dirty = True
+            self._touched = None
             self._next_full = min(self._next_full, self.clock() + settings.interval)
         self._wake.set()
 
@@ -330,14 +364,18 @@ class Daemon:
         manifests = os.path.abspath(self.settings.manifests)
         folders = [str(f.path) for f in self.folders]
         touched_manifests = touched_drops = False
+        changed: list[Path] = []
         for p in paths:
             s = os.path.abspath(p)
             if s == manifests or s.startswith(manifests + os.sep):
                 touched_manifests = True
+                changed.append(Path(s))
             elif any(s == d or os.path.dirname(s) == d for d in folders):
                 touched_drops = True
         with self._lock:
             self._manifests_dirty |= touched_manifests
+            if self._touched is not None:
+                self._touched.update(changed)
             self._drops_dirty |= touched_drops
         if touched_manifests or touched_drops:
             log.debug("changes under %s", "manifests" if touched_manifests else "drop folders")
@@ -357,7 +395,7 @@ class Daemon:
     def next_wake(self) -> float:
         """The clock time at which something is next due (the loop sleeps until then or an event)."""
         times = [self._next_full]
-        for t in (self._drop_wake, self._next_retry, self._next_poll, self._settle_due()):
+        for t in (self._drop_wake, self._next_retry, self._next_poll, self._settle_due(), self._elsewhere_at):
             if t is not None:
                 times.append(t)
         return min(times)
@@ -368,13 +406,17 @@ class Daemon:
 
     def step(self) -> PassReport | None:
         """Run whatever is due at `clock()` (a pass, a poll or nothing); return the pass's report."""
+        self._collect()
         now = self.clock()
         settle_at = self._settle_due()
         with self._lock:
             reload, self._reload_requested = self._reload_requested, False
             if settle_at is not None and now >= settle_at:
                 self._manifests_dirty = True  # the second read of the settle window
-            dirty = self._manifests_dirty or self._drops_dirty
+            if self._elsewhere_at is not None and now >= self._elsewhere_at:
+                self._replan |= self._elsewhere
+                self._elsewhere, self._elsewhere_at = set(), None
+            dirty = self._manifests_dirty or self._drops_dirty or bool(self._replan)
         if reload:
             self._reload_config()
         due = (
@@ -400,7 +442,7 @@ class Daemon:
             if settings.manifests != self.settings.manifests:
                 log.info("manifests directory is now %s", settings.manifests)
             self.reload(settings)
-            self._restart_watcher()
+            self.restart_watcher()
             log.info("config reloaded: %d drop folder(s), full reconcile every %.0f s",
                      len(self.folders), settings.interval)
         except VodsyncError as err:
@@ -411,20 +453,24 @@ class Daemon:
 
     def reconcile(self) -> PassReport:
         """One pass; never raises for a failed item or a broken manifest (both are reported)."""
+        self._collect()
         started = time.monotonic()
         now = self.clock()
-        report = PassReport()
+        report = PassReport(started=started)
         with self._lock:
-            due = now >= self._next_full
-            reload_manifests = self._manifests_dirty or self._manifests is None or due
+            full = now >= self._next_full  # the interval's pass over everything
+            reload_manifests = self._manifests_dirty or self._manifests is None or full
             self._manifests_dirty = self._drops_dirty = False
-        if due:
+            touched, self._touched = (None if full else self._touched), set()
+            replan, self._replan = self._replan, set()
+        if full:
             self._next_full = now + self.settings.interval
-        # The drift pass, pruning and gc are the leader's (one daemon per shared state: leader.py).
-        full = self.leadership.check() and due
+        # Of it, the drift read, pruning and gc are the leader's (one daemon per shared state: leader.py).
+        drift = self.leadership.check() and full
         try:
-            self._reconcile(now, report, reload_manifests=reload_manifests, full=full)
-            if full:
+            self._reconcile(now, report, reload_manifests=reload_manifests, full=full, drift=drift,
+                            touched=touched, replan=replan)
+            if drift:
                 self.leadership.collect_garbage(self.client, remove=self.settings.prune)
             self.health.state_reachable(None)
         except VodsyncError as err:  # e.g. the state file: report, try again on the next pass
@@ -435,7 +481,18 @@ class Daemon:
         except Exception as err:  # noqa: BLE001 - the loop must survive a bug in one pass
             report.error = f"{type(err).__name__}: {err}"
             log.exception("reconcile failed")
-        self._after_pass(report, started)
+        if self._freeze_after:
+            self._freeze_after = False
+            # A 100k-item library is millions of long-lived objects, and a whole pass leaves garbage
+            # behind: a full collection during the next edit's pass stalled it by seconds. Collected
+            # now and frozen, later collections scan only what later passes allocate.
+            gc.collect()
+            gc.freeze()
+        if report.error is not None:  # the changes it consumed (edited files, items to plan again) are not lost
+            with self._lock:
+                self._plan_all, self._touched = True, None
+        if not report.pending:  # else the last of its jobs finishes it (`_collect`)
+            self._after_pass(report, started)
         self._planned()
         return report
 
@@ -444,40 +501,66 @@ class Daemon:
         if hook is not None:
             hook()
 
-    def _reconcile(self, now: float, report: PassReport, *, reload_manifests: bool, full: bool) -> None:
+    def _reconcile(self, now: float, report: PassReport, *, reload_manifests: bool, full: bool, drift: bool,
+                   touched: set[Path] | None, replan: set[str]) -> None:
+        plan_all = self._plan_all
+        whole = full or self._manifests is None or plan_all  # else only the items a change touched
         if reload_manifests or self._manifests is None:
-            self._manifests = self._load_manifests()
+            if self._manifests is None or touched is None:
+                gc.unfreeze()  # the library read last time may be collected like anything else
+                self._freeze_after = True
+            self._manifests = self._load_manifests(None if self._manifests is None else touched)
+            whole |= self._manifests.changed is None
             was_settled = self._settle.settled
             self._settle.read(frozenset(item.name for item in self._manifests.items), now)
             if self.settings.prune and self._settle.settled and not was_settled:
                 log.info("manifests read the same %g s apart: pruning may act", self._settle.seconds)
+                whole = True  # the deletes held back while the names were settling
         loaded = self._manifests
+        self._plan_all = False
         if loaded.error is not None:
             report.manifest_error = f"{len(loaded.skipped)} manifest file(s) skipped: {', '.join(loaded.skipped)}"
 
-        records = self.store.records()
-        candidates = self._scan_drop_folders(records, report)
         retry_due = self._next_retry is not None and now >= self._next_retry
-        if not (reload_manifests or candidates or retry_due or full):
+        whole |= retry_due  # the state knows when, not which items: look at all of them
+        # 100k records take ~0.7 s to read: a pass over a few items reads just those.
+        records = self.store.records() if whole else None
+        candidates = self._scan_drop_folders(records.get if records is not None else self.store.get, report)
+        if not (reload_manifests or candidates or retry_due or full or replan or plan_all):
             return  # only a drop file still being written changed: nothing to plan
 
         drop_items = [c.item for _, c in candidates.values()]
         desired: list[DesiredItem] = [*loaded.items, *drop_items]
+        moves: Sequence[Move] = loaded.moves
+        targets = None
+        if records is None:
+            scope = {*(loaded.changed if reload_manifests and loaded.changed else ()), *candidates, *replan}
+            moves = [m for m in loaded.moves if m.old in scope or m.new in scope]
+            scope.update(n for m in moves for n in (m.old, m.new))
+            records = {n: r for n in scope if (r := self.store.get(n)) is not None}
+            targets = Names(frozenset(scope))
+            report.scope = len(scope)
         prune = self.settings.prune and loaded.complete and self._settle.settled and self.leadership.leading
         options = PlanOptions(prune=prune, max_delete=self.settings.max_delete)
-        plan = self._plan(desired, options, records, refresh=full, moves=loaded.moves)
+        plan = self._plan(desired, options, records, refresh=drift, moves=moves, targets=targets)
         if plan.refusal:
             log.error("%s", plan.refusal)  # the deletes are already out of the actions; the rest goes ahead
             plan = dataclasses.replace(plan, refusal=None)
 
-        # `records` is still current: planning writes only the hash cache (100k records take ~0.7 s to read).
+        # `records` is still current: planning writes only the hash cache.
         deferred = {n for n, r in records.items() if r.next_attempt_at is not None and r.next_attempt_at > now}
+        busy = self.pool.in_flight()
         actions = []
         for c in plan.actions:
-            if c.name in deferred and c.action is not Action.TOUCH:
+            if c.name in busy:  # a worker has it: planned again once that job is collected
+                report.in_flight.append(c.name)
+            elif c.name in deferred and c.action is not Action.TOUCH:
                 report.deferred.append(c.name)
             else:
                 actions.append(c)
+        if report.in_flight:
+            with self._lock:
+                self._waiting.update(report.in_flight)
         plan = dataclasses.replace(plan, actions=tuple(actions))
         report.planned = len(plan.changes)
         if plan.changes:
@@ -485,16 +568,13 @@ class Daemon:
                      + (f" and {len(plan.changes) - 20} more" if len(plan.changes) > 20 else ""),
                      extra={"actions": len(plan.changes)})
 
-        ran = {c.name for c in plan.actions}
         self._planned()  # READY=1 after the first plan, not after its uploads
-        try:
-            if plan.actions:
-                self._execute(plan, report)
-        finally:
-            self._finish_drops(candidates, ran, report)
+        if plan.actions:
+            report.candidates = candidates
+            self._execute(plan, report)
 
-    def _load_manifests(self) -> LoadedManifests:
-        loaded = load_lenient(self.settings.manifests, roots=self.settings.roots)
+    def _load_manifests(self, touched: set[Path] | None) -> LoadedManifests:
+        loaded = self.manifest_cache.load(touched)
         if loaded.error is not None:
             text = str(loaded.error.message)
             if text != self._reported_error:  # one report per distinct problem, not one per pass
@@ -512,50 +592,114 @@ class Daemon:
         return loaded
 
     def _plan(self, desired: list[DesiredItem], options: PlanOptions, records: dict[str, Record], *,
-              refresh: bool, moves: Sequence[Move] = ()) -> Plan:
+              refresh: bool, moves: Sequence[Move] = (), targets: Names | None = None) -> Plan:
         if refresh:
             try:
                 return build_plan(desired, self.store, options, refresh_with=self.client, remember_hashes=True,
-                                  records=records, moves=moves)
+                                  records=records, moves=moves, targets=targets)
             except VodsyncError as err:
                 log.warning("could not read VOD to check for drift, planning from the state file: %s",
                             err.message)
-        return build_plan(desired, self.store, options, remember_hashes=True, records=records, moves=moves)
+        return build_plan(desired, self.store, options, remember_hashes=True, records=records, moves=moves,
+                          targets=targets)
 
-    def _executor(self) -> Executor:
+    def _executor(self, reporter: DaemonReporter, options: ExecOptions | None = None) -> Executor:
         kwargs: dict[str, Any] = {}
         if self.uploader is not None:
             kwargs["uploader"] = self.uploader
         executor = Executor(self.store, self.client, checkpoint_dir=self.store.checkpoint_dir,
-                            options=self.exec_options, reporter=self.reporter, **kwargs)
+                            options=options or self.exec_options, reporter=reporter, **kwargs)
         executor.stopping = self.stopping
         return executor
 
     def _execute(self, plan: Plan, report: PassReport) -> None:
+        """Carry out the records-only actions now, then hand the rest to the pool: one job per upload
+        (largest first), one for the other actions (submitted first: they are quick)."""
         self.reporter.begin()
-        self.metrics.queue_depth.set(len(plan.changes))
         try:
             state_only, plan = split_state_only(plan)  # moves and imports: records only, before the rest
             carry_out(state_only, self.store, self.client, self.reporter)
-            result = self._executor().run(plan)
-            if result.stopped:
+        finally:
+            done = self.reporter.final_outcomes()
+            report.outcomes.update(done)
+            self._settle_backoff(done)
+        uploads: list[Change] = []
+        others: list[Change] = []
+        for c in plan.actions:
+            is_upload = c.action in _UPLOAD_ACTIONS and c.item is not None and c.item.kind.uploads_local_file
+            (uploads if is_upload else others).append(c)
+        uploads.sort(key=lambda c: -c.upload_bytes)
+        rest = tuple(others)
+        jobs = ([Job(rest, report)] if rest else []) + [Job((c,), report) for c in uploads]
+        report.pending += len(jobs)
+        for job in jobs:
+            self.pool.submit(job)
+        self.metrics.queue_depth.set(len(self.pool.in_flight()))
+
+    def _run_job(self, actions: Sequence[Change]) -> JobResult:
+        """A worker thread: one executor run over the job's actions (recovery of their intents, the
+        work, and for the batch of other actions one look at ingests), with a reporter of its own.
+        An upload's transcoding is followed by the loop's polls."""
+        reporter = DaemonReporter(self.metrics)
+        uploads_only = all(c.action in _UPLOAD_ACTIONS for c in actions)
+        options = dataclasses.replace(self.exec_options, follow=False) if uploads_only else None
+        try:
+            result = self._executor(reporter, options).run(Plan(actions=tuple(actions)))
+        except VodsyncError as err:  # the state file, or VOD refused the credentials
+            return JobResult(reporter.final_outcomes(), error=err.message)
+        return JobResult(reporter.final_outcomes(), tuple(result.stopped), elsewhere=tuple(result.elsewhere))
+
+    def _collect(self) -> None:
+        """The loop thread takes the finished jobs' outcomes: backoff, drop files, and each pass whose
+        last job this was is finished (metrics, /healthz, the summary line)."""
+        finished = self.pool.finished()
+        for done in finished:
+            report: PassReport = done.job.origin
+            result = done.result
+            report.outcomes.update(result.outcomes)
+            if result.stopped or done.not_started:
                 report.interrupted = True
+            if result.stopped:
                 log.info("stopped mid-upload at a part boundary (%s); the next start resumes it",
                          ", ".join(result.stopped))
-        finally:
-            report.outcomes = self.reporter.final_outcomes()
-            self._settle_backoff(report.outcomes)
+            if result.error is not None:
+                report.error = report.error or result.error
+                log.error("reconcile failed: %s", result.error)
+            self._settle_backoff(result.outcomes)
+            if result.elsewhere:
+                with self._lock:
+                    self._elsewhere.update(result.elsewhere)
+                    self._elsewhere_at = self._elsewhere_at or self.clock() + self.settings.lease_seconds
+            ran = set(done.claimed)
+            self._finish_drops({n: c for n, c in report.candidates.items() if n in ran}, ran, report)
+            with self._lock:
+                again = self._waiting & set(done.job.names)
+                self._waiting -= again
+                self._replan |= again
+            report.pending -= 1
+            if not report.pending:
+                self._after_pass(report, report.started)
+        if finished:
+            self._refresh_schedule()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until every job handed to the pool has finished, and collect them (tests, --once)."""
+        idle = self.pool.wait(timeout)
+        self._collect()
+        return idle
 
     def poll(self) -> dict[str, Outcome]:
         """Look at URL jobs and transcoding once (an empty plan: recovery + one follow)."""
         started = time.monotonic()
         self.reporter.begin()
         try:
-            self._executor().run(Plan(actions=()))
+            self._executor(self.reporter).run(Plan(actions=()))
         except VodsyncError as err:
             log.warning("could not poll VOD: %s", err.message)
         outcomes = self.reporter.final_outcomes()
         self._settle_backoff(outcomes)
+        with self._lock:  # an ingest that delivered may have edits held back for it: plan those items
+            self._replan.update(outcomes)
         self._refresh_schedule()
         self._publish(time.monotonic() - started, ok=True, error=None, record_reconcile=False)
         return outcomes
@@ -563,7 +707,7 @@ class Daemon:
     # -- drop folders ---------------------------------------------------------------------
 
     def _scan_drop_folders(
-        self, records: dict[str, Record], report: PassReport
+        self, record_of: Callable[[str], Record | None], report: PassReport
     ) -> dict[str, tuple[DropFolder, DropCandidate]]:
         """Finished drop files to ingest now, by item name; settles the ones already ingested or failed."""
         candidates: dict[str, tuple[DropFolder, DropCandidate]] = {}
@@ -579,7 +723,7 @@ class Daemon:
                           extra={"file": str(failure.path), "moved_to": str(dest) if dest else None})
             for cand in result.ready:
                 name = cand.item.name
-                rec = records.get(name)
+                rec = record_of(name)
                 if rec is not None and rec.status in _INGESTED:
                     # Same bytes as something ingested before (a rename, a restart, a second copy).
                     self._finish_success(folder, cand, rec, report, again=True)
@@ -657,7 +801,7 @@ class Daemon:
         busy = any(self._counts.get(str(s)) for s in _ASYNC)
         self._next_poll = now + self.async_poll if busy else None
         self.metrics.set_items(self._counts)
-        self.metrics.queue_depth.set(len(retries))
+        self.metrics.queue_depth.set(len(retries) + len(self.pool.in_flight()))
 
     def _after_pass(self, report: PassReport, started: float) -> None:
         self.passes += 1
@@ -702,6 +846,7 @@ class Daemon:
         single scan never takes anything; a file still growing is left for later.
         """
         reports = [self.reconcile()]
+        self.join()
         for _ in range(rounds):
             if self._drop_wake is None or self.stopping.is_set():
                 break
@@ -709,13 +854,16 @@ class Daemon:
             with self._lock:
                 self._drops_dirty = True
             reports.append(self.reconcile())
+            self.join()
         return reports
 
-    def _restart_watcher(self) -> None:
+    def restart_watcher(self) -> None:
+        """Watch the manifests and drop folders (again: a reload may have changed them)."""
         if self.watcher is not None:
             self.watcher.stop()
         recursive, flat = self.watch_paths()
-        self.watcher = ChangeWatcher(recursive, self.on_change, flat_paths=flat)
+        self.watcher = ChangeWatcher(recursive, self.on_change, flat_paths=flat,
+                                     debounce_seconds=WATCH_DEBOUNCE_SECONDS)
         self.watcher.start()
 
     def run_loop(self, on_exit: Callable[[], None] = lambda: None) -> None:
@@ -728,7 +876,11 @@ class Daemon:
                     break
                 self._wake.wait(max(0.0, self.next_wake() - self.clock()))
         finally:
-            on_exit()  # wakes the main thread
+            try:
+                self.pool.shutdown()  # running uploads stop at their next part (they share `stopping`)
+                self._collect()  # their records and backoff are saved before the process exits
+            finally:
+                on_exit()  # wakes the main thread
 
     def serve_forever(self, *, stop_timeout: float = STOP_TIMEOUT) -> int:
         """Signals, systemd notifications and the loop thread, until SIGTERM/SIGINT. Main thread only."""
@@ -754,7 +906,7 @@ class Daemon:
         self.on_first_plan = first_plan
         loop = threading.Thread(target=self.run_loop, args=(main_wake.set,), name="vodsync-loop", daemon=True)
         try:
-            self._restart_watcher()
+            self.restart_watcher()
             loop.start()
             ping = self.notifier.watchdog_interval()
             announced = False

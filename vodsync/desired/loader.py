@@ -24,7 +24,8 @@ import dataclasses
 import gc
 import os
 import stat
-from collections.abc import Callable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +118,22 @@ def load_manifest_set(
     check_files: bool = True,
 ) -> ManifestSet:
     """`load_manifests`, plus the files' `moved:` entries (renames), checked against the items."""
-    with _cyclic_gc_paused():
-        return _load_manifests(Path(root), roots, check_files)
+    with cyclic_gc_paused():
+        reader = ManifestReader(Path(root), roots, check_files=check_files)
+        problems: list[ManifestProblem] = []
+        files = [reader.read(path) for path in reader.files(problems)]
+        for one in files:
+            problems.extend(one.problems)
+        problems.extend(cross_file_problems(files))
+        if problems:
+            raise manifest_error(problems)
+        items = [item for one in files for item in one.items]
+        items.sort(key=lambda item: item.name)
+        return ManifestSet(items, [m for one in files for m in one.moves])
 
 
 @contextlib.contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
+def cyclic_gc_paused() -> Iterator[None]:
     """Pause the cyclic garbage collector during a bulk load.
 
     Loading allocates millions of small acyclic objects (YAML nodes, dicts,
@@ -139,43 +150,86 @@ def _cyclic_gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load_manifests(root: Path, roots: Sequence[Path] | None, check_files: bool) -> ManifestSet:
-    problems: list[ManifestProblem] = []
-    files = _manifest_files(root, problems)
-    base = root if root.is_dir() else root.parent
-    allowed = list(roots) if roots else default_roots(root)
-    confiner = PathConfiner(allowed)
-    # Manifest files themselves may live in the manifests directory or the roots, but a
-    # symlinked manifest must not pull in (and echo in errors) a YAML file from elsewhere.
-    manifest_confiner = PathConfiner([base, *allowed])
-    items: list[DesiredItem] = []
-    names: list[tuple[str, Location]] = []
-    moves: list[Move] = []
-    for path in files:
+@dataclasses.dataclass(frozen=True)
+class FileManifest:
+    """One manifest file, read on its own: its items, every name it defines (valid items or not,
+    for the uniqueness check), its `moved:` entries and its own problems. The checks across files
+    (`cross_file_problems`) come on top."""
+
+    path: Path
+    rel: str  # as problems name it
+    items: list[DesiredItem]
+    names: list[tuple[str, Location]]
+    moves: list[Move]
+    problems: list[ManifestProblem]
+
+
+class ManifestReader:
+    """Finds and reads the manifest files under one root, one file at a time.
+
+    `load_manifest_set` reads them all; the daemon (`vodsync.daemon.manifests`) keeps each file's
+    `FileManifest` and reads again only the files that changed."""
+
+    def __init__(self, root: Path, roots: Sequence[Path] | None = None, *, check_files: bool = True) -> None:
+        self.root = root
+        self.check_files = check_files
+        base = root if root.is_dir() else root.parent
+        allowed = list(roots) if roots else default_roots(root)
+        self.confiner = PathConfiner(allowed)
+        # Manifest files themselves may live in the manifests directory or the roots, but a
+        # symlinked manifest must not pull in (and echo in errors) a YAML file from elsewhere.
+        self.manifest_confiner = PathConfiner([base, *allowed])
+
+    def files(self, problems: list[ManifestProblem]) -> list[Path]:
+        """The manifest files under the root; a missing root or an unreadable directory is a problem."""
+        return _manifest_files(self.root, problems)
+
+    def read(self, path: Path) -> FileManifest:
         rel = display_path(path)  # in errors: a path the user can open from where they ran vodsync
-        if not manifest_confiner.allows(os.path.realpath(path)):
+        items: list[DesiredItem] = []
+        names: list[tuple[str, Location]] = []
+        problems: list[ManifestProblem] = []
+        if not self.manifest_confiner.allows(os.path.realpath(path)):
             problems.append(
                 ManifestProblem(
                     Location(rel, 1),
                     None,
                     f"manifest resolves to {os.path.realpath(path)}, outside the manifests directory and "
-                    f"the allowed roots ({manifest_confiner.describe_roots()})",
+                    f"the allowed roots ({self.manifest_confiner.describe_roots()})",
                 )
             )
-            continue
-        loader = _ManifestFileLoader(path, rel, confiner, check_files, problems)
+            return FileManifest(path, rel, items, names, [], problems)
+        loader = _ManifestFileLoader(path, rel, self.confiner, self.check_files, problems)
         loader.load(items, names)
-        moves.extend(loader.moves)
-    _check_unique(names, problems)
-    _check_moves(moves, {name for name, _ in names}, problems)
-    if problems:
-        # The same mistake repeated in one place (e.g. several bad tags on one line) is said once.
-        seen: set[str] = set()
-        problems = [p for p in problems if not (str(p) in seen or seen.add(str(p)))]
-        problems.sort(key=lambda p: (p.location.file, p.location.line or 0))
-        raise ManifestError(problems)
-    items.sort(key=lambda item: item.name)
-    return ManifestSet(items, moves)
+        return FileManifest(path, rel, items, names, loader.moves, problems)
+
+
+def cross_file_problems(files: Sequence[FileManifest], counts: Mapping[str, int] | None = None) -> list[ManifestProblem]:
+    """What no file shows on its own: a name defined twice, a `moved:` that clashes with an item.
+
+    `counts` (how often each name is defined, which the daemon keeps up to date file by file)
+    spares a pass over every name: only the places of duplicated names are gathered."""
+    if counts is None:
+        counts = name_counts(files)
+    problems: list[ManifestProblem] = []
+    twice = {name for name, n in counts.items() if n > 1}
+    if twice:
+        _check_unique([entry for one in files for entry in one.names if entry[0] in twice], problems)
+    _check_moves([m for one in files for m in one.moves], counts, problems)
+    return problems
+
+
+def name_counts(files: Iterable[FileManifest]) -> Counter[str]:
+    """How often each name is defined across `files`."""
+    return Counter(name for one in files for name, _ in one.names)
+
+
+def manifest_error(problems: Sequence[ManifestProblem]) -> ManifestError:
+    """Every problem once (the same mistake repeated in one place is said once), by file and line."""
+    seen: set[str] = set()
+    unique = [p for p in problems if not (str(p) in seen or seen.add(str(p)))]
+    unique.sort(key=lambda p: (p.location.file, p.location.line or 0))
+    return ManifestError(unique)
 
 
 def manifest_schema() -> dict[str, Any]:
@@ -249,7 +303,7 @@ def _check_unique(names: list[tuple[str, Location]], problems: list[ManifestProb
             )
 
 
-def _check_moves(moves: list[Move], names: set[str], problems: list[ManifestProblem]) -> None:
+def _check_moves(moves: list[Move], names: Container[str], problems: list[ManifestProblem]) -> None:
     """A rename names each old and each new name once, and its old name is no longer an item."""
     seen_old: dict[str, Location] = {}
     seen_new: dict[str, Location] = {}

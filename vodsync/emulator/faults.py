@@ -1,7 +1,8 @@
 """Fault injection: rules that make matching calls fail, stall or lose their connection.
 
 A rule matches a call name (`CreateUploadVideo`, `oss:PUT`, globs like `oss:*` or `*`).
-Besides error codes, a rule can `reset` the connection, be `slow` (and pace the body), or
+Besides error codes, a rule can `reset` the connection, be `slow` (and pace the body), `hold`
+the call until the rules are next replaced (a test holds an upload in flight, then lets it go), or
 `corrupt` the body: one bit flipped as it arrives, as damage in transit would, and then
 stored and checksummed like any body (so only a client that checks its CRC notices).
 `count` limits it to the next N matching calls, `rate` makes it fire with that
@@ -21,6 +22,8 @@ from fnmatch import fnmatchcase
 RESET = "reset"  # drop the connection without a response
 SLOW = "slow"  # wait delay_ms, then serve normally
 CORRUPT = "corrupt"  # flip a bit of the request body as it arrives, then serve normally
+HOLD = "hold"  # wait until the rules are replaced (or HOLD_MAX_SECONDS), then serve normally
+HOLD_MAX_SECONDS = 60.0  # a test that never lets a held call go does not hang the server for ever
 
 # Status of each error code the emulator knows how to inject (VOD RPC and OSS share codes
 # where they overlap; a rule may also name any code and give "status" itself).
@@ -89,7 +92,7 @@ class FaultRule:
         if not isinstance(delay_ms, int | float) or delay_ms < 0:
             raise ValueError("'delay_ms' must be a non-negative number")
         status = raw.get("status")
-        if error not in (RESET, SLOW, CORRUPT) and status is None and error not in ERROR_STATUS:
+        if error not in (RESET, SLOW, CORRUPT, HOLD) and status is None and error not in ERROR_STATUS:
             raise ValueError(f"unknown error {error!r}: give its HTTP 'status' too")
         bps = raw.get("bytes_per_second")
         if bps is not None and not (isinstance(bps, int) and bps > 0 and error == SLOW):
@@ -112,6 +115,9 @@ class FaultInjector:
         self._rules: list[FaultRule] = []
         self._left: list[int | None] = []
         self._random = random.Random()
+        self._release = threading.Event()  # set (and replaced) whenever the rules are replaced
+        self._held = threading.Condition(self._lock)
+        self._holding = 0
 
     def set_rules(self, rules: Sequence[Mapping | FaultRule], seed: int | None = None) -> None:
         """Replace all rules (an empty list clears them). Raises ValueError on a bad rule."""
@@ -120,13 +126,41 @@ class FaultInjector:
             self._rules = parsed
             self._left = [r.count for r in parsed]
             self._random = random.Random(seed)
+            self._release.set()  # the calls held under the old rules go on
+            self._release = threading.Event()
+
+    def hold(self) -> None:
+        """Block the calling request until the rules are next replaced (a `hold` rule fired)."""
+        with self._lock:
+            release = self._release
+            self._holding += 1
+            self._held.notify_all()
+        try:
+            release.wait(HOLD_MAX_SECONDS)
+        finally:
+            with self._lock:
+                self._holding -= 1
+                self._held.notify_all()
+
+    @property
+    def holding(self) -> int:
+        """How many calls a `hold` rule is holding right now."""
+        with self._lock:
+            return self._holding
+
+    def wait_holding(self, count: int, timeout: float) -> bool:
+        """Wait until at least `count` calls are held (a test's event, not a sleep); False on timeout."""
+        with self._held:
+            return self._held.wait_for(lambda: self._holding >= count, timeout)
 
     def clear(self) -> None:
         self.set_rules([])
 
     def rules(self) -> list[dict]:
         with self._lock:
-            return [{**asdict(r), "remaining": left} for r, left in zip(self._rules, self._left, strict=True)]
+            rules = zip(self._rules, self._left, strict=True)
+            return [{**asdict(r), "remaining": left, **({"holding": self._holding} if r.error == HOLD else {})}
+                    for r, left in rules]
 
     def pick(self, call: str) -> FaultRule | None:
         """The rule that fires for this call, if any (consumes one of its `count`)."""

@@ -39,7 +39,7 @@ from xml.sax.saxutils import escape
 from vodsync.emulator.auth import OssAuthorizer, RpcVerifier, StsIssuer
 from vodsync.emulator.clock import Clock
 from vodsync.emulator.errors import OssApiError, VodApiError
-from vodsync.emulator.faults import CORRUPT, RESET, SLOW, FaultInjector, FaultRule
+from vodsync.emulator.faults import CORRUPT, HOLD, RESET, SLOW, FaultInjector, FaultRule
 from vodsync.emulator.oss import ObjectInfo, OssStore, etag_mode
 
 API_VERSION = "2017-03-21"
@@ -272,6 +272,9 @@ class _Handler(BaseHTTPRequestHandler):
         if rule.error == CORRUPT:
             if self._body is not None:
                 self._body.corrupt()
+            return None
+        if rule.error == HOLD:
+            self.app.faults.hold()
             return None
         return rule
 

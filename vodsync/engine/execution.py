@@ -28,6 +28,9 @@ class ExecOptions:
     upload_threads: int = 4
     part_size: int | None = None  # None: 8-32 MiB, by file size (cloud.upload.choose_part_size)
     multipart_threshold: int = 16 * 1024 * 1024
+    # Look at ingests and transcoding after the work (at least once). The daemon's upload jobs
+    # leave that to its polls: one look per job would poll every transcoding media once per upload.
+    follow: bool = True
 
 
 @dataclass(frozen=True)

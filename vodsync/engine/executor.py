@@ -149,7 +149,8 @@ class Executor:
             raise self.rejected
         touched = {c.name for c in actions}
         deadline = ctx.now() + self.options.wait  # one --wait for all the following below
-        self._record(Ingests(ctx).follow(touched, deadline))
+        if self.options.follow:
+            self._record(Ingests(ctx).follow(touched, deadline))
         held = self._held_back(actions)
         if held:  # the ingests they waited for have finished: carry them out now
             self._execute(ctx, held)

@@ -17,7 +17,7 @@ from vodsync.engine.diff import Action, Change, diff
 from vodsync.engine.moves import plan_moves, reference_conflicts
 from vodsync.engine.ownership import recorded_namespace
 from vodsync.engine.plan import Plan, PlanOptions, check_plan, make_plan
-from vodsync.engine.targets import Targets
+from vodsync.engine.targets import Names, Targets
 from vodsync.state.interface import Store
 from vodsync.state.store import Record, RecordStatus
 
@@ -35,7 +35,7 @@ def build_plan(
     remember_hashes: bool = False,
     records: Mapping[str, Record] | None = None,
     moves: Sequence[Move] = (),
-    targets: Targets | None = None,
+    targets: Targets | Names | None = None,
 ) -> Plan:
     """Plan `desired` against the state; `records`, if the caller already read them, saves a read.
 
