@@ -477,11 +477,13 @@ def test_a_drop_file_uploads_while_a_long_upload_is_held_in_flight(tmp_path: Pat
 def test_a_stop_lets_the_upload_in_flight_stop_at_a_part_and_saves_it(tmp_path: Path, emulator: Emulator) -> None:
     w = World(tmp_path, emulator)
     w.daemon = w.new_daemon(exec_options=ExecOptions(multipart_threshold=MiB, part_size=MiB, upload_threads=1))
-    emulator.set_faults([{"match": "oss:PUT", "error": "hold", "count": 1}])
+    # Every part is held: both part threads (concurrency 2) are inside a part when the stop comes,
+    # so neither can start the third part before it (holding only the first raced the other thread).
+    emulator.set_faults([{"match": "oss:PUT", "error": "hold"}])
     w.write("media/big.mp4", os.urandom(3 * MiB))
     w.manifest("m.yaml", ("big", "big.mp4", "Big"))
     w.daemon.step()
-    assert emulator.faults.wait_holding(1, timeout=30)
+    assert emulator.faults.wait_holding(2, timeout=30)
     w.daemon.request_stop()
     emulator.set_faults([])  # the part in flight finishes; the next one is not started
     w.daemon.run_loop()  # the loop thread's way out: waits for the workers, collects them
