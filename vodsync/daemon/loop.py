@@ -425,11 +425,10 @@ class Daemon:
             or (self._drop_wake is not None and now >= self._drop_wake)
             or (self._next_retry is not None and now >= self._next_retry)
         )
-        if due:
-            return self.reconcile()
-        if self._next_poll is not None and now >= self._next_poll:
-            self.poll()
-        return None
+        report = self.reconcile() if due else None
+        if self._next_poll is not None and self.clock() >= self._next_poll:
+            self.poll()  # also after a pass: passes closer together than polls must not put them off
+        return report
 
     def _reload_config(self) -> None:
         """SIGHUP in the loop thread: re-read flags + config through the CLI's Context."""
@@ -690,6 +689,7 @@ class Daemon:
 
     def poll(self) -> dict[str, Outcome]:
         """Look at URL jobs and transcoding once (an empty plan: recovery + one follow)."""
+        self._next_poll = None  # the schedule below sets the next one, if anything is still busy
         started = time.monotonic()
         self.reporter.begin()
         try:
@@ -799,7 +799,12 @@ class Daemon:
         self._next_retry = min(retries) if retries else None
         self._counts = counts
         busy = any(self._counts.get(str(s)) for s in _ASYNC)
-        self._next_poll = now + self.async_poll if busy else None
+        # A pass does not put off a poll already due sooner: with passes closer together than the
+        # poll interval (a short `interval_seconds`, a busy drop folder), transcoding was never looked at.
+        if not busy:
+            self._next_poll = None
+        elif self._next_poll is None:  # `poll` clears it before it looks
+            self._next_poll = now + self.async_poll
         self.metrics.set_items(self._counts)
         self.metrics.queue_depth.set(len(retries) + len(self.pool.in_flight()))
 
