@@ -157,6 +157,40 @@ def test_records_can_be_read_by_status_and_open_intent(location: StateLocation):
     store.close()
 
 
+def _write_raw(location: StateLocation, sql: str) -> None:
+    """A write behind the store's back (another program, or a hand edit)."""
+    if location.path is not None:
+        import sqlite3
+
+        con = sqlite3.connect(location.path)
+        with con:
+            con.execute(sql)
+        con.close()
+        return
+    import psycopg
+
+    with psycopg.connect(location.url, autocommit=True) as conn:
+        conn.execute(sql.replace(" records ", " vodsync.records "))  # type: ignore[arg-type]
+
+
+def test_records_read_in_slices_and_an_unreadable_row_leaves_the_store_usable(location: StateLocation):
+    # More rows than one read slice (5,000); then one the store cannot read, late in the result:
+    # the read stops with an error naming it, and the same connection answers the next query.
+    n = 12_000
+    with location.open() as store:
+        store.put_many([_rec(f"item-{i:05d}") for i in range(n)])
+        got = store.records()
+        assert len(got) == n and got["item-11999"].source == "/m/item-11999.mp4"
+    _write_raw(location, "UPDATE records SET status = 'bogus' WHERE name = 'item-11000'")
+    with location.open() as store:
+        with pytest.raises(StateError, match="item-11000.*unknown status 'bogus'"):
+            store.records()
+        assert store.get("item-00001") == _rec("item-00001").replace(updated_at=store.get("item-00001").updated_at)
+        assert store.status_counts() == {"ready": n - 1, "bogus": 1}
+        store.put(_rec("item-11000"))
+        assert len(store.records()) == n
+
+
 def test_status_counts_and_retry_times_come_from_the_table(location: StateLocation):
     store = location.open()
     store.put_many([

@@ -24,6 +24,7 @@ See docs/scale-out.md for the design and its limits.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import logging
 import os
@@ -32,6 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +110,28 @@ _UPSERT = (
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM vodsync.records"
 _READ_SLICE = 5000
+
+
+def _row_chunks(conn: Any, query: str, args: Sequence[Any]) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of `query`, _READ_SLICE at a time, as the server sends them (libpq's chunked
+    mode, libpq 17 and psycopg 3.2 on): a plain execute() holds the whole result in libpq until
+    the last row is read, ~70 MiB more peak RSS over 100,000 records (bench/noop_plan_postgres.py).
+    Older libraries read the result whole, then hand it out a slice at a time."""
+    cursor = conn.cursor()
+    if _chunked_mode():
+        rows = cursor.stream(query, args, size=_READ_SLICE)
+        while chunk := list(islice(rows, _READ_SLICE)):
+            yield chunk
+        return
+    cursor.execute(query, args)
+    while chunk := cursor.fetchmany(_READ_SLICE):
+        yield chunk
+
+
+@functools.cache
+def _chunked_mode() -> bool:
+    major, minor = (int(part) for part in psycopg.__version__.split(".")[:2])
+    return (major, minor) >= (3, 2) and psycopg.pq.version() >= 170000
 
 
 def _require_driver() -> None:
@@ -324,9 +348,8 @@ class PostgresStore:
         try:
             out: dict[str, Record] = {}
             with self._main.using("read records") as conn:
-                cursor = conn.execute(query, args)
-                while rows := cursor.fetchmany(_READ_SLICE):
-                    for record in decode_rows(rows):
+                for chunk in _row_chunks(conn, query, args):
+                    for record in decode_rows(chunk):
                         out[record.name] = record
             return out
         finally:
