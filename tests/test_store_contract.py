@@ -86,6 +86,28 @@ def test_put_many_is_atomic(location: StateLocation) -> None:
         assert store.get("g0").source == "/second"  # type: ignore[union-attr]
 
 
+def test_a_large_batch_upserts_as_a_small_one(location: StateLocation) -> None:
+    # Batches of hundreds of records take another path on PostgreSQL (COPY, then one upsert).
+    batch = [_rec(f"b{i:04d}") for i in range(1_200)]
+    with location.open(clock=FakeClock(7.0)) as store:
+        store.put(_rec("b0001", RecordStatus.FAILED))
+        # a name twice in the batch: the last one wins; a record already there is replaced
+        store.put_many([*batch, batch[5].replace(source="/second")])
+        got = store.records()
+        assert len(got) == 1_200 and got["b0005"].source == "/second"
+        assert got["b0001"] == batch[1].replace(updated_at=7.0)
+        # two batches in one transaction: the second writes its own rows, not the first's again
+        with store.transaction():
+            store.put_many(batch[:600])
+            store.delete("b0002")
+            store.put_many([r.replace(attempts=1) for r in batch[600:]])
+        got = store.records()
+        assert "b0002" not in got and len(got) == 1_199 and got["b1000"].attempts == 1
+        with pytest.raises(StateError, match="not JSON"), store.transaction():
+            store.put_many([*batch, batch[0].replace(name="z", metadata={"title": object()})])
+        assert len(store.records()) == 1_199
+
+
 def test_transaction_groups_writes_and_rolls_back(location: StateLocation) -> None:
     with location.open() as store:
         with pytest.raises(RuntimeError):

@@ -104,9 +104,17 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 )
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
+_ON_CONFLICT = f"ON CONFLICT (name) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in COLUMNS[1:])}"
 _UPSERT = (
-    f"INSERT INTO vodsync.records ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) "
-    f"ON CONFLICT (name) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in COLUMNS[1:])}"
+    f"INSERT INTO vodsync.records ({', '.join(COLUMNS)}) VALUES ({', '.join(['%s'] * len(COLUMNS))}) {_ON_CONFLICT}"
+)
+# Batches of at least _COPY_FROM records go through COPY into a temporary table of this session,
+# then one upsert from it: ~Nx faster than executemany's statement per row for a large batch.
+_COPY_FROM = 500
+_COPY_TABLE = "pg_temp.vodsync_put"
+_UPSERT_COPIED = (
+    f"INSERT INTO vodsync.records ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {_COPY_TABLE} "
+    f"{_ON_CONFLICT}"
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM vodsync.records"
 _READ_SLICE = 5000
@@ -132,6 +140,20 @@ def _row_chunks(conn: Any, query: str, args: Sequence[Any]) -> Iterator[list[tup
 def _chunked_mode() -> bool:
     major, minor = (int(part) for part in psycopg.__version__.split(".")[:2])
     return (major, minor) >= (3, 2) and psycopg.pq.version() >= 170000
+
+
+def _copy_upsert(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+    """Upsert many rows in the caller's transaction: COPY into a temporary table, one INSERT …
+    ON CONFLICT from it, and the table emptied again (a later batch of the same transaction
+    must not write these rows a second time)."""
+    latest = {row[0]: row for row in rows}  # a name twice in the batch: the last one wins, as with executemany
+    conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS {_COPY_TABLE.split('.')[1]} (LIKE vodsync.records)")
+    with conn.cursor() as cur:
+        with cur.copy(f"COPY {_COPY_TABLE} ({', '.join(COLUMNS)}) FROM STDIN") as copy:
+            for row in latest.values():
+                copy.write_row(row)
+        cur.execute(_UPSERT_COPIED)
+        cur.execute(f"TRUNCATE {_COPY_TABLE}")
 
 
 def _require_driver() -> None:
@@ -382,6 +404,9 @@ class PostgresStore:
             return
         with self.transaction(), self._main.using("write records") as conn:
             self._fence(conn, [row[0] for row in rows])
+            if len(rows) >= _COPY_FROM:
+                _copy_upsert(conn, rows)
+                return
             with conn.cursor() as cur:
                 cur.executemany(_UPSERT, rows)
 
