@@ -213,6 +213,17 @@ def test_records_read_in_slices_and_an_unreadable_row_leaves_the_store_usable(lo
         assert len(store.records()) == n
 
 
+def test_without_chunked_reads_records_are_read_the_older_way(shared: StateLocation, monkeypatch) -> None:
+    # psycopg before 3.2 or libpq before 17 have no chunked mode: the whole result, then slices.
+    import vodsync.state.postgres as pg
+
+    monkeypatch.setattr(pg, "_chunked_mode", lambda: False)
+    with shared.open() as store:
+        store.put_many([_rec(f"item-{i:05d}") for i in range(12_000)])
+        got = store.records()
+    assert len(got) == 12_000 and got["item-11999"].source == "/m/item-11999.mp4"
+
+
 def test_status_counts_and_retry_times_come_from_the_table(location: StateLocation):
     store = location.open()
     store.put_many([
