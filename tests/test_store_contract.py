@@ -86,6 +86,28 @@ def test_put_many_is_atomic(location: StateLocation) -> None:
         assert store.get("g0").source == "/second"  # type: ignore[union-attr]
 
 
+def test_a_large_batch_upserts_as_a_small_one(location: StateLocation) -> None:
+    # Batches of hundreds of records take another path on PostgreSQL (COPY, then one upsert).
+    batch = [_rec(f"b{i:04d}") for i in range(1_200)]
+    with location.open(clock=FakeClock(7.0)) as store:
+        store.put(_rec("b0001", RecordStatus.FAILED))
+        # a name twice in the batch: the last one wins; a record already there is replaced
+        store.put_many([*batch, batch[5].replace(source="/second")])
+        got = store.records()
+        assert len(got) == 1_200 and got["b0005"].source == "/second"
+        assert got["b0001"] == batch[1].replace(updated_at=7.0)
+        # two batches in one transaction: the second writes its own rows, not the first's again
+        with store.transaction():
+            store.put_many(batch[:600])
+            store.delete("b0002")
+            store.put_many([r.replace(attempts=1) for r in batch[600:]])
+        got = store.records()
+        assert "b0002" not in got and len(got) == 1_199 and got["b1000"].attempts == 1
+        with pytest.raises(StateError, match="not JSON"), store.transaction():
+            store.put_many([*batch, batch[0].replace(name="z", metadata={"title": object()})])
+        assert len(store.records()) == 1_199
+
+
 def test_transaction_groups_writes_and_rolls_back(location: StateLocation) -> None:
     with location.open() as store:
         with pytest.raises(RuntimeError):
@@ -155,6 +177,51 @@ def test_records_can_be_read_by_status_and_open_intent(location: StateLocation):
     assert store.records(statuses=[]) == {}
     assert store.records(statuses=[RecordStatus.PROCESSING])["c"] == store.get("c")
     store.close()
+
+
+def _write_raw(location: StateLocation, sql: str) -> None:
+    """A write behind the store's back (another program, or a hand edit)."""
+    if location.path is not None:
+        import sqlite3
+
+        con = sqlite3.connect(location.path)
+        with con:
+            con.execute(sql)
+        con.close()
+        return
+    import psycopg
+
+    with psycopg.connect(location.url, autocommit=True) as conn:
+        conn.execute(sql.replace(" records ", " vodsync.records "))  # type: ignore[arg-type]
+
+
+def test_records_read_in_slices_and_an_unreadable_row_leaves_the_store_usable(location: StateLocation):
+    # More rows than one read slice (5,000); then one the store cannot read, late in the result:
+    # the read stops with an error naming it, and the same connection answers the next query.
+    n = 12_000
+    with location.open() as store:
+        store.put_many([_rec(f"item-{i:05d}") for i in range(n)])
+        got = store.records()
+        assert len(got) == n and got["item-11999"].source == "/m/item-11999.mp4"
+    _write_raw(location, "UPDATE records SET status = 'bogus' WHERE name = 'item-11000'")
+    with location.open() as store:
+        with pytest.raises(StateError, match="item-11000.*unknown status 'bogus'"):
+            store.records()
+        assert store.get("item-00001") == _rec("item-00001").replace(updated_at=store.get("item-00001").updated_at)
+        assert store.status_counts() == {"ready": n - 1, "bogus": 1}
+        store.put(_rec("item-11000"))
+        assert len(store.records()) == n
+
+
+def test_without_chunked_reads_records_are_read_the_older_way(shared: StateLocation, monkeypatch) -> None:
+    # psycopg before 3.2 or libpq before 17 have no chunked mode: the whole result, then slices.
+    import vodsync.state.postgres as pg
+
+    monkeypatch.setattr(pg, "_chunked_mode", lambda: False)
+    with shared.open() as store:
+        store.put_many([_rec(f"item-{i:05d}") for i in range(12_000)])
+        got = store.records()
+    assert len(got) == 12_000 and got["item-11999"].source == "/m/item-11999.mp4"
 
 
 def test_status_counts_and_retry_times_come_from_the_table(location: StateLocation):

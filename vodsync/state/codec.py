@@ -113,8 +113,7 @@ def decode_rows(rows: list[tuple[Any, ...]]) -> list[Record]:
     except ValueError as exc:
         raise StateError(f"the state file has an unreadable JSON column: {exc}") from None
     statuses, kinds, origins, from_json = _STATUSES, _KINDS, dict(_ORIGINS), Intent.from_json
-    new = object.__new__
-    set_dict = object.__setattr__  # frozen dataclass: bypass its __setattr__ guard
+    new, fields = object.__new__, _FIELD_NAMES
     # sqlite3 returns a new str for every cell: share the few values these columns repeat
     # ("video", "Normal", "manifest", "created"), ~22 MiB over 100,000 records.
     share = {}.setdefault
@@ -134,14 +133,14 @@ def decode_rows(rows: list[tuple[Any, ...]]) -> list[Record]:
             ) from None
         origin = origins.get(origin) or _origin(name, origin, origins)
         record = new(Record)
-        set_dict(record, "__dict__", {
-            "name": name, "kind": kind, "status": status, "source": source, "remote_id": remote_id,
-            "reference_id": reference_id, "job_id": job_id, "content_hash": content_hash,
-            "size": size, "mtime_ns": mtime_ns, "metadata": metadata, "options": options,
-            "remote_status": remote_status, "intent": None if intent is None else from_json(intent),
-            "origin": origin,
-            "protect": bool(protect), "attempts": attempts, "next_attempt_at": next_attempt_at,
-            "last_result": last_result, "last_error": last_error, "updated_at": updated_at,
-        })  # fmt: skip
+        # Filled key by key, in field order, through the instance's own dict (bypassing the
+        # frozen dataclass's __setattr__): CPython then keeps the values in a table whose keys all
+        # records share, ~200 bytes a record less than a dict of their own (`__dict__ = {...}`,
+        # or update() from a dict, which copies that dict's keys): ~190 MiB over 1,000,000 records.
+        vars(record).update(zip(fields, (
+            name, kind, status, source, remote_id, reference_id, job_id, content_hash, size, mtime_ns,
+            metadata, options, remote_status, None if intent is None else from_json(intent), origin,
+            bool(protect), attempts, next_attempt_at, last_result, last_error, updated_at,
+        ), strict=True))  # fmt: skip
         out.append(record)
     return out
