@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import logging
 import os
 import secrets
@@ -38,9 +37,10 @@ from pathlib import Path
 from typing import Any
 
 from vodsync.errors import LeaseLost, StateError
-from vodsync.state.codec import COLUMNS, decode_rows, encode_row
+from vodsync.state.codec import COLUMNS, encode_row
 from vodsync.state.interface import Nesting
-from vodsync.state.records import Record, RecordStatus
+from vodsync.state.records import Record
+from vodsync.state.sql import Migrations, SqlStore, migrate
 
 try:
     import psycopg
@@ -55,7 +55,7 @@ DEFAULT_LEASE_SECONDS = 30.0
 _LEADER_KEY = 0x766F_6473_796E_63  # "vodsync": the advisory lock of the account-wide roles
 _MIGRATE_KEY = _LEADER_KEY + 1  # held (per transaction) while a process creates or migrates the schema
 
-_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+_MIGRATIONS: Migrations = (
     (
         1,
         (
@@ -116,7 +116,6 @@ _UPSERT_COPIED = (
     f"INSERT INTO vodsync.records ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM {_COPY_TABLE} "
     f"{_ON_CONFLICT}"
 )
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM vodsync.records"
 _READ_SLICE = 5000
 
 
@@ -204,10 +203,11 @@ class _Connection:
             self.conn.close()
 
 
-class PostgresStore:
+class PostgresStore(SqlStore):
     """The state in a PostgreSQL database (see the module docstring)."""
 
     shared = True
+    _P, _T = "%s", "vodsync."
 
     def __init__(
         self,
@@ -295,16 +295,11 @@ class PostgresStore:
         with conn.transaction():
             # Two processes opening a new database at once migrate one after the other.
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_KEY,))
-            version = cls._version(conn)
-            for target, statements in _MIGRATIONS:
-                if target <= version:
-                    continue
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT INTO vodsync.meta (key, value) VALUES ('schema_version', %s) "
-                    "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (str(target),))
-                log.info("state %s: schema version %d", where, target)
+            before = cls._version(conn)
+            reached = migrate(conn, before, _MIGRATIONS, "INSERT INTO vodsync.meta (key, value) VALUES "
+                              "('schema_version', %s) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value")
+            if reached != before:
+                log.info("state %s: schema version %d", where, reached)
 
     def close(self) -> None:
         """Release this process's leases and leadership, and disconnect. Idempotent."""
@@ -320,12 +315,6 @@ class PostgresStore:
                 conn.close()
         self._leader = self._side = None
 
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"PostgresStore({self._where!r}, {'readonly' if self.readonly else self.holder})"
 
@@ -339,6 +328,12 @@ class PostgresStore:
 
     # -- plumbing --------------------------------------------------------------------------------
 
+    def _using(self, what: str) -> contextlib.AbstractContextManager[Any]:
+        return self._main.using(what)
+
+    def _row_slices(self, conn: Any, query: str, args: list[Any]) -> Iterator[list[tuple[Any, ...]]]:
+        return _row_chunks(conn, query, args)
+
     def _exec(self, sql: str, args: Any = None) -> None:
         with self._main.using("write") as conn:
             conn.execute(sql, args)
@@ -346,10 +341,6 @@ class PostgresStore:
     def _rollback(self) -> None:
         with contextlib.suppress(Exception), self._main.using("roll back") as conn:
             conn.execute("ROLLBACK")
-
-    def _writable(self, what: str) -> None:
-        if self.readonly:
-            raise StateError(f"state {self._where} is open read-only; cannot {what}")
 
     def _side_connection(self) -> _Connection:
         with self._held_lock:
@@ -362,46 +353,6 @@ class PostgresStore:
         return self._nesting()
 
     # -- records ---------------------------------------------------------------------------------
-
-    def records(
-        self, *, statuses: Iterable[RecordStatus] | None = None, with_intent: bool = False
-    ) -> dict[str, Record]:
-        where, args = [], []
-        if statuses is not None:
-            where.append("status = ANY(%s)")
-            args.append([str(s) for s in statuses])
-        if with_intent:
-            where.append("intent IS NOT NULL")
-        query = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
-        was_enabled = gc.isenabled()
-        gc.disable()  # as in StateStore.records: no cycles among the rows, and 2x faster
-        try:
-            out: dict[str, Record] = {}
-            with self._main.using("read records") as conn:
-                for chunk in _row_chunks(conn, query, args):
-                    for record in decode_rows(chunk):
-                        out[record.name] = record
-            return out
-        finally:
-            if was_enabled:
-                gc.enable()
-
-    def status_counts(self) -> dict[str, int]:
-        with self._main.using("count records") as conn:
-            return dict(conn.execute("SELECT status, COUNT(*) FROM vodsync.records GROUP BY status").fetchall())
-
-    def retry_times(self) -> list[float]:
-        with self._main.using("read retry times") as conn:
-            rows = conn.execute("SELECT next_attempt_at FROM vodsync.records WHERE next_attempt_at IS NOT NULL")
-            return [row[0] for row in rows.fetchall()]
-
-    def get(self, name: str) -> Record | None:
-        with self._main.using(f"read record {name!r}") as conn:
-            row = conn.execute(_SELECT + " WHERE name = %s", (name,)).fetchone()
-        return None if row is None else decode_rows([row])[0]
-
-    def put(self, record: Record) -> None:
-        self.put_many((record,))
 
     def put_many(self, records: Iterable[Record]) -> None:
         """Insert or replace every record in one transaction, fenced by this process's leases."""
@@ -451,37 +402,6 @@ class PostgresStore:
             for name in names:
                 if self._held.pop(name, None) is not None:
                     self._lost.add(name)
-
-    # -- content-hash cache and meta ---------------------------------------------------------------
-
-    def cached_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
-        with self._main.using("read the hash cache") as conn:
-            row = conn.execute("SELECT digest FROM vodsync.hashes WHERE path = %s AND size = %s AND mtime_ns = %s",
-                               (path, size, mtime_ns)).fetchone()
-        return None if row is None else row[0]
-
-    def remember_hash(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
-        self._writable("write the hash cache")
-        with self._main.using("write the hash cache") as conn:
-            conn.execute(
-                "INSERT INTO vodsync.hashes (path, size, mtime_ns, digest) VALUES (%s, %s, %s, %s) "
-                "ON CONFLICT (path) DO UPDATE SET size = EXCLUDED.size, mtime_ns = EXCLUDED.mtime_ns, "
-                "digest = EXCLUDED.digest", (path, size, mtime_ns, digest))
-
-    def get_meta(self, key: str) -> str | None:
-        with self._main.using(f"read meta {key!r}") as conn:
-            row = conn.execute("SELECT value FROM vodsync.meta WHERE key = %s", (key,)).fetchone()
-        return None if row is None else row[0]
-
-    def set_meta(self, key: str, value: str) -> None:
-        self._writable("write meta")
-        if key == "schema_version":
-            raise StateError("schema_version is managed by the state store")
-        if not isinstance(value, str):
-            raise TypeError(f"meta values are strings, got {type(value).__name__}")
-        with self._main.using(f"write meta {key!r}") as conn:
-            conn.execute("INSERT INTO vodsync.meta (key, value) VALUES (%s, %s) "
-                         "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", (key, value))
 
     # -- leases ----------------------------------------------------------------------------------
 

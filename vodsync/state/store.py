@@ -23,19 +23,20 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import gc
 import os
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from vodsync.errors import StateError, StateLocked
-from vodsync.state.codec import COLUMNS, decode_rows, encode_row
+from vodsync.state.codec import COLUMNS, encode_row
 from vodsync.state.interface import Nesting
 from vodsync.state.records import Record, RecordStatus
+from vodsync.state.sql import Migrations, SqlStore, migrate
 
 __all__ = ["Record", "RecordStatus", "StateStore", "SCHEMA_VERSION"]
 
@@ -46,7 +47,7 @@ _DIR_MODE = 0o700
 # transaction as the schema_version bump, so a crash mid-migration leaves the
 # previous version intact. Statements are executed one by one because
 # `executescript` would commit the surrounding transaction.
-_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+_MIGRATIONS: Migrations = (
     (
         1,
         (
@@ -87,7 +88,6 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
 SCHEMA_VERSION = _MIGRATIONS[-1][0]
 
 _UPSERT = f"INSERT OR REPLACE INTO records ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM records"
 _READ_SLICE = 5000  # rows turned into records at a time by records()
 
 # Short, user-facing causes for the sqlite error codes a user can actually meet.
@@ -206,7 +206,7 @@ def writer_pid(state_path: Path) -> int | None:
     return None
 
 
-class StateStore:
+class StateStore(SqlStore):
     """The state file, opened for reading and (unless `readonly`) writing.
 
     One SQLite connection serves all threads; an `RLock` serialises its use, and
@@ -216,6 +216,7 @@ class StateStore:
 
     path: Path
     shared = False  # the writer lock admits one writer
+    _P, _T = "?", ""
 
     def __init__(
         self,
@@ -383,14 +384,7 @@ class StateStore:
             version = cls._version(conn, path)
             if version > SCHEMA_VERSION:
                 raise StateError(cls._too_new(path, version))
-            for target, statements in _MIGRATIONS:
-                if target <= version:
-                    continue
-                for statement in statements:
-                    conn.execute(statement)
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(target),)
-                )
+            migrate(conn, version, _MIGRATIONS, "INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -412,12 +406,6 @@ class StateStore:
                 if self._writer_lock is not None:
                     self._writer_lock.release()
                     self._writer_lock = None
-
-    def __enter__(self) -> StateStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         mode = "readonly" if self.readonly else ("locked" if self._writer_lock else "unlocked")
@@ -446,6 +434,11 @@ class StateStore:
     def alone(self, role: str) -> contextlib.AbstractContextManager[bool]:
         return contextlib.nullcontext(not self.readonly)
 
+    def _row_slices(self, conn: sqlite3.Connection, query: str, args: list[Any]) -> Iterator[list[tuple[Any, ...]]]:
+        cursor = conn.execute(query, args)
+        while rows := cursor.fetchmany(_READ_SLICE):
+            yield rows
+
     # -- plumbing -----------------------------------------------------------------------------
 
     @contextlib.contextmanager
@@ -462,10 +455,6 @@ class StateStore:
                 raise StateError(
                     f"state file {self.path}: cannot {what}: {text}", retryable=retryable
                 ) from exc
-
-    def _writable(self, what: str) -> None:
-        if self.readonly:
-            raise StateError(f"state file {self.path} is open read-only; cannot {what}")
 
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Group writes atomically: all of them are committed, or none (`interface.Nesting`)."""
@@ -490,59 +479,6 @@ class StateStore:
 
     # -- records ------------------------------------------------------------------------------
 
-    def records(
-        self, *, statuses: Iterable[RecordStatus] | None = None, with_intent: bool = False
-    ) -> dict[str, Record]:
-        """Every record, by name, read in one query; or only those in `statuses` and/or
-        carrying an intent (`with_intent`), which after a normal run are a handful of rows:
-        reading them does not cost a full decode of a large library."""
-        where, args = [], []
-        if statuses is not None:
-            wanted = [str(s) for s in statuses]
-            where.append(f"status IN ({', '.join('?' * len(wanted))})" if wanted else "0")
-            args.extend(wanted)
-        if with_intent:
-            where.append("intent IS NOT NULL")
-        query = _SELECT + (" WHERE " + " AND ".join(where) if where else "")
-        # The collector would scan the growing heap again and again while 100,000 rows and
-        # records (none of them cyclic) are built; pausing it roughly halves the time.
-        was_enabled = gc.isenabled()
-        gc.disable()
-        try:
-            out: dict[str, Record] = {}
-            with self._using("read records") as conn:
-                # One statement (one snapshot), turned into records a slice at a time: all
-                # 100,000 rows and their JSON texts at once raised the peak RSS of a no-op
-                # plan by ~50 MiB (bench/memory.py).
-                cursor = conn.execute(query, args)
-                while rows := cursor.fetchmany(_READ_SLICE):
-                    for record in decode_rows(rows):
-                        out[record.name] = record
-            return out
-        finally:
-            if was_enabled:
-                gc.enable()
-
-    def status_counts(self) -> dict[str, int]:
-        """How many records are in each status (one aggregate query, no record decoded)."""
-        with self._using("count records") as conn:
-            return dict(conn.execute("SELECT status, COUNT(*) FROM records GROUP BY status").fetchall())
-
-    def retry_times(self) -> list[float]:
-        """Every recorded `next_attempt_at` (items waiting out a retry backoff)."""
-        with self._using("read retry times") as conn:
-            rows = conn.execute("SELECT next_attempt_at FROM records WHERE next_attempt_at IS NOT NULL")
-            return [row[0] for row in rows.fetchall()]
-
-    def get(self, name: str) -> Record | None:
-        with self._using(f"read record {name!r}") as conn:
-            row = conn.execute(_SELECT + " WHERE name = ?", (name,)).fetchone()
-        return None if row is None else decode_rows([row])[0]
-
-    def put(self, record: Record) -> None:
-        """Insert or replace `record` (by name), stamping `updated_at` with the clock."""
-        self.put_many((record,))
-
     def put_many(self, records: Iterable[Record]) -> None:
         """Insert or replace every record in one transaction (all or none), stamping `updated_at`."""
         self._writable("write records")
@@ -558,42 +494,3 @@ class StateStore:
         self._writable("delete records")
         with self.transaction(), self._using(f"delete record {name!r}") as conn:
             conn.execute("DELETE FROM records WHERE name = ?", (name,))
-
-    # -- content-hash cache -------------------------------------------------------------------
-
-    def cached_hash(self, path: str, size: int, mtime_ns: int) -> str | None:
-        """The digest remembered for `path` if its size and mtime are unchanged, else None."""
-        with self._using("read the hash cache") as conn:
-            row = conn.execute(
-                "SELECT digest FROM hashes WHERE path = ? AND size = ? AND mtime_ns = ?",
-                (path, size, mtime_ns),
-            ).fetchone()
-        return None if row is None else row[0]
-
-    def remember_hash(self, path: str, size: int, mtime_ns: int, digest: str) -> None:
-        """Remember `digest` for this version of `path`; older versions of the path are forgotten."""
-        self._writable("write the hash cache")
-        with self.transaction(), self._using("write the hash cache") as conn:
-            # One row per path keeps the table as small as the set of files ever seen.
-            conn.execute("DELETE FROM hashes WHERE path = ?", (path,))
-            conn.execute(
-                "INSERT INTO hashes (path, size, mtime_ns, digest) VALUES (?, ?, ?, ?)",
-                (path, size, mtime_ns, digest),
-            )
-
-    # -- meta ---------------------------------------------------------------------------------
-
-    def get_meta(self, key: str) -> str | None:
-        with self._using(f"read meta {key!r}") as conn:
-            row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else row[0]
-
-    def set_meta(self, key: str, value: str) -> None:
-        """Set a key/value (for example the drop-folder ledger). `schema_version` is the store's own."""
-        self._writable("write meta")
-        if key == "schema_version":
-            raise StateError("schema_version is managed by the state store")
-        if not isinstance(value, str):
-            raise TypeError(f"meta values are strings, got {type(value).__name__}")
-        with self.transaction(), self._using(f"write meta {key!r}") as conn:
-            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
