@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import io
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vodsync.errors import VodsyncError
@@ -32,6 +33,8 @@ class Leadership:
     store: Store
     leading: bool = False
     gc_runs: int = 0  # how many times this daemon ran gc (its /metrics and the tests read it)
+    _running: threading.Thread | None = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def check(self) -> bool:
         """Ask the state (a lost database connection means not leading: the roles wait)."""
@@ -48,8 +51,27 @@ class Leadership:
         return now
 
     def collect_garbage(self, client: VodClient, *, remove: bool) -> None:
-        """The leader's gc after its drift pass: report what interrupted runs left behind, and
-        remove it when the daemon prunes (the user asked for deletions)."""
+        """Start the leader's gc after its drift pass, on a thread of its own: it reads the whole
+        state and searches VOD (seconds at 100,000 items), and the loop must not keep an edit or a
+        drop file waiting for it (bench/daemon_latency.py found a first edit 3 s late). One at a
+        time: a gc still running when the next drift pass ends is not started again."""
+        with self._lock:
+            if self._running is not None and self._running.is_alive():
+                return
+            self._running = threading.Thread(target=self._collect, args=(client, remove), name="vodsync-gc",
+                                             daemon=True)
+            self._running.start()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for a gc under way (tests; the daemon's stop); True when none is left running."""
+        running = self._running
+        if running is not None:
+            running.join(timeout)
+        return running is None or not running.is_alive()
+
+    def _collect(self, client: VodClient, remove: bool) -> None:
+        """Report what interrupted runs left behind, and remove it when the daemon prunes (the
+        user asked for deletions)."""
         from vodsync.engine.gc import run_gc
 
         out = io.StringIO()

@@ -80,6 +80,7 @@ log = logging.getLogger("vodsync.daemon")
 
 ASYNC_POLL_SECONDS = 10.0  # how often URL jobs and transcoding are looked at while any is running
 STOP_TIMEOUT = 30.0  # SIGTERM -> exit, at most (the unit's TimeoutStopSec is larger)
+GC_STOP_WAIT = 10.0  # seconds a stop waits for the leader's gc under way (daemon/leader.py)
 DROP_MAX_ATTEMPTS = 5  # a drop file that failed this often goes to failed/ (about 15 min of retries)
 # --prune acts only on item names read the same twice this far apart (a manifest being rewritten
 # in place is half a file for a moment; watchdog's debounce is short and an editor may pause longer).
@@ -683,7 +684,7 @@ class Daemon:
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait until every job handed to the pool has finished, and collect them (tests, --once)."""
-        idle = self.pool.wait(timeout)
+        idle = self.pool.wait(timeout) and self.leadership.wait(timeout)
         self._collect()
         return idle
 
@@ -884,6 +885,7 @@ class Daemon:
             try:
                 self.pool.shutdown()  # running uploads stop at their next part (they share `stopping`)
                 self._collect()  # their records and backoff are saved before the process exits
+                self.leadership.wait(GC_STOP_WAIT)  # a gc under way finishes the removal it is in
             finally:
                 on_exit()  # wakes the main thread
 
