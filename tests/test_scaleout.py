@@ -283,3 +283,27 @@ def test_a_daemon_says_in_healthz_when_postgresql_is_unreachable_and_carries_on_
         wait_until(lambda: _status(pg_url, "clip-2") is RecordStatus.READY, timeout=30, what="the new clip")
         assert emulator.calls()["CreateUploadVideo"] == 3 and len(emulator.state()["videos"]) == 3
         d.kill()
+
+
+def test_an_apply_reports_only_what_it_worked_on_not_what_it_left_to_another_process(
+    emulator: Emulator, pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clirun import run_cli
+
+    from vodsync.state.records import Record
+
+    with workspace(emulator, tmp_path, monkeypatch) as ws:
+        ws.file("media/a.mp4", mp4(2 * KiB, b"a"))
+        ws.file("media/b.mp4", mp4(2 * KiB, b"b"))
+        ws.manifest([{"name": "a", "type": "video", "file": "media/a.mp4", "title": "A"},
+                     {"name": "b", "type": "video", "file": "media/b.mp4", "title": "B"}])
+        with StateLocation(url=pg_url).open() as other:  # another host, transcoding `b` right now
+            assert other.claim(["b"]) == {"b"}
+            other.put(Record("b", "video", RecordStatus.PROCESSING, str(ws.manifests / "media/b.mp4"),
+                             remote_id="v-elsewhere"))
+            run = run_cli(["apply", "-f", str(ws.manifests), "--state", pg_url, "--endpoint", emulator.url,
+                           "--yes", "--wait", "5"])
+        assert run.code == 0, run
+        assert "1 item(s) succeeded, 0 failed, 1 left to another process" in run.out
+        assert "still ingesting or transcoding" not in run.out  # `b` is the other host's to follow
+        assert emulator.calls()["CreateUploadVideo"] == 1

@@ -147,7 +147,9 @@ class Executor:
         self._execute(ctx, actions)
         if self.rejected is not None:
             raise self.rejected
-        touched = {c.name for c in actions}
+        # The items this run worked on: not those it left to another process (a shared state),
+        # whose ingest or transcoding is that process's to follow and to report.
+        touched = {c.name for c in actions} - set(self._result.elsewhere)
         deadline = ctx.now() + self.options.wait  # one --wait for all the following below
         if self.options.follow:
             self._record(Ingests(ctx).follow(touched, deadline))
