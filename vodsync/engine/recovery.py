@@ -47,12 +47,13 @@ class Recovery:
         `fetch_urls` maps item names to the URL their ingest fetches, where it differs from the
         recorded one (credentials are recorded redacted; the service knows the job by the URL).
         """
-        # Only records with an open intent matter here: after a clean run, none. Of them, those this
-        # run holds (a shared state: another process may be settling the others right now).
-        open_intents = self.ctx.store.records(with_intent=True)
-        mine = self.ctx.mine(open_intents) if open_intents else set()
-        for rec in open_intents.values():
-            if rec.name in mine and rec.intent is not None and rec.intent.op is Op.CLEANUP:
+        # Only records with an open intent matter here: after a clean run, none. Of the cleanups among
+        # them, those this run holds (a shared state: another process may be settling the others now).
+        cleanups = [r for r in self.ctx.store.records(with_intent=True).values()
+                    if r.intent is not None and r.intent.op is Op.CLEANUP]
+        mine = self.ctx.mine(r.name for r in cleanups) if cleanups else set()
+        for rec in cleanups:
+            if rec.name in mine:
                 try:
                     self.ctx.clean_up(rec.name)
                 except VodsyncError as err:  # one stuck cleanup must not stop every later run
