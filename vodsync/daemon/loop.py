@@ -264,7 +264,7 @@ class Daemon:
         async_poll: float = ASYNC_POLL_SECONDS,
         uploader: Callable[..., Any] | None = None,
         prune_settle: float = PRUNE_SETTLE_SECONDS,
-        claim: Claim = claim_all,  # which items this process may work on now (item leases plug in here)
+        claim: Claim = claim_all,  # which of a job's items its worker takes up (leases: the executor's)
     ) -> None:
         self.store = store
         self.client = client

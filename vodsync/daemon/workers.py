@@ -118,8 +118,9 @@ class WorkPool:
         self._threads.submit(self._work, job)
 
     def dispatch(self, job: Job) -> Finished:
-        """Take up one job: claim its items, run the claimed ones, release them. The seam for
-        leases: `claim` may keep names back (another process holds them); those are not run."""
+        """Take up one job: claim its items, run the claimed ones, release them. `claim` may keep
+        names back; those are not run. (Item leases of a shared state are not taken here: the
+        executor claims each item as a worker comes to it, `Executor._claim`.)"""
         if self.stopping.is_set():
             return Finished(job, (), JobResult(), not_started=job.names)
         claimed = self.claim(job.names)
